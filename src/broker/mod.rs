@@ -1,0 +1,268 @@
+//! RabbitMQ: connecting, the topology of DESIGN.md §2 (declared idempotently), confirmed
+//! publishing of results and requests, and dead letters with their reason.
+
+pub mod dlq;
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::check::CheckResult;
+use crate::configuration::Names;
+
+/// A broker problem.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Connection or channel failure.
+    #[error("rabbitmq: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// An existing object was declared with other arguments.
+    #[error(
+        "{kind} `{name}` already exists with different arguments ({broker}). kycq never deletes a \
+         queue that holds messages: run `kycq setup` for how to migrate it, or point \
+         KYCQ__TOPOLOGY__PREFIX / KYCQ__TOPOLOGY__* at new names"
+    )]
+    Inequivalent {
+        /// `exchange` or `queue`.
+        kind: &'static str,
+        /// The object's name.
+        name: String,
+        /// The broker's words, which name the differing argument.
+        broker: String,
+    },
+    /// The broker refused a publish (nack) or did not confirm in time.
+    #[error("publish to `{0}` was not confirmed: {1}")]
+    NotConfirmed(String, String),
+}
+
+/// Connect to RabbitMQ on the tokio runtime. `name` shows in the management UI.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio);
+    Ok(Connection::connect(url, props).await?)
+}
+
+/// The work queue's arguments (DESIGN.md §2).
+pub fn work_queue_arguments(names: &Names, delivery_limit: u32) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    t.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(names.dead_exchange.as_str().into()),
+    );
+    t.insert("x-delivery-limit".into(), AMQPValue::LongInt(delivery_limit as i32));
+    t.insert(
+        "x-dead-letter-strategy".into(),
+        AMQPValue::LongString("at-least-once".into()),
+    );
+    t.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    t
+}
+
+/// Declare every object, idempotently. A mismatch with an existing object stops with a message
+/// that names it and the broker's account of the differing argument.
+pub async fn declare_topology(conn: &Connection, names: &Names, delivery_limit: u32) -> Result<(), BrokerError> {
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let durable_queue = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    // Each failed declare closes its channel, so every step gets a fresh one.
+    for (name, kind) in [
+        (&names.dead_exchange, ExchangeKind::Fanout),
+        (&names.requests, ExchangeKind::Topic),
+        (&names.results, ExchangeKind::Topic),
+    ] {
+        let ch = conn.create_channel().await?;
+        ch.exchange_declare(name, kind, durable_exchange, FieldTable::default())
+            .await
+            .map_err(|e| inequivalent(e, "exchange", name))?;
+        let _ = ch.close(200, "ok").await;
+    }
+    let ch = conn.create_channel().await?;
+    // The dead-letter queue is a classic durable queue: inspecting it (get + requeue) must never
+    // count towards a delivery limit.
+    ch.queue_declare(&names.dead_queue, durable_queue, FieldTable::default())
+        .await
+        .map_err(|e| inequivalent(e, "queue", &names.dead_queue))?;
+    ch.queue_bind(&names.dead_queue, &names.dead_exchange, "", QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    let _ = ch.close(200, "ok").await;
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(&names.work_queue, durable_queue, work_queue_arguments(names, delivery_limit))
+        .await
+        .map_err(|e| inequivalent(e, "queue", &names.work_queue))?;
+    ch.queue_bind(&names.work_queue, &names.requests, "check.#", QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    let _ = ch.close(200, "ok").await;
+    Ok(())
+}
+
+fn inequivalent(e: lapin::Error, kind: &'static str, name: &str) -> BrokerError {
+    if let lapin::Error::ProtocolError(p) = &e {
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)) {
+            return BrokerError::Inequivalent {
+                kind,
+                name: name.to_owned(),
+                broker: p.get_message().to_string(),
+            };
+        }
+    }
+    BrokerError::Amqp(e)
+}
+
+/// Headers kycq puts on what it dead-letters.
+pub mod headers {
+    /// Short machine reason (`not_json`, `retries_exhausted`, `billing_unknown`…).
+    pub const REASON: &str = "x-kycq-reason";
+    /// A sentence (never personal data).
+    pub const DETAIL: &str = "x-kycq-detail";
+    /// Provider calls made.
+    pub const ATTEMPTS: &str = "x-kycq-attempts";
+    /// The routing key the request was published with (used by replay).
+    pub const ROUTING_KEY: &str = "x-kycq-routing-key";
+    /// The request id, when there was one.
+    pub const REQUEST_ID: &str = "x-kycq-request-id";
+    /// When it was dead-lettered (RFC 3339).
+    pub const AT: &str = "x-kycq-dead-lettered-at";
+}
+
+/// Why a request is dead-lettered, with what to tell an operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Short machine reason.
+    pub reason: String,
+    /// A sentence.
+    pub detail: String,
+    /// Provider calls made.
+    pub attempts: u32,
+    /// The request id, if known.
+    pub request_id: Option<String>,
+}
+
+/// Publishes with publisher confirms on one channel.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Channel,
+    names: Names,
+    confirm_timeout: Duration,
+}
+
+impl Publisher {
+    /// Open a confirm-mode channel on `conn`.
+    pub async fn new(conn: &Connection, names: Names, confirm_timeout: Duration) -> Result<Self, BrokerError> {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Publisher {
+            channel,
+            names,
+            confirm_timeout,
+        })
+    }
+
+    /// Whether the channel is usable.
+    pub fn is_connected(&self) -> bool {
+        self.channel.status().connected()
+    }
+
+    /// Publish persistent and wait for the broker's confirm.
+    pub async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let target = if exchange.is_empty() { routing_key } else { exchange };
+        let confirm = self
+            .channel
+            .basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, props.with_delivery_mode(2))
+            .await?;
+        match tokio::time::timeout(self.confirm_timeout, confirm).await {
+            Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+            Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::NotConfirmed(target.into(), "nack".into())),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(BrokerError::NotConfirmed(target.into(), "timed out".into())),
+        }
+    }
+
+    /// Publish a result to the result exchange (`result.<check>.<status>`) and, when the request
+    /// asked for it, to its `reply_to` queue with its `correlation_id`.
+    pub async fn publish_result(
+        &self,
+        result: &CheckResult,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) -> Result<(), BrokerError> {
+        let body = result.to_json();
+        let mut props = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_message_id(result.request_id.as_str().into())
+            .with_type(ShortString::from("kycq.result"));
+        if let Some(c) = correlation_id {
+            props = props.with_correlation_id(c.into());
+        }
+        self.publish_confirmed(&self.names.results, &result.routing_key(), &body, props.clone())
+            .await?;
+        if let Some(q) = reply_to.filter(|q| !q.is_empty()) {
+            self.publish_confirmed("", q, &body, props).await?;
+        }
+        Ok(())
+    }
+
+    /// Publish a request body to the dead-letter exchange, keeping its properties and adding
+    /// the reason headers.
+    pub async fn dead_letter(
+        &self,
+        body: &[u8],
+        original: &BasicProperties,
+        routing_key: &str,
+        dl: &DeadLetter,
+    ) -> Result<(), BrokerError> {
+        let mut h = original.headers().clone().unwrap_or_default();
+        let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+        h.insert(headers::REASON.into(), s(&dl.reason));
+        h.insert(headers::DETAIL.into(), s(&dl.detail));
+        h.insert(headers::ATTEMPTS.into(), AMQPValue::LongInt(dl.attempts as i32));
+        h.insert(headers::ROUTING_KEY.into(), s(routing_key));
+        h.insert(
+            headers::AT.into(),
+            s(&chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        if let Some(id) = &dl.request_id {
+            h.insert(headers::REQUEST_ID.into(), s(id));
+        }
+        let props = original.clone().with_headers(h);
+        self.publish_confirmed(&self.names.dead_exchange, routing_key, body, props)
+            .await
+    }
+
+    /// Publish a request to the request exchange (`check.<check>`).
+    pub async fn publish_request(&self, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), BrokerError> {
+        self.publish_confirmed(&self.names.requests, routing_key, body, props)
+            .await
+    }
+}
+
+/// A header value as text (LongString or ShortString), for reading dead-letter headers.
+pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        AMQPValue::LongInt(i) => Some(i.to_string()),
+        AMQPValue::LongLongInt(i) => Some(i.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,1031 @@
+//! Validation of request fields into normalised, self-masking PII types (ID number, mobile, name) and validity periods.
+
+use std::fmt;
+
+use chrono::{Datelike, NaiveDate};
+
+use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
+use crate::check::reason::ReasonCode;
+
+/// Why a field was refused. Messages never contain the submitted value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    /// A required field is absent; holds the field name.
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("id_number: {0}")]
+    IdNumber(&'static str),
+    #[error("mobile: {0}")]
+    Mobile(&'static str),
+    #[error("name: {0}")]
+    Name(&'static str),
+    #[error("{field}: {reason}")]
+    Date {
+        field: &'static str,
+        reason: &'static str,
+    },
+}
+
+impl FieldError {
+    /// The reason code a `rejected` result carries for this error.
+    pub fn reason_code(&self) -> ReasonCode {
+        match self {
+            FieldError::Missing("name") => ReasonCode::InvalidName,
+            FieldError::Missing("id_number") => ReasonCode::InvalidIdNumber,
+            FieldError::Missing("mobile") => ReasonCode::InvalidMobile,
+            FieldError::Missing("validity_start" | "validity_end") => ReasonCode::InvalidDate,
+            FieldError::Missing(_) => ReasonCode::InvalidRequest,
+            FieldError::IdNumber(_) => ReasonCode::InvalidIdNumber,
+            FieldError::Mobile(_) => ReasonCode::InvalidMobile,
+            FieldError::Name(_) => ReasonCode::InvalidName,
+            FieldError::Date { .. } => ReasonCode::InvalidDate,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ID number
+// ---------------------------------------------------------------------------------------------
+
+const ID_WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+const ID_CHECK_CHARS: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
+
+/// The ISO 7064 MOD 11-2 check character for 17 ASCII digits; None if the input is not exactly that.
+pub fn id_check_char(first17: &str) -> Option<char> {
+    let bytes = first17.as_bytes();
+    if bytes.len() != 17 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let sum: u32 = bytes
+        .iter()
+        .zip(ID_WEIGHTS)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    Some(ID_CHECK_CHARS[(sum % 11) as usize])
+}
+
+/// Province-level region codes (the first two digits of a resident ID number).
+fn known_region(code: u32) -> bool {
+    matches!(
+        code,
+        11..=15 | 21..=23 | 31..=37 | 41..=46 | 50..=54 | 61..=65 | 71 | 81 | 82 | 83
+    )
+}
+
+/// Parse `YYYYMMDD` from exactly 8 ASCII digits; None if not digits or not a real date.
+fn parse_yyyymmdd(s: &str) -> Option<NaiveDate> {
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let year: i32 = s[0..4].parse().ok()?;
+    let month: u32 = s[4..6].parse().ok()?;
+    let day: u32 = s[6..8].parse().ok()?;
+    NaiveDate::from_ymd_opt(year, month, day)
+}
+
+/// A validated 18-character resident ID number (check character upper-case).
+/// `Debug` and `Display` show only the masked form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdNumber {
+    value: String,
+    birth_date: NaiveDate,
+}
+
+impl IdNumber {
+    /// Validate length, characters, region, birth date (1900-01-01 ..= `today`) and check character.
+    pub fn parse(raw: &str, today: NaiveDate) -> Result<IdNumber, FieldError> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(FieldError::IdNumber("must not be empty"));
+        }
+        if s.chars().count() != 18 {
+            return Err(FieldError::IdNumber("must be 18 characters"));
+        }
+        // 18 chars; all ASCII after this check, so byte slicing below is safe.
+        let bytes = s.as_bytes();
+        let last = bytes[bytes.len() - 1];
+        if bytes.len() != 18
+            || !bytes[..17].iter().all(u8::is_ascii_digit)
+            || !(last.is_ascii_digit() || last == b'X' || last == b'x')
+        {
+            return Err(FieldError::IdNumber(
+                "must be 17 digits followed by a digit or X",
+            ));
+        }
+        let value = s.to_ascii_uppercase();
+        let region: u32 = value[0..2].parse().unwrap_or(0);
+        if !known_region(region) {
+            return Err(FieldError::IdNumber("unknown region prefix"));
+        }
+        let birth_date = parse_yyyymmdd(&value[6..14])
+            .ok_or(FieldError::IdNumber("birth date is not a real date"))?;
+        if birth_date < NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date") {
+            return Err(FieldError::IdNumber("birth date is before 1900"));
+        }
+        if birth_date > today {
+            return Err(FieldError::IdNumber("birth date is in the future"));
+        }
+        let expected = id_check_char(&value[..17]);
+        if expected != value.chars().last() {
+            return Err(FieldError::IdNumber("check character does not match"));
+        }
+        Ok(IdNumber { value, birth_date })
+    }
+
+    /// The plaintext (normalised) ID number. The one way to read it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The masked form: first 3, eleven `*`, last 4.
+    pub fn masked(&self) -> String {
+        mask_id_number(&self.value)
+    }
+
+    /// The birth date encoded in digits 7–14.
+    pub fn birth_date(&self) -> NaiveDate {
+        self.birth_date
+    }
+}
+
+impl fmt::Debug for IdNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("IdNumber").field(&self.masked()).finish()
+    }
+}
+
+impl fmt::Display for IdNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mobile
+// ---------------------------------------------------------------------------------------------
+
+/// A validated mainland mobile number, stored as the bare 11 digits.
+/// `Debug` and `Display` show only the masked form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Mobile {
+    value: String,
+}
+
+fn is_11_digits(s: &str) -> bool {
+    s.len() == 11 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn valid_mobile_prefix(digits: &[u8]) -> bool {
+    matches!(
+        (digits[0], digits[1], digits[2]),
+        (b'1', b'3', b'0'..=b'9')
+            | (b'1', b'4', b'5'..=b'9')
+            | (b'1', b'5', b'0'..=b'3' | b'5'..=b'9')
+            | (b'1', b'6', b'2' | b'5' | b'6' | b'7')
+            | (b'1', b'7', b'0'..=b'8')
+            | (b'1', b'8', b'0'..=b'9')
+            | (b'1', b'9', b'0'..=b'3' | b'5'..=b'9')
+    )
+}
+
+impl Mobile {
+    /// Normalise (drop spaces and `-`, one leading `+86`/`0086`/`86` before 11 digits) and validate.
+    pub fn parse(raw: &str) -> Result<Mobile, FieldError> {
+        let compact: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect();
+        if compact.is_empty() {
+            return Err(FieldError::Mobile("must not be empty"));
+        }
+        let mut digits = compact.as_str();
+        for prefix in ["+86", "0086", "86"] {
+            if let Some(rest) = digits.strip_prefix(prefix) {
+                if is_11_digits(rest) {
+                    digits = rest;
+                    break;
+                }
+            }
+        }
+        if !is_11_digits(digits) {
+            return Err(FieldError::Mobile("must be 11 digits"));
+        }
+        if !valid_mobile_prefix(digits.as_bytes()) {
+            return Err(FieldError::Mobile("not a mainland mobile number prefix"));
+        }
+        Ok(Mobile {
+            value: digits.to_owned(),
+        })
+    }
+
+    /// The plaintext 11 digits. The one way to read them.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The masked form: first 3, `****`, last 4.
+    pub fn masked(&self) -> String {
+        mask_mobile(&self.value)
+    }
+}
+
+impl fmt::Debug for Mobile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Mobile").field(&self.masked()).finish()
+    }
+}
+
+impl fmt::Display for Mobile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name
+// ---------------------------------------------------------------------------------------------
+
+/// A validated personal name (Chinese or Latin script), whitespace-normalised.
+/// `Debug` and `Display` show only the masked form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Name {
+    value: String,
+}
+
+const MIDDLE_DOT: char = '\u{00B7}';
+
+fn is_cjk_ideograph(c: char) -> bool {
+    matches!(
+        c,
+        '\u{3400}'..='\u{4DBF}'
+            | '\u{4E00}'..='\u{9FFF}'
+            | '\u{F900}'..='\u{FAFF}'
+            | '\u{20000}'..='\u{2FA1F}'
+    )
+}
+
+/// The dot characters accepted between the parts of a Chinese name (normalised to U+00B7).
+fn is_name_dot(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00B7}' | '\u{2022}' | '\u{30FB}' | '\u{2027}' | '\u{FF0E}' | '.'
+    )
+}
+
+/// ASCII letters and the letters of Latin-1 Supplement, Latin Extended-A/B and Latin Extended Additional.
+fn is_latin_letter(c: char) -> bool {
+    c.is_ascii_alphabetic()
+        || (matches!(
+            c,
+            '\u{00C0}'..='\u{024F}' | '\u{1E00}'..='\u{1EFF}'
+        ) && c.is_alphabetic())
+}
+
+fn is_latin_separator(c: char) -> bool {
+    matches!(c, ' ' | '-' | '\'' | '.')
+}
+
+fn parse_chinese_name(s: &str) -> Result<String, FieldError> {
+    if s.contains(' ') {
+        return Err(FieldError::Name("a Chinese name must not contain spaces"));
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut prev_dot = true; // treats the start like a dot: no leading dot
+    for c in s.chars() {
+        if is_cjk_ideograph(c) {
+            out.push(c);
+            prev_dot = false;
+        } else if is_name_dot(c) {
+            if out.is_empty() {
+                return Err(FieldError::Name("must not start with a dot"));
+            }
+            if prev_dot {
+                return Err(FieldError::Name("must not contain two dots in a row"));
+            }
+            out.push(MIDDLE_DOT);
+            prev_dot = true;
+        } else if is_latin_letter(c) {
+            return Err(FieldError::Name(
+                "must not mix Chinese and Latin characters",
+            ));
+        } else if c.is_numeric() {
+            return Err(FieldError::Name("must not contain digits"));
+        } else {
+            return Err(FieldError::Name("contains a character that is not allowed"));
+        }
+    }
+    if prev_dot {
+        return Err(FieldError::Name("must not end with a dot"));
+    }
+    let n = out.chars().count();
+    if n < 2 {
+        return Err(FieldError::Name("must be at least 2 characters"));
+    }
+    if n > 30 {
+        return Err(FieldError::Name(
+            "a Chinese name must be at most 30 characters",
+        ));
+    }
+    Ok(out)
+}
+
+fn parse_latin_name(s: &str) -> Result<String, FieldError> {
+    let mut prev: Option<char> = None;
+    for c in s.chars() {
+        if is_latin_letter(c) {
+            // fine anywhere
+        } else if is_latin_separator(c) {
+            match prev {
+                None => return Err(FieldError::Name("must start with a letter")),
+                Some(p) if is_latin_letter(p) => {}
+                // "J. R. Smith": a space may follow an abbreviating dot.
+                Some('.') if c == ' ' => {}
+                Some(_) => {
+                    return Err(FieldError::Name("must not contain two separators in a row"))
+                }
+            }
+        } else if c.is_numeric() {
+            return Err(FieldError::Name("must not contain digits"));
+        } else {
+            return Err(FieldError::Name("contains a character that is not allowed"));
+        }
+        prev = Some(c);
+    }
+    // A trailing abbreviating dot ("Jr.") is allowed; a trailing space, `-` or `'` is not.
+    if matches!(prev, Some(' ' | '-' | '\'')) {
+        return Err(FieldError::Name("must end with a letter"));
+    }
+    let n = s.chars().count();
+    if n < 2 {
+        return Err(FieldError::Name("must be at least 2 characters"));
+    }
+    if n > 64 {
+        return Err(FieldError::Name(
+            "a Latin-script name must be at most 64 characters",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+impl Name {
+    /// Trim, collapse whitespace, and accept a Chinese name (with `·` between parts) or a Latin-script name.
+    pub fn parse(raw: &str) -> Result<Name, FieldError> {
+        let collapsed = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        if collapsed.is_empty() {
+            return Err(FieldError::Name("must not be empty"));
+        }
+        let value = if collapsed.chars().any(is_cjk_ideograph) {
+            parse_chinese_name(&collapsed)?
+        } else {
+            parse_latin_name(&collapsed)?
+        };
+        Ok(Name { value })
+    }
+
+    /// The plaintext (normalised) name. The one way to read it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// The masked form: first character, one `*` per remaining character.
+    pub fn masked(&self) -> String {
+        mask_name(&self.value)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Name").field(&self.masked()).finish()
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validity period
+// ---------------------------------------------------------------------------------------------
+
+/// The end of an ID card's validity period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValidityEnd {
+    Date(NaiveDate),
+    LongTerm,
+}
+
+/// An ID card's validity period (not PII).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    pub start: NaiveDate,
+    pub end: ValidityEnd,
+}
+
+fn parse_date_field(field: &'static str, raw: &str) -> Result<NaiveDate, FieldError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(FieldError::Date {
+            field,
+            reason: "must not be empty",
+        });
+    }
+    if s.len() != 8 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FieldError::Date {
+            field,
+            reason: "must be YYYYMMDD",
+        });
+    }
+    parse_yyyymmdd(s).ok_or(FieldError::Date {
+        field,
+        reason: "is not a real date",
+    })
+}
+
+fn is_long_term(s: &str) -> bool {
+    s == "长期"
+        || s.eq_ignore_ascii_case("long-term")
+        || s.eq_ignore_ascii_case("longterm")
+        || s.eq_ignore_ascii_case("long_term")
+}
+
+impl Validity {
+    /// Parse `YYYYMMDD` dates; `end` may be `long-term` (`长期`, `longterm`, `long_term`); end after start.
+    pub fn parse(start: &str, end: &str) -> Result<Validity, FieldError> {
+        let start = parse_date_field("validity_start", start)?;
+        let end_trimmed = end.trim();
+        let end = if is_long_term(end_trimmed) {
+            ValidityEnd::LongTerm
+        } else {
+            let end = parse_date_field("validity_end", end_trimmed)?;
+            if end <= start {
+                return Err(FieldError::Date {
+                    field: "validity_end",
+                    reason: "must be after validity_start",
+                });
+            }
+            ValidityEnd::Date(end)
+        };
+        Ok(Validity { start, end })
+    }
+}
+
+/// Format a date as `YYYYMMDD`.
+pub fn format_yyyymmdd(d: NaiveDate) -> String {
+    format!("{:04}{:02}{:02}", d.year(), d.month(), d.day())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    fn today() -> NaiveDate {
+        d(2026, 11, 23)
+    }
+
+    fn id(s: &str) -> Result<IdNumber, FieldError> {
+        IdNumber::parse(s, today())
+    }
+
+    /// Builds a well-formed ID number from its first 17 digits.
+    fn with_check(first17: &str) -> String {
+        format!("{first17}{}", id_check_char(first17).unwrap())
+    }
+
+    // --- ID number ------------------------------------------------------------------------
+
+    #[test]
+    fn id_vendor_doc_example_is_valid() {
+        let v = id("11010519491231002X").unwrap();
+        assert_eq!(v.expose(), "11010519491231002X");
+        assert_eq!(v.birth_date(), d(1949, 12, 31));
+        assert_eq!(v.masked(), "110***********002X");
+    }
+
+    #[test]
+    fn id_lower_case_x_and_whitespace_normalised() {
+        let v = id("  11010519491231002x\t").unwrap();
+        assert_eq!(v.expose(), "11010519491231002X");
+        assert_eq!(v, id("11010519491231002X").unwrap());
+    }
+
+    #[test]
+    fn id_bad_check_char() {
+        assert_eq!(
+            id("110105194912310021"),
+            Err(FieldError::IdNumber("check character does not match"))
+        );
+    }
+
+    #[test]
+    fn id_tencent_doc_example_1654_rejected() {
+        assert_eq!(
+            id("11204416541220243X"),
+            Err(FieldError::IdNumber("birth date is before 1900"))
+        );
+        // Even with a correct check character.
+        assert_eq!(with_check("11204416541220243"), "112044165412202434");
+        assert!(id("112044165412202434").is_err());
+    }
+
+    #[test]
+    fn id_future_birth_date_rejected() {
+        let tomorrow = with_check("11010520261124001");
+        assert_eq!(
+            id(&tomorrow),
+            Err(FieldError::IdNumber("birth date is in the future"))
+        );
+        let on_today = with_check("11010520261123001");
+        assert_eq!(id(&on_today).unwrap().birth_date(), today());
+        let earliest = with_check("11010519000101001");
+        assert_eq!(id(&earliest).unwrap().birth_date(), d(1900, 1, 1));
+        let too_early = with_check("11010518991231001");
+        assert_eq!(
+            id(&too_early),
+            Err(FieldError::IdNumber("birth date is before 1900"))
+        );
+    }
+
+    #[test]
+    fn id_wrong_length_rejected() {
+        let e = Err(FieldError::IdNumber("must be 18 characters"));
+        assert_eq!(id("11010519491231002"), e);
+        assert_eq!(id("11010519491231002X1"), e);
+        assert_eq!(id("110105194912310021X"), e);
+        assert_eq!(id(""), Err(FieldError::IdNumber("must not be empty")));
+        assert_eq!(id("   "), Err(FieldError::IdNumber("must not be empty")));
+    }
+
+    #[test]
+    fn id_bad_characters_rejected() {
+        let e = Err(FieldError::IdNumber(
+            "must be 17 digits followed by a digit or X",
+        ));
+        assert_eq!(id("1101051949123100XX"), e);
+        assert_eq!(id("11010519491231002Y"), e);
+        assert_eq!(id("１１010519491231002X"), e); // full-width digits, 18 chars
+        assert_eq!(id("11010519491231002😀"), e);
+        assert_eq!(id("11010519491 31002X"), e);
+    }
+
+    #[test]
+    fn id_unknown_region_rejected() {
+        let s = with_check("99010519491231002");
+        assert_eq!(id(&s), Err(FieldError::IdNumber("unknown region prefix")));
+        for region in [
+            "10", "16", "20", "24", "30", "38", "40", "47", "55", "60", "66", "70", "72", "80",
+            "84", "90",
+        ] {
+            let s = with_check(&format!("{region}010519491231002"));
+            assert_eq!(
+                id(&s),
+                Err(FieldError::IdNumber("unknown region prefix")),
+                "{region}"
+            );
+        }
+        for region in [
+            "11", "15", "21", "23", "31", "37", "41", "46", "50", "54", "61", "65", "71", "81",
+            "82", "83",
+        ] {
+            let s = with_check(&format!("{region}010519491231002"));
+            assert!(id(&s).is_ok(), "{region}");
+        }
+    }
+
+    #[test]
+    fn id_feb_29_leap_and_non_leap() {
+        let leap = with_check("31010120000229001");
+        assert_eq!(leap, "310101200002290015");
+        assert_eq!(id(&leap).unwrap().birth_date(), d(2000, 2, 29));
+        let leap2024 = with_check("11010520240229888");
+        assert_eq!(leap2024, "110105202402298881");
+        assert!(id(&leap2024).is_ok());
+        let non_leap = with_check("31010119000229001"); // 1900 is not a leap year
+        assert_eq!(
+            id(&non_leap),
+            Err(FieldError::IdNumber("birth date is not a real date"))
+        );
+        let non_leap2 = with_check("31010120230229001");
+        assert_eq!(
+            id(&non_leap2),
+            Err(FieldError::IdNumber("birth date is not a real date"))
+        );
+        let month13 = with_check("31010120231301001");
+        assert!(id(&month13).is_err());
+    }
+
+    #[test]
+    fn check_char_known_answers() {
+        assert_eq!(id_check_char("11010519491231002"), Some('X'));
+        assert_eq!(id_check_char("44030819990101123"), Some('4'));
+        assert_eq!(id_check_char("51010719850714382"), Some('5'));
+        assert_eq!(id_check_char("65010219700101555"), Some('6'));
+        assert_eq!(id_check_char("81000019920815000"), Some('0'));
+        assert_eq!(id_check_char("1101051949123100"), None);
+        assert_eq!(id_check_char("110105194912310021"), None);
+        assert_eq!(id_check_char("1101051949123100X"), None);
+        assert_eq!(id_check_char("１1010519491231002"), None);
+        assert!(id("440308199901011234").is_ok());
+        assert!(id("510107198507143825").is_ok());
+        assert!(id("650102197001015556").is_ok());
+        assert!(id("810000199208150000").is_ok());
+    }
+
+    #[test]
+    fn id_errors_do_not_echo_value() {
+        for s in ["110105194912310021", "99010519491231002X", "123"] {
+            let e = id(s).unwrap_err();
+            assert!(!e.to_string().contains(s));
+            assert_eq!(e.reason_code(), ReasonCode::InvalidIdNumber);
+        }
+    }
+
+    // --- Mobile ---------------------------------------------------------------------------
+
+    #[test]
+    fn mobile_ok_and_normalised() {
+        assert_eq!(
+            Mobile::parse("13812345678").unwrap().expose(),
+            "13812345678"
+        );
+        for raw in [
+            "+86 138-1234-5678",
+            "+8613812345678",
+            "008613812345678",
+            "8613812345678",
+            " 138 1234 5678 ",
+            "138-1234-5678",
+        ] {
+            assert_eq!(Mobile::parse(raw).unwrap().expose(), "13812345678", "{raw}");
+        }
+        assert_eq!(
+            Mobile::parse("13812345678").unwrap().masked(),
+            "138****5678"
+        );
+    }
+
+    #[test]
+    fn mobile_prefixes() {
+        for ok in [
+            "13012345678",
+            "14512345678",
+            "14912345678",
+            "15012345678",
+            "15312345678",
+            "15512345678",
+            "16212345678",
+            "16512345678",
+            "16712345678",
+            "17012345678",
+            "17812345678",
+            "18012345678",
+            "18912345678",
+            "19012345678",
+            "19312345678",
+            "19512345678",
+            "19912345678",
+        ] {
+            assert!(Mobile::parse(ok).is_ok(), "{ok}");
+        }
+        let bad_prefix = Err(FieldError::Mobile("not a mainland mobile number prefix"));
+        for bad in [
+            "14012345678",
+            "14412345678",
+            "15412345678",
+            "16012345678",
+            "16412345678",
+            "16812345678",
+            "17912345678",
+            "19412345678",
+            "12345678901",
+            "10012345678",
+            "23812345678",
+        ] {
+            assert_eq!(Mobile::parse(bad), bad_prefix, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mobile_wrong_shape_rejected() {
+        let e = Err(FieldError::Mobile("must be 11 digits"));
+        assert_eq!(Mobile::parse("1381234567"), e);
+        assert_eq!(Mobile::parse("138123456789"), e);
+        assert_eq!(Mobile::parse("+86 1381234567"), e);
+        assert_eq!(Mobile::parse("+1 13812345678"), e);
+        assert_eq!(Mobile::parse("+86+8613812345678"), e);
+        assert_eq!(Mobile::parse("1381234567a"), e);
+        assert_eq!(Mobile::parse("１3812345678"), e);
+        assert_eq!(
+            Mobile::parse(""),
+            Err(FieldError::Mobile("must not be empty"))
+        );
+        assert_eq!(
+            Mobile::parse(" - "),
+            Err(FieldError::Mobile("must not be empty"))
+        );
+        let err = Mobile::parse("1381234567").unwrap_err();
+        assert!(!err.to_string().contains("1381234567"));
+        assert_eq!(err.reason_code(), ReasonCode::InvalidMobile);
+    }
+
+    // --- Name -----------------------------------------------------------------------------
+
+    #[test]
+    fn chinese_names_ok() {
+        for n in ["张三", "欧阳娜娜", "阿依古丽·买买提"] {
+            assert_eq!(Name::parse(n).unwrap().expose(), n);
+        }
+        for raw in [
+            "阿依古丽•买买提",
+            "阿依古丽・买买提",
+            "阿依古丽‧买买提",
+            "阿依古丽．买买提",
+            "阿依古丽.买买提",
+        ] {
+            assert_eq!(
+                Name::parse(raw).unwrap().expose(),
+                "阿依古丽·买买提",
+                "{raw}"
+            );
+        }
+        assert_eq!(Name::parse("  张三 ").unwrap().expose(), "张三");
+        assert_eq!(Name::parse("𠀀三").unwrap().expose(), "𠀀三"); // extension B
+        assert!(Name::parse(&"张".repeat(30)).is_ok());
+        assert!(Name::parse(&"张".repeat(31)).is_err());
+    }
+
+    #[test]
+    fn latin_names_ok() {
+        for n in [
+            "Zhang San",
+            "Wei Xiaobao",
+            "O'Neil",
+            "Jean-Luc Picard",
+            "José Müller",
+            "Ñoño",
+            "J. R. Smith",
+            "Martin King Jr.",
+        ] {
+            assert_eq!(Name::parse(n).unwrap().expose(), n);
+        }
+        assert_eq!(
+            Name::parse("  Zhang \t  San\n").unwrap().expose(),
+            "Zhang San"
+        );
+        assert!(Name::parse(&"a".repeat(64)).is_ok());
+        assert!(Name::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn names_rejected() {
+        let cases = [
+            ("张3", "must not contain digits"),
+            ("·张三", "must not start with a dot"),
+            ("张··三", "must not contain two dots in a row"),
+            ("张三·", "must not end with a dot"),
+            ("张.·三", "must not contain two dots in a row"),
+            ("Zhang三", "must not mix Chinese and Latin characters"),
+            ("张 三", "a Chinese name must not contain spaces"),
+            ("张", "must be at least 2 characters"),
+            ("X", "must be at least 2 characters"),
+            ("😀😀", "contains a character that is not allowed"),
+            ("张😀", "contains a character that is not allowed"),
+            ("Zhang\u{0}San", "contains a character that is not allowed"),
+            ("Zh4ng", "must not contain digits"),
+            ("-Zhang", "must start with a letter"),
+            ("Zhang-", "must end with a letter"),
+            ("Zhang--San", "must not contain two separators in a row"),
+            ("Zhang San'", "must end with a letter"),
+            ("Ζήνων", "contains a character that is not allowed"), // Greek
+            ("Иван", "contains a character that is not allowed"),  // Cyrillic
+        ];
+        for (raw, reason) in cases {
+            let e = Name::parse(raw).unwrap_err();
+            assert_eq!(e, FieldError::Name(reason), "{raw:?}");
+            assert!(!e.to_string().contains(raw));
+            assert_eq!(e.reason_code(), ReasonCode::InvalidName);
+        }
+        assert_eq!(
+            Name::parse(" \t\n "),
+            Err(FieldError::Name("must not be empty"))
+        );
+        assert_eq!(Name::parse(""), Err(FieldError::Name("must not be empty")));
+    }
+
+    // --- PII formatting -------------------------------------------------------------------
+
+    #[test]
+    fn debug_and_display_show_only_the_mask() {
+        let i = id("11010519491231002X").unwrap();
+        let m = Mobile::parse("13812345678").unwrap();
+        let n = Name::parse("欧阳娜娜").unwrap();
+        let l = Name::parse("Zhang San").unwrap();
+        for (plain, dbg, disp, mask) in [
+            (
+                "11010519491231002X",
+                format!("{i:?}"),
+                i.to_string(),
+                i.masked(),
+            ),
+            ("13812345678", format!("{m:?}"), m.to_string(), m.masked()),
+            ("欧阳娜娜", format!("{n:?}"), n.to_string(), n.masked()),
+            ("Zhang San", format!("{l:?}"), l.to_string(), l.masked()),
+        ] {
+            assert!(!dbg.contains(plain), "{dbg}");
+            assert!(!disp.contains(plain), "{disp}");
+            assert!(dbg.contains(&mask), "{dbg}");
+            assert_eq!(disp, mask);
+        }
+        assert_eq!(format!("{i:?}"), "IdNumber(\"110***********002X\")");
+        assert_eq!(m.to_string(), "138****5678");
+        assert_eq!(n.to_string(), "欧***");
+        assert!(!format!("{l:#?}").contains("Zhang"));
+        // Inside containers too.
+        let all = format!("{:?}", (Some(&i), vec![&m], [&n]));
+        assert!(!all.contains("1949") && !all.contains("12345") && !all.contains("阳"));
+    }
+
+    // --- Validity -------------------------------------------------------------------------
+
+    #[test]
+    fn validity_ok() {
+        let v = Validity::parse("20201001", "20301001").unwrap();
+        assert_eq!(v.start, d(2020, 10, 1));
+        assert_eq!(v.end, ValidityEnd::Date(d(2030, 10, 1)));
+        for lt in [
+            "long-term",
+            "LONG-TERM",
+            "长期",
+            "longterm",
+            "LongTerm",
+            "long_term",
+            " 长期 ",
+        ] {
+            let v = Validity::parse("20201001", lt).unwrap();
+            assert_eq!(v.end, ValidityEnd::LongTerm, "{lt}");
+        }
+    }
+
+    #[test]
+    fn validity_rejected() {
+        assert_eq!(
+            Validity::parse("20301001", "20201001"),
+            Err(FieldError::Date {
+                field: "validity_end",
+                reason: "must be after validity_start"
+            })
+        );
+        assert_eq!(
+            Validity::parse("20201001", "20201001")
+                .unwrap_err()
+                .to_string(),
+            "validity_end: must be after validity_start"
+        );
+        assert_eq!(
+            Validity::parse("20230230", "20330230"),
+            Err(FieldError::Date {
+                field: "validity_start",
+                reason: "is not a real date"
+            })
+        );
+        assert_eq!(
+            Validity::parse("20230228", "20230230"),
+            Err(FieldError::Date {
+                field: "validity_end",
+                reason: "is not a real date"
+            })
+        );
+        assert_eq!(
+            Validity::parse("2020-10-01", "20301001"),
+            Err(FieldError::Date {
+                field: "validity_start",
+                reason: "must be YYYYMMDD"
+            })
+        );
+        assert_eq!(
+            Validity::parse("20201001", "long term forever"),
+            Err(FieldError::Date {
+                field: "validity_end",
+                reason: "must be YYYYMMDD"
+            })
+        );
+        assert_eq!(
+            Validity::parse("", "长期"),
+            Err(FieldError::Date {
+                field: "validity_start",
+                reason: "must not be empty"
+            })
+        );
+        assert_eq!(
+            Validity::parse("20201001", "２０３０1001")
+                .unwrap_err()
+                .reason_code(),
+            ReasonCode::InvalidDate
+        );
+    }
+
+    #[test]
+    fn format_yyyymmdd_known() {
+        assert_eq!(format_yyyymmdd(d(2020, 10, 1)), "20201001");
+        assert_eq!(format_yyyymmdd(d(1949, 12, 31)), "19491231");
+        assert_eq!(format_yyyymmdd(d(999, 1, 2)), "09990102");
+    }
+
+    // --- FieldError -----------------------------------------------------------------------
+
+    #[test]
+    fn field_error_reason_codes_and_messages() {
+        use ReasonCode as R;
+        let cases = [
+            (
+                FieldError::Missing("name"),
+                R::InvalidName,
+                "name is required",
+            ),
+            (
+                FieldError::Missing("id_number"),
+                R::InvalidIdNumber,
+                "id_number is required",
+            ),
+            (
+                FieldError::Missing("mobile"),
+                R::InvalidMobile,
+                "mobile is required",
+            ),
+            (
+                FieldError::Missing("validity_start"),
+                R::InvalidDate,
+                "validity_start is required",
+            ),
+            (
+                FieldError::Missing("validity_end"),
+                R::InvalidDate,
+                "validity_end is required",
+            ),
+            (
+                FieldError::Missing("request_id"),
+                R::InvalidRequest,
+                "request_id is required",
+            ),
+            (
+                FieldError::IdNumber("x"),
+                R::InvalidIdNumber,
+                "id_number: x",
+            ),
+            (FieldError::Mobile("x"), R::InvalidMobile, "mobile: x"),
+            (FieldError::Name("x"), R::InvalidName, "name: x"),
+            (
+                FieldError::Date {
+                    field: "validity_end",
+                    reason: "x",
+                },
+                R::InvalidDate,
+                "validity_end: x",
+            ),
+        ];
+        for (e, code, msg) in cases {
+            assert_eq!(e.reason_code(), code, "{e}");
+            assert_eq!(e.to_string(), msg);
+        }
+    }
+
+    #[test]
+    fn parsers_never_panic_on_odd_input() {
+        let mut odd: Vec<String> = [
+            "",
+            " ",
+            "\u{0}",
+            "😀",
+            "👨‍👩‍👧‍👦",
+            "e\u{301}",
+            "\u{202e}13812345678",
+            "𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈",
+            "+86",
+            "0086",
+            "86",
+            "·",
+            "..",
+            "'",
+            "长期",
+            "1101051949123100２X",
+            "2020100１",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        odd.push("ß".repeat(18));
+        odd.push("😀".repeat(11));
+        for s in &odd {
+            let _ = IdNumber::parse(s, today());
+            let _ = Mobile::parse(s);
+            let _ = Name::parse(s);
+            let _ = Validity::parse(s, s);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The one result every request ends with: its shape is the published and stored contract.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::reason::{ReasonCode, Status, Verdict};
+use super::request::{CheckKind, Rejection};
+
+/// Whether the provider charged for the call that produced a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Billed {
+    /// Charged.
+    Yes,
+    /// Not charged (or no call was made).
+    No,
+    /// The call may have been charged and its answer was lost.
+    Unknown,
+}
+
+impl Billed {
+    /// `yes`, `no`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Billed::Yes => "yes",
+            Billed::No => "no",
+            Billed::Unknown => "unknown",
+        }
+    }
+}
+
+impl FromStr for Billed {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "yes" => Ok(Billed::Yes),
+            "no" => Ok(Billed::No),
+            "unknown" => Ok(Billed::Unknown),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Mainland carriers, normalised from each provider's spelling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Carrier {
+    /// China Mobile.
+    Cmcc,
+    /// China Unicom.
+    Cucc,
+    /// China Telecom.
+    Ctcc,
+    /// China Broadnet.
+    Cbn,
+}
+
+impl Carrier {
+    /// `cmcc`, `cucc`, `ctcc`, `cbn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Carrier::Cmcc => "cmcc",
+            Carrier::Cucc => "cucc",
+            Carrier::Ctcc => "ctcc",
+            Carrier::Cbn => "cbn",
+        }
+    }
+
+    /// Normalise any provider's spelling: Chinese (`移动`, `中国联通`…), English (`China Mobile`,
+    /// `telecom`…) or codes (`CMCC`, `gdcc`…). Blank or unknown → None.
+    pub fn normalise(raw: &str) -> Option<Carrier> {
+        let s = raw.trim().to_ascii_lowercase();
+        if s.is_empty() {
+            return None;
+        }
+        const TABLE: &[(&str, Carrier)] = &[
+            ("移动", Carrier::Cmcc),
+            ("mobile", Carrier::Cmcc),
+            ("cmcc", Carrier::Cmcc),
+            ("联通", Carrier::Cucc),
+            ("unicom", Carrier::Cucc),
+            ("cucc", Carrier::Cucc),
+            ("电信", Carrier::Ctcc),
+            ("telecom", Carrier::Ctcc),
+            ("ctcc", Carrier::Ctcc),
+            ("广电", Carrier::Cbn),
+            ("broadnet", Carrier::Cbn),
+            ("gdcc", Carrier::Cbn),
+            ("cbn", Carrier::Cbn),
+        ];
+        TABLE
+            .iter()
+            .find(|(needle, _)| s.contains(needle))
+            .map(|(_, c)| *c)
+    }
+}
+
+impl fmt::Display for Carrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The subject as published and stored: masked only. Every field is always present.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedSubject {
+    /// `张*`.
+    pub name: Option<String>,
+    /// `110***********002X`.
+    pub id_number: Option<String>,
+    /// `138****5678`.
+    pub mobile: Option<String>,
+}
+
+/// The result of one request (DESIGN.md §3). Serialises with every field present.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The idempotency key.
+    pub request_id: String,
+    /// Null only when the request named no check kycq knows.
+    pub check: Option<CheckKind>,
+    /// completed / rejected / failed.
+    pub status: Status,
+    /// Only when completed.
+    pub verdict: Option<Verdict>,
+    /// From the shared table.
+    pub reason_code: ReasonCode,
+    /// A sentence for people.
+    pub reason: String,
+    /// yes / no / unknown.
+    pub billed: Billed,
+    /// Normalised carrier.
+    pub carrier: Option<Carrier>,
+    /// The provider that produced the answer.
+    pub provider: Option<String>,
+    /// The provider's most specific code.
+    pub provider_code: Option<String>,
+    /// The provider's request id, for support tickets.
+    pub provider_request_id: Option<String>,
+    /// Provider calls made for this request.
+    pub attempts: u32,
+    /// Masked subject.
+    pub subject: MaskedSubject,
+    /// When kycq first received the request (RFC 3339, milliseconds, UTC).
+    #[serde(with = "millis")]
+    pub received_at: DateTime<Utc>,
+    /// When the result was decided.
+    #[serde(with = "millis")]
+    pub completed_at: DateTime<Utc>,
+}
+
+impl CheckResult {
+    /// The `rejected` result for a request kycq's validation refused.
+    pub fn rejected(r: &Rejection, received_at: DateTime<Utc>, now: DateTime<Utc>) -> CheckResult {
+        CheckResult {
+            request_id: r.request_id.clone(),
+            check: r.check,
+            status: Status::Rejected,
+            verdict: None,
+            reason_code: r.reason_code,
+            reason: r.reason.clone(),
+            billed: Billed::No,
+            carrier: None,
+            provider: None,
+            provider_code: None,
+            provider_request_id: None,
+            attempts: 0,
+            subject: r.subject.clone(),
+            received_at,
+            completed_at: now,
+        }
+    }
+
+    /// The routing key on the result exchange: `result.<check>.<status>` (`unknown` for a
+    /// request that named no valid check).
+    pub fn routing_key(&self) -> String {
+        format!(
+            "result.{}.{}",
+            self.check.map_or("unknown", CheckKind::as_str),
+            self.status.as_str()
+        )
+    }
+
+    /// The JSON published and stored.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a result always serialises")
+    }
+}
+
+mod millis {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn carriers_normalise_from_every_spelling() {
+        for (raw, want) in [
+            ("移动", Some(Carrier::Cmcc)),
+            ("中国移动", Some(Carrier::Cmcc)),
+            ("China Mobile", Some(Carrier::Cmcc)),
+            ("mobile", Some(Carrier::Cmcc)),
+            ("CMCC", Some(Carrier::Cmcc)),
+            ("联通", Some(Carrier::Cucc)),
+            ("China Unicom", Some(Carrier::Cucc)),
+            ("cucc", Some(Carrier::Cucc)),
+            ("电信", Some(Carrier::Ctcc)),
+            ("Telecom", Some(Carrier::Ctcc)),
+            ("CTCC", Some(Carrier::Ctcc)),
+            ("广电", Some(Carrier::Cbn)),
+            ("gdcc", Some(Carrier::Cbn)),
+            ("China Broadnet", Some(Carrier::Cbn)),
+            ("", None),
+            ("acme", None),
+        ] {
+            assert_eq!(Carrier::normalise(raw), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn a_result_serialises_with_every_field_and_the_contract_shape() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 2, 18, 16).unwrap()
+            + chrono::Duration::milliseconds(120);
+        let r = CheckResult {
+            request_id: "9f0c".into(),
+            check: Some(CheckKind::Mobile3),
+            status: Status::Completed,
+            verdict: Some(Verdict::Mismatch),
+            reason_code: ReasonCode::NameMismatch,
+            reason: ReasonCode::NameMismatch.meaning().into(),
+            billed: Billed::Yes,
+            carrier: Some(Carrier::Cmcc),
+            provider: Some("alibaba".into()),
+            provider_code: Some("203".into()),
+            provider_request_id: None,
+            attempts: 1,
+            subject: MaskedSubject {
+                name: Some("张*".into()),
+                id_number: Some("110***********002X".into()),
+                mobile: None,
+            },
+            received_at: t,
+            completed_at: t,
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        for k in [
+            "request_id", "check", "status", "verdict", "reason_code", "reason", "billed", "carrier",
+            "provider", "provider_code", "provider_request_id", "attempts", "subject", "received_at",
+            "completed_at",
+        ] {
+            assert!(keys.contains(&k), "missing {k}");
+        }
+        assert_eq!(v["status"], "completed");
+        assert_eq!(v["verdict"], "mismatch");
+        assert_eq!(v["reason_code"], "name_mismatch");
+        assert_eq!(v["billed"], "yes");
+        assert_eq!(v["carrier"], "cmcc");
+        assert_eq!(v["provider_request_id"], serde_json::Value::Null);
+        assert_eq!(v["subject"]["mobile"], serde_json::Value::Null);
+        assert_eq!(v["received_at"], "2026-11-23T02:18:16.120Z");
+        assert_eq!(r.routing_key(), "result.mobile3.completed");
+        let back: CheckResult = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+}

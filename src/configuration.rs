@@ -1,0 +1,579 @@
+//! The settings tree: `config/default.toml`, then `config/<KYCQ_ENV>.toml`, then `KYCQ__SECTION__KEY`
+//! environment variables; validated at start so a bad value names its key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::check::CheckKind;
+
+/// A configuration problem; the message always names the key (and its environment form).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or value could not be read or has the wrong type.
+    #[error("configuration: {0}")]
+    Load(String),
+    /// A value is present but not acceptable.
+    #[error("configuration key `{key}` ({env}): {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `amqp.prefetch`.
+        key: String,
+        /// Environment form, e.g. `KYCQ__AMQP__PREFETCH`.
+        env: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        env: env_name(key),
+        reason: reason.into(),
+    }
+}
+
+/// `amqp.prefetch` → `KYCQ__AMQP__PREFETCH`.
+pub fn env_name(key: &str) -> String {
+    format!("KYCQ__{}", key.replace('.', "__").to_uppercase())
+}
+
+/// Every setting. Field docs are the reference; `config/default.toml` documents the same keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// RabbitMQ.
+    pub amqp: AmqpSettings,
+    /// Object names.
+    pub topology: TopologySettings,
+    /// Postgres.
+    pub database: DatabaseSettings,
+    /// Redis (the shared rate limiter).
+    pub redis: RedisSettings,
+    /// Health and metrics endpoint.
+    pub http: HttpSettings,
+    /// Logs.
+    pub log: LogSettings,
+    /// Personal-data handling.
+    pub pii: PiiSettings,
+    /// The consumer.
+    pub worker: WorkerSettings,
+    /// Retries of transient failures.
+    pub retry: RetrySettings,
+    /// Provider route per check.
+    pub routes: RouteSettings,
+    /// Provider endpoints, credentials and limits.
+    pub providers: ProvidersSettings,
+    /// `kycq sandbox`.
+    pub sandbox: SandboxCliSettings,
+}
+
+/// `[amqp]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// Broker URL (may hold a password: never logged).
+    pub url: SecretString,
+    /// Unacknowledged deliveries per worker.
+    pub prefetch: u16,
+    /// `x-delivery-limit` of the work queue.
+    pub delivery_limit: u32,
+    /// Seconds to wait for a publisher confirm.
+    pub confirm_timeout_secs: u64,
+}
+
+/// `[topology]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopologySettings {
+    /// Prepended to every exchange and queue name.
+    pub prefix: String,
+    /// Clients publish here.
+    pub request_exchange: String,
+    /// Quorum work queue.
+    pub work_queue: String,
+    /// Every result.
+    pub result_exchange: String,
+    /// Fanout dead-letter exchange.
+    pub dead_letter_exchange: String,
+    /// Holds every request that could not be finished.
+    pub dead_letter_queue: String,
+}
+
+/// The effective object names (prefix applied).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// Request exchange.
+    pub requests: String,
+    /// Work queue.
+    pub work_queue: String,
+    /// Result exchange.
+    pub results: String,
+    /// Dead-letter exchange.
+    pub dead_exchange: String,
+    /// Dead-letter queue.
+    pub dead_queue: String,
+}
+
+impl TopologySettings {
+    /// Names with the prefix applied.
+    pub fn names(&self) -> Names {
+        let p = |n: &str| format!("{}{}", self.prefix, n);
+        Names {
+            requests: p(&self.request_exchange),
+            work_queue: p(&self.work_queue),
+            results: p(&self.result_exchange),
+            dead_exchange: p(&self.dead_letter_exchange),
+            dead_queue: p(&self.dead_letter_queue),
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Postgres URL (may hold a password: never logged).
+    pub url: SecretString,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Create the database when it does not exist.
+    pub create_if_missing: bool,
+}
+
+/// `[redis]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// Redis URL.
+    pub url: SecretString,
+    /// Prefix of every key kycq writes (several deployments can share one Redis).
+    pub key_prefix: String,
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// `/healthz`, `/readyz`, `/metrics`; empty disables the endpoint.
+    pub listen: String,
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive (`RUST_LOG` wins when set).
+    pub level: String,
+}
+
+/// `[pii]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiSettings {
+    /// HMAC-SHA256 key of subject fingerprints. Required by `worker`.
+    pub key: Option<SecretString>,
+}
+
+/// `[worker]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Deliveries processed at once.
+    pub concurrency: usize,
+    /// Seconds a claim is held without renewal; renewed every third of it while working.
+    pub lease_secs: u64,
+    /// Seconds in-flight work may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Identifies this worker in leases and the call journal; empty = host name and process id.
+    pub id: String,
+}
+
+/// `[retry]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// Calls to one provider for one request (first call included).
+    pub max_attempts: u32,
+    /// First backoff delay, milliseconds.
+    pub initial_delay_ms: u64,
+    /// Largest backoff delay, milliseconds.
+    pub max_delay_ms: u64,
+    /// Growth factor per attempt.
+    pub multiplier: f32,
+    /// Randomise each delay (full jitter on top of the base).
+    pub jitter: bool,
+    /// Total seconds one request may spend retrying across providers.
+    pub max_elapsed_secs: u64,
+}
+
+/// `[routes]`: the providers tried, in order, for each check.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSettings {
+    /// Route of `mobile3`.
+    pub mobile3: Vec<String>,
+    /// Route of `id2`.
+    pub id2: Vec<String>,
+    /// Route of `id2_period`.
+    pub id2_period: Vec<String>,
+}
+
+impl RouteSettings {
+    /// The configured route for a check.
+    pub fn for_check(&self, check: CheckKind) -> &[String] {
+        match check {
+            CheckKind::Mobile3 => &self.mobile3,
+            CheckKind::Id2 => &self.id2,
+            CheckKind::Id2Period => &self.id2_period,
+        }
+    }
+}
+
+/// `[providers]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvidersSettings {
+    /// Tencent Cloud FaceID (intl), `PhoneVerification`.
+    pub tencent: ProviderSettings,
+}
+
+/// `[providers.<name>]`: endpoint, timeouts, limits and credentials of one provider.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSettings {
+    /// Base URL (`http://` allowed for the sandbox and staging).
+    pub endpoint: String,
+    /// Milliseconds to establish a connection (a refused or timed-out connect was never sent).
+    pub connect_timeout_ms: u64,
+    /// Milliseconds for a whole call; past it the answer is lost and billing is unknown.
+    pub timeout_ms: u64,
+    /// Calls per second, all workers together.
+    pub rate_per_sec: f64,
+    /// Calls that may go at once above the rate.
+    pub burst: u32,
+    /// Seconds a provider-wide failure keeps the provider out of routes.
+    pub circuit_cooldown_secs: u64,
+    /// Tencent SecretId; empty = not configured (not routed to).
+    pub secret_id: String,
+    /// Tencent SecretKey.
+    pub secret_key: Option<SecretString>,
+    /// Tencent `X-TC-Region`; empty = not sent (PhoneVerification does not need it).
+    pub region: String,
+}
+
+impl ProviderSettings {
+    /// Whether credentials are present.
+    pub fn configured(&self) -> bool {
+        !self.secret_id.is_empty()
+            && self
+                .secret_key
+                .as_ref()
+                .is_some_and(|k| !k.expose_secret().is_empty())
+    }
+}
+
+/// `[sandbox]`: what `kycq sandbox` serves and accepts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxCliSettings {
+    /// Listen address.
+    pub listen: String,
+    /// Accepted Tencent SecretId.
+    pub tencent_secret_id: String,
+    /// Accepted Tencent SecretKey.
+    pub tencent_secret_key: SecretString,
+    /// Share of calls answered with an injected transient fault.
+    pub fault_rate: f64,
+    /// Milliseconds added to every answer.
+    pub latency_ms: u64,
+    /// Milliseconds the "slow" test identity takes.
+    pub slow_ms: u64,
+    /// Seed of the fault injector.
+    pub seed: u64,
+}
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 3] = ["routes.mobile3", "routes.id2", "routes.id2_period"];
+
+impl Settings {
+    /// Load from `<dir>/default.toml`, `<dir>/<KYCQ_ENV>.toml` (if present) and the process
+    /// environment.
+    pub fn load(dir: &Path) -> Result<Settings, ConfigError> {
+        Self::load_with(dir, std::env::var("KYCQ_ENV").ok().as_deref(), None)
+    }
+
+    /// Load with an explicit environment map instead of the process environment (tests) and an
+    /// optional environment name.
+    pub fn load_with(
+        dir: &Path,
+        env_name: Option<&str>,
+        env: Option<BTreeMap<String, String>>,
+    ) -> Result<Settings, ConfigError> {
+        let default = dir.join("default.toml");
+        let mut b = config::Config::builder();
+        if default.exists() {
+            b = b.add_source(config::File::from(default));
+        } else {
+            b = b.add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+        }
+        if let Some(name) = env_name.filter(|n| !n.is_empty()) {
+            let path = dir.join(format!("{name}.toml"));
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "KYCQ_ENV={name} but {} does not exist",
+                    path.display()
+                )));
+            }
+            b = b.add_source(config::File::from(path));
+        }
+        let mut e = config::Environment::with_prefix("KYCQ")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true);
+        for k in LIST_KEYS {
+            e = e.with_list_parse_key(k);
+        }
+        if let Some(map) = env {
+            e = e.source(Some(map.into_iter().collect()));
+        }
+        let cfg = b
+            .add_source(e)
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let s: Settings = cfg.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks that types alone cannot express. Every error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        url_with_scheme("amqp.url", self.amqp.url.expose_secret(), &["amqp", "amqps"])?;
+        url_with_scheme(
+            "database.url",
+            self.database.url.expose_secret(),
+            &["postgres", "postgresql"],
+        )?;
+        url_with_scheme("redis.url", self.redis.url.expose_secret(), &["redis", "rediss"])?;
+        if self.amqp.prefetch == 0 {
+            return Err(invalid("amqp.prefetch", "must be at least 1"));
+        }
+        if self.amqp.delivery_limit == 0 {
+            return Err(invalid("amqp.delivery_limit", "must be at least 1"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if !self.http.listen.is_empty() {
+            self.http
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|e| invalid("http.listen", format!("not a socket address: {e}")))?;
+        }
+        for (key, v) in [
+            ("topology.request_exchange", &self.topology.request_exchange),
+            ("topology.work_queue", &self.topology.work_queue),
+            ("topology.result_exchange", &self.topology.result_exchange),
+            ("topology.dead_letter_exchange", &self.topology.dead_letter_exchange),
+            ("topology.dead_letter_queue", &self.topology.dead_letter_queue),
+        ] {
+            if v.is_empty() || v.len() + self.topology.prefix.len() > 255 {
+                return Err(invalid(key, "must be 1-255 characters with the prefix"));
+            }
+            if v.starts_with("amq.") && self.topology.prefix.is_empty() {
+                return Err(invalid(key, "names starting with amq. are reserved by RabbitMQ"));
+            }
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be at least 1"));
+        }
+        if self.worker.lease_secs < 3 {
+            return Err(invalid("worker.lease_secs", "must be at least 3"));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err(invalid("retry.max_attempts", "must be at least 1"));
+        }
+        if !(self.retry.multiplier >= 1.0) {
+            return Err(invalid("retry.multiplier", "must be at least 1.0"));
+        }
+        if self.retry.max_delay_ms < self.retry.initial_delay_ms {
+            return Err(invalid("retry.max_delay_ms", "must be at least retry.initial_delay_ms"));
+        }
+        for check in CheckKind::ALL {
+            let key = format!("routes.{}", check.as_str());
+            for p in self.routes.for_check(check) {
+                let supported = crate::providers::supports(p, check)
+                    .ok_or_else(|| invalid(&key, format!("unknown provider `{p}`")))?;
+                if !supported {
+                    return Err(invalid(&key, format!("provider `{p}` cannot run {check}")));
+                }
+            }
+        }
+        provider_common("providers.tencent", &self.providers.tencent)?;
+        if !self.providers.tencent.secret_id.is_empty() && !self.providers.tencent.configured() {
+            return Err(invalid(
+                "providers.tencent.secret_key",
+                "secret_id is set but secret_key is empty",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.sandbox.fault_rate) {
+            return Err(invalid("sandbox.fault_rate", "must be between 0 and 1"));
+        }
+        self.sandbox
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("sandbox.listen", format!("not a socket address: {e}")))?;
+        Ok(())
+    }
+
+    /// The PII key, required by anything that writes subject fingerprints.
+    pub fn pii_key(&self) -> Result<&SecretString, ConfigError> {
+        match &self.pii.key {
+            Some(k) if k.expose_secret().len() >= 16 => Ok(k),
+            Some(_) => Err(invalid("pii.key", "must be at least 16 characters")),
+            None => Err(invalid("pii.key", "is required (a random secret of 16+ characters)")),
+        }
+    }
+
+    /// The worker's identity in leases and the journal.
+    pub fn worker_id(&self) -> String {
+        if !self.worker.id.is_empty() {
+            return self.worker.id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
+        format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    }
+}
+
+impl WorkerSettings {
+    /// Lease length.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+    /// Drain time after a stop signal.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigError> {
+    let key = format!("{section}.endpoint");
+    url_with_scheme(&key, &c.endpoint, &["http", "https"])?;
+    if c.timeout_ms == 0 {
+        return Err(invalid(&format!("{section}.timeout_ms"), "must be at least 1"));
+    }
+    if c.connect_timeout_ms == 0 {
+        return Err(invalid(&format!("{section}.connect_timeout_ms"), "must be at least 1"));
+    }
+    if !(c.rate_per_sec > 0.0) || !c.rate_per_sec.is_finite() {
+        return Err(invalid(&format!("{section}.rate_per_sec"), "must be a positive number"));
+    }
+    if c.burst == 0 {
+        return Err(invalid(&format!("{section}.burst"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn url_with_scheme(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {
+    // The parse error never echoes the value: URLs may carry passwords.
+    let u = url::Url::parse(value).map_err(|e| invalid(key, format!("not a URL ({e})")))?;
+    if !schemes.contains(&u.scheme()) {
+        return Err(invalid(
+            key,
+            format!("scheme must be one of {}", schemes.join(", ")),
+        ));
+    }
+    Ok(u)
+}
+
+/// The built-in defaults (the same text as `config/default.toml`), used when no file is found.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Settings::load_with(Path::new("config"), None, Some(map))
+    }
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.topology.names().work_queue, "kyc.checks");
+        assert_eq!(s.amqp.url.expose_secret(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(s.routes.mobile3, vec!["tencent".to_string()]);
+    }
+
+    #[test]
+    fn environment_overrides_and_lists() {
+        let s = load(&[
+            ("KYCQ__TOPOLOGY__PREFIX", "t1."),
+            ("KYCQ__WORKER__CONCURRENCY", "3"),
+            ("KYCQ__ROUTES__MOBILE3", "tencent"),
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "AKID1"),
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "12345"),
+        ])
+        .unwrap();
+        assert_eq!(s.topology.names().requests, "t1.kyc.requests");
+        assert_eq!(s.worker.concurrency, 3);
+        assert_eq!(s.providers.tencent.secret_key.as_ref().unwrap().expose_secret(), "12345");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let e = load(&[("KYCQ__WORKER__CONCURRENCY", "lots")]).unwrap_err().to_string();
+        assert!(e.contains("worker.concurrency"), "{e}");
+        let e = load(&[("KYCQ__AMQP__URL", "http://x")]).unwrap_err().to_string();
+        assert!(e.contains("amqp.url") && e.contains("KYCQ__AMQP__URL"), "{e}");
+        let e = load(&[("KYCQ__ROUTES__ID2", "tencent")]).unwrap_err().to_string();
+        assert!(e.contains("routes.id2"), "{e}");
+        let e = load(&[("KYCQ__AMQP__PREFETCH", "0")]).unwrap_err().to_string();
+        assert!(e.contains("amqp.prefetch"), "{e}");
+        let e = load(&[("KYCQ__WORKER__CONCURENCY", "3")]).unwrap_err().to_string();
+        assert!(e.contains("concurency"), "{e}");
+        let e = load(&[("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC", "-1")]).unwrap_err().to_string();
+        assert!(e.contains("providers.tencent.rate_per_sec"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let s = load(&[
+            ("KYCQ__PII__KEY", "pii-key-0123456789-abcdef"),
+            ("KYCQ__AMQP__URL", "amqp://user:hunter2secret@127.0.0.1:5672/%2f"),
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "AKID1"),
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "tencent-secret-value"),
+        ])
+        .unwrap();
+        let dbg = format!("{s:?}");
+        for secret in ["pii-key-0123456789-abcdef", "hunter2secret", "tencent-secret-value", "kycq-sandbox-tencent-key"] {
+            assert!(!dbg.contains(secret), "{secret} leaked");
+        }
+    }
+
+    #[test]
+    fn pii_key_is_required_and_long_enough() {
+        assert!(load(&[]).unwrap().pii_key().unwrap_err().to_string().contains("KYCQ__PII__KEY"));
+        assert!(load(&[("KYCQ__PII__KEY", "short")]).unwrap().pii_key().is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! kycq — identity-verification (KYC) checks from RabbitMQ, under a shared rate limit, with exactly
+//! one stored result per request.
+//!
+//! # Layout
+//!
+//! - [`check`]: the domain — request decoding and validation, PII types that mask themselves,
+//!   results, statuses and the shared reason-code table. Pure code.
+//! - [`configuration`]: the settings tree, layered loading (file → env file → `KYCQ__*`), validation
+//!   that names the bad key.
+//! - [`telemetry`]: tracing subscriber (pretty or JSON) and the Prometheus recorder.
+//! - [`providers`]: the [`providers::Provider`] seam, outcome classification as data, routing and
+//!   circuit breaking; one folder per vendor (`wire`, `codes`, `client`) and pure request signing.
+//! - [`retry`]: the retry policy (a plain struct) and the decision taken for each outcome class.
+//! - [`ratelimit`]: the per-provider limiter every outbound call goes through.
+//! - [`store`]: Postgres — claims with leases, stored results, the provider-call journal.
+//! - [`broker`]: RabbitMQ — topology, confirmed publishing, dead letters.
+//! - [`worker`]: the consumer loop (prefetch, bounded concurrency, graceful drain) and the
+//!   processing of one delivery.
+//! - [`sandbox`]: kycq's own stand-in for the providers' wire protocols, with a call ledger.
+//! - [`startup`]: wires settings into a running worker (pools, broker, providers, limiter, HTTP).
+//! - [`ops`]: health/readiness/metrics HTTP, `enqueue`, `demo`.
+//! - [`cli`]: the `kycq` command line.
+
+pub mod broker;
+pub mod check;
+pub mod cli;
+pub mod configuration;
+pub mod ops;
+pub mod providers;
+pub mod ratelimit;
+pub mod retry;
+pub mod sandbox;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,247 @@
+//! `kycq demo`: the sandbox and a worker in this process, a sample batch that covers every
+//! outcome, a progress bar, and a summary (counts, billing, latency).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use lapin::BasicProperties;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, Publisher};
+use crate::check::{Billed, CheckResult};
+use crate::configuration::Settings;
+use crate::ops::enqueue::{publish, ReplyQueue, RequestMessage};
+use crate::sandbox::scenarios::{identity, Scenario};
+use crate::sandbox::{self, SandboxSettings};
+
+/// Scenarios the demo leaves out: a provider-wide failure opens the only provider's circuit and
+/// would hold every other request of the batch for the cool-down (the tests cover it).
+const SKIPPED: [Scenario; 1] = [Scenario::ProviderWide];
+
+/// Run the demo. `extra` adds that many ordinary "match" requests to the batch (for latency).
+pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    // The sandbox, on a free loopback port; the "slow" identity outlasts the client timeout.
+    let sb = sandbox::start(
+        SandboxSettings {
+            listen: "127.0.0.1:0".parse()?,
+            slow_delay: Duration::from_secs(3),
+            ..SandboxSettings::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the sandbox")?;
+    let sandbox_defaults = SandboxSettings::default();
+    // The demo's own names and database, so it never touches a real deployment's.
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    settings.topology.prefix = format!("kycq-demo-{run_id}.");
+    settings.database.url = SecretString::from(demo_database_url(settings.database.url.expose_secret())?);
+    settings.http.listen = String::new();
+    settings.routes.mobile3 = vec!["tencent".into()];
+    let t = &mut settings.providers.tencent;
+    t.endpoint = format!("http://{}", sb.addr);
+    t.secret_id = sandbox_defaults.tencent_secret_id.clone();
+    t.secret_key = Some(sandbox_defaults.tencent_secret_key.clone());
+    t.timeout_ms = 1000;
+    t.rate_per_sec = 200.0;
+    t.burst = 20;
+    settings.retry.initial_delay_ms = 100;
+    settings.retry.max_delay_ms = 400;
+    if settings.pii.key.is_none() {
+        settings.pii.key = Some(SecretString::from(format!("demo-{}", uuid::Uuid::new_v4().simple())));
+    }
+    let names = settings.topology.names();
+
+    let worker = crate::startup::start_worker(&settings, shutdown.clone()).await?;
+    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq demo").await?;
+    broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
+    let publisher = Publisher::new(&conn, names.clone(), Duration::from_secs(30)).await?;
+    let mut replies = ReplyQueue::open(&conn).await?;
+
+    let batch = sample_batch(&run_id, extra);
+    let expected: usize = batch.len();
+    println!(
+        "kycq demo — {} requests ({} test identities, {} invalid, 1 duplicate, 1 malformed) against the built-in sandbox at {}",
+        expected + 2,
+        batch.len() - 2 - extra,
+        2,
+        sb.addr
+    );
+    let bar = ProgressBar::new(expected as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} results {msg}").expect("template"));
+    let mut sent_at: HashMap<String, Instant> = HashMap::new();
+    for m in &batch {
+        sent_at.insert(m.request_id.clone(), Instant::now());
+        publish(&publisher, m, Some(replies.name())).await?;
+    }
+    // The same request again (answered from the stored result, never billed twice) and a
+    // message that is not JSON (dead-lettered with its reason).
+    publish(&publisher, &batch[0], Some(replies.name())).await?;
+    publisher
+        .publish_request("check.mobile3", b"{not json", BasicProperties::default())
+        .await?;
+
+    let mut results: BTreeMap<String, CheckResult> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    let mut duplicates = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while results.len() < expected && Instant::now() < deadline {
+        let Some((_, r)) = replies.next(Duration::from_secs(5)).await else {
+            continue;
+        };
+        if results.contains_key(&r.request_id) {
+            duplicates += 1;
+            continue;
+        }
+        if let Some(t) = sent_at.get(&r.request_id) {
+            latencies.push(t.elapsed());
+        }
+        bar.inc(1);
+        results.insert(r.request_id.clone(), r);
+    }
+    // The duplicate's answer may arrive last.
+    if duplicates == 0 {
+        if let Some((_, r)) = replies.next(Duration::from_secs(5)).await {
+            duplicates += usize::from(results.contains_key(&r.request_id));
+        }
+    }
+    bar.finish_and_clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dead = broker::dlq::list(&conn, &names, 1000).await?;
+
+    print_summary(&results, expected, duplicates, &latencies, &dead, &sb.ledger);
+
+    shutdown.cancel();
+    let _ = worker.task.await;
+    let _ = sb.task.await;
+    delete_topology(&conn, &names).await;
+    let _ = conn.close(200, "demo done").await;
+    anyhow::ensure!(results.len() == expected, "only {} of {expected} results arrived", results.len());
+    Ok(())
+}
+
+/// Every documented test identity (but the skipped ones), two requests kycq's validation
+/// refuses, and `extra` ordinary matches.
+fn sample_batch(run_id: &str, extra: usize) -> Vec<RequestMessage> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut next_id = || {
+        n += 1;
+        format!("demo-{run_id}-{n:03}")
+    };
+    // Vary the identity per run so the sandbox's "once" scenarios start fresh.
+    let variant = u32::from_str_radix(&run_id[..4], 16).unwrap_or(0) % 5000;
+    for s in Scenario::ALL.iter().copied().filter(|s| !SKIPPED.contains(s)) {
+        let id = identity(s, variant);
+        out.push(mobile3(next_id(), &id.name, &id.id_number, &id.mobile));
+    }
+    let ok = identity(Scenario::Match, variant);
+    let mut bad_id = ok.id_number.clone();
+    let last = if bad_id.ends_with('0') { '1' } else { '0' };
+    bad_id.replace_range(17.., &last.to_string());
+    out.push(mobile3(next_id(), &ok.name, &bad_id, &ok.mobile));
+    out.push(mobile3(next_id(), &ok.name, &ok.id_number, "12345678901"));
+    for i in 0..extra {
+        let id = identity(Scenario::Match, variant + 1 + i as u32);
+        out.push(mobile3(next_id(), &id.name, &id.id_number, &id.mobile));
+    }
+    out
+}
+
+fn mobile3(request_id: String, name: &str, id_number: &str, mobile: &str) -> RequestMessage {
+    RequestMessage {
+        request_id,
+        check: "mobile3".into(),
+        name: name.into(),
+        id_number: id_number.into(),
+        mobile: Some(mobile.into()),
+        ..Default::default()
+    }
+}
+
+fn print_summary(
+    results: &BTreeMap<String, CheckResult>,
+    expected: usize,
+    duplicates: usize,
+    latencies: &[Duration],
+    dead: &[(broker::dlq::DeadLetterInfo, Vec<u8>)],
+    ledger: &sandbox::ledger::Ledger,
+) {
+    let count = |f: &dyn Fn(&CheckResult) -> String| {
+        let mut m: BTreeMap<String, usize> = BTreeMap::new();
+        for r in results.values() {
+            *m.entry(f(r)).or_default() += 1;
+        }
+        m.into_iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    };
+    println!("results: {} of {expected} (the duplicate answered {duplicates}× from the stored result)", results.len());
+    println!("  by status:  {}", count(&|r| r.status.as_str().to_owned()));
+    println!("  by verdict: {}", count(&|r| r.verdict.map_or("-", |v| v.as_str()).to_owned()));
+    println!("  by reason:  {}", count(&|r| r.reason_code.as_str().to_owned()));
+    let billed = results.values().filter(|r| r.billed == Billed::Yes).count();
+    let unknown = results.values().filter(|r| r.billed == Billed::Unknown).count();
+    let entries = ledger.entries();
+    println!(
+        "billing: {billed} results billed, {unknown} unknown; the sandbox saw {} calls, {} billed",
+        entries.len(),
+        ledger.billed_count()
+    );
+    let attempts: u32 = results.values().map(|r| r.attempts).sum();
+    println!("provider calls made by kycq: {attempts}");
+    let mut l: Vec<Duration> = latencies.to_vec();
+    l.sort();
+    let pct = |p: f64| l.get(((l.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
+    println!("latency (publish → result): p50 {:?}, p99 {:?}, max {:?}", pct(0.5), pct(0.99), l.last().copied().unwrap_or_default());
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for (d, _) in dead {
+        *reasons.entry(d.reason.as_str()).or_default() += 1;
+    }
+    println!(
+        "dead-letter queue: {} ({})",
+        dead.len(),
+        reasons.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    println!();
+    println!("{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  subject", "request_id", "status", "verdict", "reason_code", "billed", "code", "n");
+    for r in results.values() {
+        println!(
+            "{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  {} {} {}",
+            r.request_id,
+            r.status.as_str(),
+            r.verdict.map_or("-", |v| v.as_str()),
+            r.reason_code.as_str(),
+            r.billed.as_str(),
+            r.provider_code.as_deref().unwrap_or("-"),
+            r.attempts,
+            r.subject.name.as_deref().unwrap_or(""),
+            r.subject.id_number.as_deref().unwrap_or(""),
+            r.subject.mobile.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// The configured database URL with `_demo` appended to the database name.
+fn demo_database_url(url: &str) -> anyhow::Result<String> {
+    let mut u = url::Url::parse(url).context("database.url")?;
+    let db = u.path().trim_start_matches('/').to_owned();
+    let db = if db.is_empty() { "kycq".to_owned() } else { db };
+    u.set_path(&format!("/{db}_demo"));
+    Ok(u.to_string())
+}
+
+/// Remove the demo's exchanges and queues (they are empty by now but for dead letters, which
+/// the summary has shown).
+async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration::Names) {
+    let Ok(ch) = conn.create_channel().await else { return };
+    for q in [&names.work_queue, &names.dead_queue] {
+        let _ = ch.queue_delete(q, Default::default()).await;
+    }
+    for e in [&names.requests, &names.results, &names.dead_exchange] {
+        let _ = ch.exchange_delete(e, Default::default()).await;
+    }
+    let _ = ch.close(200, "ok").await;
+}

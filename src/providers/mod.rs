@@ -1,0 +1,230 @@
+//! The provider seam: every vendor answers through [`Provider`], and every answer is classified
+//! once, as data ([`Classification`]), into the classes of DESIGN.md §5.
+
+pub mod circuit;
+pub mod registry;
+pub mod signing;
+pub mod tencent;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::check::{Billed, Carrier, CheckKind, CheckRequest, ReasonCode};
+
+pub use registry::Registry;
+
+/// The classes of DESIGN.md §5: what an outcome means for billing, retries and the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeClass {
+    /// An answer about the identity (match, mismatch, no record, unsupported range).
+    Verdict,
+    /// The provider says a field is invalid.
+    InvalidField,
+    /// The provider refuses more checks of this identity for now.
+    IdentityLimit,
+    /// Busy, throttled, 5xx, connection refused before sending: retry, then fail over.
+    Transient,
+    /// Credentials, account, activation, quota: open the provider's circuit and fail over.
+    ProviderWide,
+    /// Sent, answer lost (timeout, reset): may have been billed; never retried.
+    Unknown,
+    /// The provider answered with a code not in our tables.
+    UnknownCode,
+}
+
+impl OutcomeClass {
+    /// The name stored in `provider_calls.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Verdict => "verdict",
+            OutcomeClass::InvalidField => "invalid_field",
+            OutcomeClass::IdentityLimit => "identity_limit",
+            OutcomeClass::Transient => "transient",
+            OutcomeClass::ProviderWide => "provider_wide",
+            OutcomeClass::Unknown => "unknown",
+            OutcomeClass::UnknownCode => "unknown_code",
+        }
+    }
+
+    /// Whether this class ends the request with the provider's answer (no retry, no failover).
+    pub fn is_final_answer(self) -> bool {
+        matches!(
+            self,
+            OutcomeClass::Verdict
+                | OutcomeClass::InvalidField
+                | OutcomeClass::IdentityLimit
+                | OutcomeClass::UnknownCode
+        )
+    }
+}
+
+/// One row of a vendor's code table: class, billing and the shared reason code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification {
+    /// What to do.
+    pub class: OutcomeClass,
+    /// Whether the vendor charged.
+    pub billed: Billed,
+    /// The shared reason code of a final answer.
+    pub reason_code: Option<ReasonCode>,
+    /// The vendor said "throttled" (the shared bucket cools down).
+    pub throttled: bool,
+}
+
+impl Classification {
+    /// A verdict.
+    pub const fn verdict(reason: ReasonCode, billed: Billed) -> Self {
+        Self::new(OutcomeClass::Verdict, billed, Some(reason))
+    }
+    /// The provider says a field is invalid (never billed).
+    pub const fn invalid_field(reason: ReasonCode) -> Self {
+        Self::new(OutcomeClass::InvalidField, Billed::No, Some(reason))
+    }
+    /// The provider refuses this identity for now (never billed).
+    pub const fn identity_limit(reason: ReasonCode) -> Self {
+        Self::new(OutcomeClass::IdentityLimit, Billed::No, Some(reason))
+    }
+    /// Transient and not billed.
+    pub const TRANSIENT: Self = Self::new(OutcomeClass::Transient, Billed::No, None);
+    /// Throttled by the vendor: transient, not billed, cool the bucket down.
+    pub const THROTTLED: Self = Classification {
+        throttled: true,
+        ..Self::TRANSIENT
+    };
+    /// Provider-wide and not billed.
+    pub const PROVIDER_WIDE: Self = Self::new(OutcomeClass::ProviderWide, Billed::No, None);
+    /// Sent and lost: billing unknown.
+    pub const UNKNOWN: Self = Self::new(OutcomeClass::Unknown, Billed::Unknown, None);
+    /// A code not in the tables, with what is known about its billing.
+    pub const fn unknown_code(billed: Billed) -> Self {
+        Self::new(
+            OutcomeClass::UnknownCode,
+            billed,
+            Some(ReasonCode::UnknownProviderCode),
+        )
+    }
+
+    const fn new(class: OutcomeClass, billed: Billed, reason_code: Option<ReasonCode>) -> Self {
+        Classification {
+            class,
+            billed,
+            reason_code,
+            throttled: false,
+        }
+    }
+}
+
+/// What one provider call came back with, classified. Holds no personal data: it is journaled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderReply {
+    /// Class, billing, reason.
+    pub classification: Classification,
+    /// HTTP status, when a response arrived.
+    pub http_status: Option<u16>,
+    /// The vendor's most specific code (see DESIGN.md §3 `provider_code`).
+    pub provider_code: Option<String>,
+    /// The vendor's request id.
+    pub provider_request_id: Option<String>,
+    /// Normalised carrier.
+    pub carrier: Option<Carrier>,
+    /// A short description for logs and the result's `reason` (vendor text; never PII).
+    pub detail: String,
+}
+
+impl ProviderReply {
+    /// A reply that never reached the vendor or whose answer could not be read.
+    pub fn transport(classification: Classification, http_status: Option<u16>, detail: impl Into<String>) -> Self {
+        ProviderReply {
+            classification,
+            http_status,
+            provider_code: None,
+            provider_request_id: None,
+            carrier: None,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Why a provider could not be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// Bad endpoint or client settings.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// One identity-verification vendor.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Its name in config, requests and results.
+    fn name(&self) -> &'static str;
+    /// The vendor API that runs `check` (journal and limiter key), or None when unsupported.
+    fn action(&self, check: CheckKind) -> Option<&'static str>;
+    /// Make one call and classify its outcome. Never panics, never returns an error: every
+    /// failure is a classified reply.
+    async fn call(&self, request: &CheckRequest) -> ProviderReply;
+}
+
+impl fmt::Debug for dyn Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Provider({})", self.name())
+    }
+}
+
+/// Which checks each known provider can run: `None` for an unknown provider name.
+pub fn supports(provider: &str, check: CheckKind) -> Option<bool> {
+    match provider {
+        "tencent" => Some(check == CheckKind::Mobile3),
+        "alibaba" => Some(true),
+        "alimarket" => Some(check == CheckKind::Mobile3),
+        _ => None,
+    }
+}
+
+/// Classify a transport error from reqwest: refused or failed before the request was sent is
+/// transient and unbilled; anything after it was sent (timeout, reset) has unknown billing.
+pub fn classify_transport(e: &reqwest::Error) -> ProviderReply {
+    if e.is_connect() || e.is_builder() || e.is_request() && !e.is_timeout() && is_before_send(e) {
+        ProviderReply::transport(
+            Classification::TRANSIENT,
+            None,
+            format!("not sent: {}", error_chain(e)),
+        )
+    } else {
+        ProviderReply::transport(
+            Classification::UNKNOWN,
+            None,
+            format!("sent, answer lost: {}", error_chain(e)),
+        )
+    }
+}
+
+fn is_before_send(e: &reqwest::Error) -> bool {
+    // reqwest marks errors while connecting as `is_connect`; a request error without a status is
+    // only "before send" when the connection itself failed. Be conservative: anything else counts
+    // as possibly sent.
+    e.is_connect()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `host[:port]` exactly as the HTTP client sends it in the `Host` header (signed by vendors).
+pub fn host_header(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}

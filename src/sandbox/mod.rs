@@ -1,0 +1,346 @@
+//! kycq's provider sandbox: one loopback HTTP server that speaks the vendors' own protocols, answers documented test identities deterministically and records every call.
+//!
+//! # Layout
+//! - [`scenarios`]: provider-agnostic scenarios chosen from the ID number, documented test identities, carriers.
+//! - [`ledger`]: every call received (refused ones too), hashed subject keys only, per-identity counters.
+//! - [`tencent`]: Tencent FaceID `PhoneVerification` at `POST /` (told apart by `X-TC-Action`).
+//!
+//! Alibaba (`POST /` with `x-acs-action`) and the marketplace (`POST /mobile3/check`) plug into
+//! [`router`] the same way; until then those calls are answered `404` JSON and recorded.
+//!
+//! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use secrecy::SecretString;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
+
+pub mod ledger;
+pub mod scenarios;
+pub mod tencent;
+
+pub use ledger::{Ledger, LedgerEntry};
+pub use scenarios::{Scenario, TestIdentity};
+
+/// The documented local SecretId the sandbox accepts by default.
+pub const DEFAULT_TENCENT_SECRET_ID: &str = "AKIDkycqsandbox";
+/// The documented local SecretKey the sandbox accepts by default (not a real credential).
+pub const DEFAULT_TENCENT_SECRET_KEY: &str = "kycq-sandbox-tencent-key";
+
+/// How the sandbox runs.
+pub struct SandboxSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The Tencent SecretId accepted.
+    pub tencent_secret_id: String,
+    /// The Tencent SecretKey signatures are checked with.
+    pub tencent_secret_key: SecretString,
+    /// 0..1: share of calls answered with an injected transient fault (busy or HTTP 500), unbilled.
+    pub fault_rate: f64,
+    /// Added to every provider answer.
+    pub latency: Duration,
+    /// How long the `Slow` scenario waits before answering (default 30 s).
+    pub slow_delay: Duration,
+    /// Seed of the fault-injection RNG.
+    pub seed: u64,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8970)),
+            tencent_secret_id: DEFAULT_TENCENT_SECRET_ID.to_owned(),
+            tencent_secret_key: SecretString::from(DEFAULT_TENCENT_SECRET_KEY),
+            fault_rate: 0.0,
+            latency: Duration::ZERO,
+            slow_delay: Duration::from_secs(30),
+            seed: 0,
+        }
+    }
+}
+
+impl std::fmt::Debug for SandboxSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxSettings")
+            .field("listen", &self.listen)
+            .field("tencent_secret_id", &self.tencent_secret_id)
+            .field("tencent_secret_key", &"[REDACTED]")
+            .field("fault_rate", &self.fault_rate)
+            .field("latency", &self.latency)
+            .field("slow_delay", &self.slow_delay)
+            .field("seed", &self.seed)
+            .finish()
+    }
+}
+
+/// A started sandbox.
+pub struct RunningSandbox {
+    /// The address actually bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// The call ledger, shared with the server.
+    pub ledger: Ledger,
+    /// The server task; ends after the shutdown token is cancelled and open calls are answered.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl std::fmt::Debug for RunningSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSandbox")
+            .field("addr", &self.addr)
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A transient fault injected instead of the scenario's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InjectedFault {
+    /// The vendor's "busy" answer (Tencent `-11`).
+    Busy,
+    /// HTTP 500.
+    Http500,
+}
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    pub(crate) settings: SandboxSettings,
+    pub(crate) ledger: Ledger,
+    faults: Mutex<StdRng>,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Draws whether this call gets an injected fault, and which one.
+    pub(crate) fn draw_fault(&self) -> Option<InjectedFault> {
+        let rate = self.settings.fault_rate;
+        if rate.is_nan() || rate <= 0.0 {
+            return None;
+        }
+        let mut rng = self
+            .faults
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !rng.random_bool(rate.min(1.0)) {
+            return None;
+        }
+        Some(if rng.random_bool(0.5) {
+            InjectedFault::Busy
+        } else {
+            InjectedFault::Http500
+        })
+    }
+
+    /// Sleeps for `delay`, cut short by shutdown so a draining server is not held up.
+    pub(crate) async fn pause(&self, delay: Duration) {
+        if delay.is_zero() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Binds `settings.listen` and serves until `shutdown` is cancelled.
+pub async fn start(
+    settings: SandboxSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<RunningSandbox> {
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    let addr = listener.local_addr()?;
+    let ledger = Ledger::new();
+    tracing::info!(%addr, settings = ?settings, "provider sandbox listening");
+    let state = Arc::new(AppState {
+        faults: Mutex::new(StdRng::seed_from_u64(settings.seed)),
+        settings,
+        ledger: ledger.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+    });
+    Ok(RunningSandbox { addr, ledger, task })
+}
+
+/// The sandbox's routes.
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", post(post_root))
+        .route("/_sandbox/ledger", get(get_ledger))
+        .route("/_sandbox/reset", post(post_reset))
+        .route("/_sandbox/identities", get(get_identities))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// `POST /`: Tencent and Alibaba share the path; their action headers tell them apart.
+async fn post_root(
+    State(state): State<Arc<AppState>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let response = if headers.contains_key("x-tc-action") {
+        tencent::handle(&state, &uri, &headers, &body).await
+    } else {
+        let (provider, action) = match headers.get("x-acs-action") {
+            Some(action) => (
+                "alibaba",
+                String::from_utf8_lossy(action.as_bytes()).into_owned(),
+            ),
+            None => ("unknown", "POST /".to_owned()),
+        };
+        return unroutable(&state, provider, &action);
+    };
+    state.pause(state.settings.latency).await;
+    response
+}
+
+/// Any other method or path.
+async fn not_found(State(state): State<Arc<AppState>>, method: Method, uri: Uri) -> Response {
+    unroutable(&state, "unknown", &format!("{method} {}", uri.path()))
+}
+
+/// Records and answers a call the sandbox does not serve.
+fn unroutable(state: &AppState, provider: &str, action: &str) -> Response {
+    state.ledger.record(ledger::CallRecord {
+        at: Utc::now(),
+        provider,
+        action,
+        id_number: None,
+        http_status: StatusCode::NOT_FOUND.as_u16(),
+        code: "NotFound",
+        billed: false,
+    });
+    tracing::debug!(provider, action, "sandbox call not served");
+    (
+        StatusCode::NOT_FOUND,
+        Json(serde_json::json!({
+            "error": "NotFound",
+            "message": format!("the sandbox does not serve {provider} {action}"),
+        })),
+    )
+        .into_response()
+}
+
+async fn get_ledger(State(state): State<Arc<AppState>>) -> Json<Vec<LedgerEntry>> {
+    Json(state.ledger.entries())
+}
+
+async fn post_reset(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    let cleared = state.ledger.len();
+    state.ledger.clear();
+    Json(serde_json::json!({ "cleared": cleared }))
+}
+
+/// A documented identity as the HTTP endpoint shows it: masked only.
+#[derive(Debug, Serialize)]
+struct MaskedIdentity {
+    scenario: Scenario,
+    code: &'static str,
+    description: &'static str,
+    name: String,
+    id_number: String,
+    mobile: String,
+}
+
+async fn get_identities() -> Json<Vec<MaskedIdentity>> {
+    Json(
+        scenarios::documented()
+            .into_iter()
+            .map(|identity| MaskedIdentity {
+                scenario: identity.scenario,
+                code: identity.scenario.code(),
+                description: identity.scenario.description(),
+                name: mask_name(&identity.name),
+                id_number: mask_id_number(&identity.id_number),
+                mobile: mask_mobile(&identity.mobile),
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_secret_key() {
+        let settings = SandboxSettings::default();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains(DEFAULT_TENCENT_SECRET_KEY), "{shown}");
+        assert!(shown.contains("REDACTED"));
+        assert!(shown.contains(DEFAULT_TENCENT_SECRET_ID));
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        use secrecy::ExposeSecret;
+        let settings = SandboxSettings::default();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8970");
+        assert_eq!(
+            settings.tencent_secret_key.expose_secret(),
+            "kycq-sandbox-tencent-key"
+        );
+        assert_eq!(settings.slow_delay, Duration::from_secs(30));
+        assert_eq!(settings.fault_rate, 0.0);
+    }
+
+    fn state(fault_rate: f64, seed: u64) -> AppState {
+        AppState {
+            settings: SandboxSettings {
+                fault_rate,
+                seed,
+                ..SandboxSettings::default()
+            },
+            ledger: Ledger::new(),
+            faults: Mutex::new(StdRng::seed_from_u64(seed)),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    #[test]
+    fn fault_injection_is_seeded_and_bounded() {
+        let draws = |s: &AppState| (0..200).map(|_| s.draw_fault()).collect::<Vec<_>>();
+        assert!(draws(&state(0.0, 1)).iter().all(Option::is_none));
+        assert!(draws(&state(f64::NAN, 1)).iter().all(Option::is_none));
+        let all = draws(&state(1.0, 1));
+        assert!(all.iter().all(Option::is_some));
+        assert!(all.contains(&Some(InjectedFault::Busy)));
+        assert!(all.contains(&Some(InjectedFault::Http500)));
+        assert_eq!(draws(&state(0.3, 7)), draws(&state(0.3, 7)));
+        let some = draws(&state(0.3, 7)).iter().filter(|d| d.is_some()).count();
+        assert!((20..=100).contains(&some), "{some}");
+        assert!(draws(&state(5.0, 1)).iter().all(Option::is_some));
+    }
+
+    #[tokio::test]
+    async fn pause_is_cut_short_by_shutdown() {
+        let state = state(0.0, 0);
+        state.shutdown.cancel();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            state.pause(Duration::from_secs(3600)),
+        )
+        .await
+        .expect("shutdown ends the pause");
+    }
+}

@@ -1,0 +1,111 @@
+//! Wiring: settings → store, providers, limiter, processor, HTTP endpoint → a running worker.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::configuration::Settings;
+use crate::providers::Registry;
+use crate::ratelimit::{LocalLimiter, Rate};
+use crate::retry::RetryPolicy;
+use crate::store;
+use crate::worker::{self, ConsumerConfig, Processor, WorkerError, WorkerState};
+
+/// A worker running in this process.
+pub struct RunningWorker {
+    /// Where `/healthz`, `/readyz`, `/metrics` answer (None when disabled).
+    pub http_addr: Option<SocketAddr>,
+    /// The worker's identity.
+    pub worker_id: String,
+    /// Finishes when the worker has drained after `shutdown`.
+    pub task: tokio::task::JoinHandle<Result<(), WorkerError>>,
+}
+
+/// Connect everything and start consuming. Returns once the store is migrated and the HTTP
+/// endpoint is listening; the consumer connects (and reconnects) in the background.
+pub async fn start_worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+    let pii_key = settings.pii_key()?.clone();
+    let worker_id = settings.worker_id();
+    let store = connect_store_with_retry(settings, &shutdown).await?;
+    let (registry, notes) = Registry::from_settings(settings)?;
+    for n in &notes {
+        warn!("{n}");
+    }
+    info!(providers = ?registry.provider_names(), "providers configured");
+    let registry = Arc::new(registry);
+    let rates: HashMap<String, Rate> = [(
+        "tencent".to_string(),
+        Rate {
+            per_sec: settings.providers.tencent.rate_per_sec,
+            burst: settings.providers.tencent.burst,
+        },
+    )]
+    .into_iter()
+    .collect();
+    let processor = Arc::new(Processor {
+        store: store.clone(),
+        registry: registry.clone(),
+        limiter: Arc::new(LocalLimiter::new(rates)),
+        policy: RetryPolicy::from_settings(&settings.retry),
+        worker_id: worker_id.clone(),
+        lease: settings.worker.lease(),
+        pii_key,
+    });
+    let state = Arc::new(WorkerState::default());
+    let http_addr = if settings.http.listen.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
+        let health = crate::ops::http::Health {
+            worker: state.clone(),
+            store: store.clone(),
+            registry: registry.clone(),
+        };
+        Some(
+            crate::ops::http::serve(addr, health, shutdown.clone())
+                .await
+                .with_context(|| format!("cannot listen on http.listen = {addr}"))?,
+        )
+    };
+    let cfg = ConsumerConfig {
+        amqp_url: settings.amqp.url.expose_secret().to_owned(),
+        names: settings.topology.names(),
+        prefetch: settings.amqp.prefetch,
+        delivery_limit: settings.amqp.delivery_limit,
+        concurrency: settings.worker.concurrency,
+        shutdown_grace: settings.worker.shutdown_grace(),
+        confirm_timeout: Duration::from_secs(settings.amqp.confirm_timeout_secs),
+    };
+    info!(worker_id = %worker_id, http = ?http_addr, "worker starting");
+    let task = tokio::spawn(worker::run(cfg, processor, state, shutdown));
+    Ok(RunningWorker {
+        http_addr,
+        worker_id,
+        task,
+    })
+}
+
+/// Connect to Postgres (creating and migrating the database), retrying while it is down.
+pub async fn connect_store_with_retry(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<store::Store> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match store::connect_and_migrate(&settings.database).await {
+            Ok(s) => return Ok(s),
+            Err(e @ store::StoreError::Migrate(_)) => return Err(e).context("database migrations failed"),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres unavailable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for postgres"),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Postgres: claims with leases, the one stored result per request, and the provider-call journal
+//! written before every outbound call.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row};
+
+use crate::check::{CheckKind, CheckResult, MaskedSubject};
+use crate::configuration::DatabaseSettings;
+use crate::providers::ProviderReply;
+
+/// Migrations embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A store error (a database problem: the delivery is returned to the queue, never acked).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored result could not be read back.
+    #[error("stored result for {0} is unreadable: {1}")]
+    Corrupt(String, String),
+}
+
+/// Connect (creating the database when configured to and missing) and apply migrations.
+pub async fn connect_and_migrate(s: &DatabaseSettings) -> Result<Store, StoreError> {
+    let url = s.url.expose_secret();
+    if s.create_if_missing && !Postgres::database_exists(url).await? {
+        // Two workers starting together may race to create it; the loser sees "already exists".
+        if let Err(e) = Postgres::create_database(url).await {
+            if !Postgres::database_exists(url).await? {
+                return Err(e.into());
+            }
+        }
+    }
+    let opts = PgConnectOptions::from_str(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(s.max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(Store { pool })
+}
+
+/// What a claim found.
+#[derive(Debug)]
+pub enum Claim {
+    /// This worker holds the lease now.
+    Claimed {
+        /// When the request was first received.
+        received_at: DateTime<Utc>,
+    },
+    /// The request already has its result.
+    Finished(Box<CheckResult>),
+    /// Another worker holds a live lease.
+    Leased {
+        /// Holder.
+        owner: String,
+        /// Until when (database clock).
+        until: DateTime<Utc>,
+    },
+}
+
+/// A journaled call, as found when taking over a request.
+#[derive(Debug, Clone)]
+pub struct JournaledCall {
+    /// Row id.
+    pub id: i64,
+    /// Provider name.
+    pub provider: String,
+    /// Attempt number (1-based, across providers).
+    pub attempt: i32,
+    /// The classified reply, when the call finished.
+    pub reply: Option<ProviderReply>,
+}
+
+/// The Postgres store.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Wrap an existing pool (migrations must have run).
+    pub fn from_pool(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Claim a request: insert it, or take over an unfinished one whose lease expired (or is
+    /// ours). Leases use the database clock only.
+    pub async fn claim(
+        &self,
+        request_id: &str,
+        check: CheckKind,
+        subject: &MaskedSubject,
+        fingerprint: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let row = sqlx::query(
+            r#"
+            INSERT INTO checks (request_id, check_kind, status, subject_masked, subject_fingerprint,
+                                lease_owner, lease_until)
+            VALUES ($1, $2, 'pending', $3, $4, $5, now() + make_interval(secs => $6))
+            ON CONFLICT (request_id) DO UPDATE
+               SET lease_owner = EXCLUDED.lease_owner,
+                   lease_until = EXCLUDED.lease_until,
+                   updated_at = now()
+             WHERE checks.completed_at IS NULL
+               AND (checks.lease_until IS NULL OR checks.lease_until < now()
+                    OR checks.lease_owner = EXCLUDED.lease_owner)
+            RETURNING received_at
+            "#,
+        )
+        .bind(request_id)
+        .bind(check.as_str())
+        .bind(sqlx::types::Json(subject))
+        .bind(fingerprint)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(Claim::Claimed {
+                received_at: row.try_get("received_at")?,
+            });
+        }
+        self.current(request_id).await
+    }
+
+    /// What the row says now: finished, or leased by someone.
+    async fn current(&self, request_id: &str) -> Result<Claim, StoreError> {
+        let row = sqlx::query(
+            r#"SELECT result, lease_owner, lease_until FROM checks WHERE request_id = $1"#,
+        )
+        .bind(request_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let result: Option<serde_json::Value> = row.try_get("result")?;
+        if let Some(v) = result {
+            return Ok(Claim::Finished(Box::new(parse_result(request_id, v)?)));
+        }
+        Ok(Claim::Leased {
+            owner: row.try_get::<Option<String>, _>("lease_owner")?.unwrap_or_default(),
+            until: row
+                .try_get::<Option<DateTime<Utc>>, _>("lease_until")?
+                .unwrap_or_else(Utc::now),
+        })
+    }
+
+    /// The stored result, if the request is finished.
+    pub async fn stored_result(&self, request_id: &str) -> Result<Option<CheckResult>, StoreError> {
+        let v: Option<Option<serde_json::Value>> =
+            sqlx::query_scalar(r#"SELECT result FROM checks WHERE request_id = $1"#)
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        v.flatten().map(|v| parse_result(request_id, v)).transpose()
+    }
+
+    /// The subject fingerprint stored for a request (to spot a reused request_id).
+    pub async fn fingerprint(&self, request_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(r#"SELECT subject_fingerprint FROM checks WHERE request_id = $1"#)
+            .bind(request_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten())
+    }
+
+    /// Extend our lease. False when it is no longer ours.
+    pub async fn renew(&self, request_id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+        let n = sqlx::query(
+            r#"UPDATE checks SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+               WHERE request_id = $1 AND lease_owner = $2 AND completed_at IS NULL"#,
+        )
+        .bind(request_id)
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Give up our lease without a result (shutdown before any call): the next delivery takes
+    /// over at once.
+    pub async fn release(&self, request_id: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            r#"UPDATE checks SET lease_owner = NULL, lease_until = NULL, updated_at = now()
+               WHERE request_id = $1 AND lease_owner = $2 AND completed_at IS NULL"#,
+        )
+        .bind(request_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Store the result unless one is stored already; returns the result that is stored now
+    /// (ours, or the one that won).
+    pub async fn complete(&self, result: &CheckResult, fingerprint: Option<&str>) -> Result<CheckResult, StoreError> {
+        let json = serde_json::to_value(result).expect("a result serialises");
+        let row = sqlx::query(
+            r#"
+            INSERT INTO checks (request_id, check_kind, status, verdict, reason_code, billed, provider,
+                                attempts, result, subject_masked, subject_fingerprint, received_at,
+                                completed_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            ON CONFLICT (request_id) DO UPDATE
+               SET status = EXCLUDED.status, verdict = EXCLUDED.verdict,
+                   reason_code = EXCLUDED.reason_code, billed = EXCLUDED.billed,
+                   provider = EXCLUDED.provider, attempts = EXCLUDED.attempts,
+                   result = EXCLUDED.result, completed_at = EXCLUDED.completed_at,
+                   lease_owner = NULL, lease_until = NULL, updated_at = now()
+             WHERE checks.completed_at IS NULL
+            RETURNING request_id
+            "#,
+        )
+        .bind(&result.request_id)
+        .bind(result.check.map(CheckKind::as_str))
+        .bind(result.status.as_str())
+        .bind(result.verdict.map(|v| v.as_str()))
+        .bind(result.reason_code.as_str())
+        .bind(result.billed.as_str())
+        .bind(result.provider.as_deref())
+        .bind(result.attempts as i32)
+        .bind(&json)
+        .bind(sqlx::types::Json(&result.subject))
+        .bind(fingerprint)
+        .bind(result.received_at)
+        .bind(result.completed_at)
+        .fetch_optional(&self.pool)
+        .await?;
+        if row.is_some() {
+            return Ok(result.clone());
+        }
+        self.stored_result(&result.request_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(result.request_id.clone(), "vanished".into()))
+    }
+
+    /// Journal an outbound call before it is sent. Returns the row id.
+    pub async fn begin_call(
+        &self,
+        request_id: &str,
+        provider: &str,
+        action: &str,
+        attempt: u32,
+        worker: &str,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            r#"INSERT INTO provider_calls (request_id, provider, action, attempt, worker)
+               VALUES ($1, $2, $3, $4, $5) RETURNING id"#,
+        )
+        .bind(request_id)
+        .bind(provider)
+        .bind(action)
+        .bind(attempt as i32)
+        .bind(worker)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Complete a journaled call with its outcome and billing.
+    pub async fn finish_call(&self, id: i64, reply: &ProviderReply) -> Result<(), StoreError> {
+        sqlx::query(
+            r#"UPDATE provider_calls
+                  SET finished_at = now(), http_status = $2, provider_code = $3,
+                      provider_request_id = $4, outcome = $5, billed = $6, reply = $7
+                WHERE id = $1"#,
+        )
+        .bind(id)
+        .bind(reply.http_status.map(i32::from))
+        .bind(reply.provider_code.as_deref())
+        .bind(reply.provider_request_id.as_deref())
+        .bind(reply.classification.class.as_str())
+        .bind(reply.classification.billed.as_str())
+        .bind(sqlx::types::Json(reply))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every journaled call of a request, oldest first.
+    pub async fn calls(&self, request_id: &str) -> Result<Vec<JournaledCall>, StoreError> {
+        let rows = sqlx::query(
+            r#"SELECT id, provider, attempt, reply FROM provider_calls
+                WHERE request_id = $1 ORDER BY attempt"#,
+        )
+        .bind(request_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                let reply: Option<sqlx::types::Json<ProviderReply>> = r.try_get("reply")?;
+                Ok(JournaledCall {
+                    id: r.try_get("id")?,
+                    provider: r.try_get("provider")?,
+                    attempt: r.try_get("attempt")?,
+                    reply: reply.map(|j| j.0),
+                })
+            })
+            .collect()
+    }
+}
+
+fn parse_result(request_id: &str, v: serde_json::Value) -> Result<CheckResult, StoreError> {
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(request_id.to_owned(), e.to_string()))
+}

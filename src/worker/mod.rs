@@ -1,0 +1,200 @@
+//! The consumer: connects (and reconnects with backoff), declares the topology, consumes with
+//! prefetch and bounded concurrency, and drains in-flight work on shutdown.
+
+pub mod process;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::broker::{self, BrokerError, Publisher};
+use crate::configuration::Names;
+pub use process::{Disposition, ProcessError, Processor};
+
+/// How the consumer connects and how much it takes at once.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Broker URL.
+    pub amqp_url: String,
+    /// Object names.
+    pub names: Names,
+    /// basic.qos prefetch.
+    pub prefetch: u16,
+    /// Work queue delivery limit.
+    pub delivery_limit: u32,
+    /// Concurrent deliveries.
+    pub concurrency: usize,
+    /// Drain time after a stop signal.
+    pub shutdown_grace: Duration,
+    /// Publisher confirm timeout.
+    pub confirm_timeout: Duration,
+}
+
+/// Liveness facts the readiness endpoint reports.
+#[derive(Debug, Default)]
+pub struct WorkerState {
+    /// Consuming from the work queue right now.
+    pub consuming: AtomicBool,
+}
+
+/// Why the worker stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The topology on the broker conflicts with the configuration: operator action needed.
+    #[error(transparent)]
+    Topology(BrokerError),
+}
+
+/// Run until `shutdown` is cancelled: then stop consuming, give in-flight work
+/// `shutdown_grace` to finish, return the rest to the queue, and return.
+pub async fn run(
+    cfg: ConsumerConfig,
+    processor: Arc<Processor>,
+    state: Arc<WorkerState>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let hard_stop = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    let semaphore = Arc::new(Semaphore::new(cfg.concurrency));
+    let mut backoff = Duration::from_millis(200);
+    let mut session: Option<(lapin::Connection, lapin::Channel, String)> = None;
+    while !shutdown.is_cancelled() {
+        match consume(&cfg, &processor, &state, &shutdown, &hard_stop, &semaphore, &mut tasks).await {
+            Ok(s) => {
+                session = Some(s);
+                break;
+            }
+            Err(BrokerError::Inequivalent { kind, name, broker }) => {
+                return Err(WorkerError::Topology(BrokerError::Inequivalent { kind, name, broker }));
+            }
+            Err(e) => {
+                state.consuming.store(false, Ordering::SeqCst);
+                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker unavailable; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    state.consuming.store(false, Ordering::SeqCst);
+    if let Some((_, channel, tag)) = &session {
+        let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+    }
+    drain(&mut tasks, cfg.shutdown_grace, &hard_stop).await;
+    if let Some((conn, channel, _)) = session {
+        let _ = channel.close(200, "shutdown").await;
+        let _ = conn.close(200, "shutdown").await;
+    }
+    Ok(())
+}
+
+/// One connection's life: returns Ok((conn, channel, tag)) when shutdown was requested, Err when
+/// the connection failed (the caller reconnects).
+async fn consume(
+    cfg: &ConsumerConfig,
+    processor: &Arc<Processor>,
+    state: &WorkerState,
+    shutdown: &CancellationToken,
+    hard_stop: &CancellationToken,
+    semaphore: &Arc<Semaphore>,
+    tasks: &mut JoinSet<()>,
+) -> Result<(lapin::Connection, lapin::Channel, String), BrokerError> {
+    let conn = broker::connect(&cfg.amqp_url, &format!("kycq worker {}", processor.worker_id)).await?;
+    broker::declare_topology(&conn, &cfg.names, cfg.delivery_limit).await?;
+    let publisher = Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout).await?;
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(cfg.prefetch, BasicQosOptions::default()).await?;
+    let tag = format!("kycq-{}", processor.worker_id);
+    let mut consumer = channel
+        .basic_consume(&cfg.names.work_queue, &tag, BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    state.consuming.store(true, Ordering::SeqCst);
+    info!(queue = %cfg.names.work_queue, prefetch = cfg.prefetch, concurrency = cfg.concurrency, "consuming");
+    loop {
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                error!(error = %e, "a processing task panicked; its delivery returns to the queue");
+            }
+        }
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return Ok((conn, channel, tag)),
+            p = semaphore.clone().acquire_owned() => p.expect("semaphore never closes"),
+        };
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => return Ok((conn, channel, tag)),
+            d = consumer.next() => d,
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(BrokerError::Amqp(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed))),
+        };
+        let processor = processor.clone();
+        let publisher = publisher.clone();
+        let stop = hard_stop.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            let disposition = match processor.process(&publisher, &delivery, &stop).await {
+                Ok(d) => d,
+                Err(e) => {
+                    error!(error = %e, "processing failed; the delivery returns to the queue");
+                    // Do not spin on a broken dependency.
+                    tokio::select! {
+                        _ = stop.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    Disposition::Requeue
+                }
+            };
+            let res = match disposition {
+                Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
+                Disposition::Requeue => {
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await
+                }
+            };
+            if let Err(e) = res {
+                // The channel is gone: the broker redelivers; the stored result answers it.
+                warn!(error = %e, ?disposition, "could not settle the delivery; it will be redelivered");
+            }
+        });
+    }
+}
+
+async fn drain(tasks: &mut JoinSet<()>, grace: Duration, hard_stop: &CancellationToken) {
+    if tasks.is_empty() {
+        return;
+    }
+    info!(in_flight = tasks.len(), grace_s = grace.as_secs(), "draining in-flight work");
+    let all = async {
+        while tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(grace, all).await.is_ok() {
+        return;
+    }
+    // Past the grace period: work not yet sent to a provider is requeued at its next safe point.
+    warn!(left = tasks.len(), "grace period over: returning unfinished work to the queue");
+    hard_stop.cancel();
+    let rest = async {
+        while tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(Duration::from_secs(5), rest).await.is_err() {
+        warn!(left = tasks.len(), "aborting calls still in flight; their requests will be redelivered");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,524 @@
+//! Processing one delivery: decode and validate, claim, call providers through the limiter with
+//! the journal around every call, classify, store, publish — and say whether to ack or requeue.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lapin::message::Delivery;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::broker::{BrokerError, DeadLetter, Publisher};
+use crate::check::{
+    decode, Billed, CheckRequest, CheckResult, Decoded, ReasonCode, Rejection, Status,
+};
+use crate::providers::registry::{Entry, RouteError};
+use crate::providers::{OutcomeClass, ProviderReply, Registry};
+use crate::ratelimit::Limiter;
+use crate::retry::{decide, Decision, RetryPolicy};
+use crate::store::{Claim, JournaledCall, Store, StoreError};
+
+/// What to do with the delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Its result is stored and published (or it was dead-lettered): acknowledge.
+    Ack,
+    /// Not finished (stopping): return it to the queue.
+    Requeue,
+}
+
+/// A failure of kycq's own infrastructure: the delivery goes back to the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// Postgres.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// RabbitMQ.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+/// Everything processing needs, shared by every task of a worker.
+pub struct Processor {
+    /// Postgres.
+    pub store: Store,
+    /// Providers, circuits and routes.
+    pub registry: Arc<Registry>,
+    /// The limiter every call goes through.
+    pub limiter: Arc<dyn Limiter>,
+    /// Retries of transient failures.
+    pub policy: RetryPolicy,
+    /// This worker's identity in leases and the journal.
+    pub worker_id: String,
+    /// Lease length.
+    pub lease: Duration,
+    /// Key of subject fingerprints.
+    pub pii_key: SecretString,
+}
+
+enum RouteOutcome {
+    Done(Box<CheckResult>, Option<DeadLetter>),
+    Requeue,
+    LeaseLost,
+}
+
+impl Processor {
+    /// Process one delivery. `stop` is the hard stop: once cancelled, work not yet sent to a
+    /// provider is abandoned and the delivery requeued.
+    pub async fn process(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+    ) -> Result<Disposition, ProcessError> {
+        let span = tracing::info_span!("check", request_id = tracing::field::Empty, check = tracing::field::Empty);
+        self.process_inner(publisher, delivery, stop, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn process_inner(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+        span: &tracing::Span,
+    ) -> Result<Disposition, ProcessError> {
+        let props = &delivery.properties;
+        let reply_to = props.reply_to().as_ref().map(|s| s.as_str().to_owned());
+        let correlation_id = props.correlation_id().as_ref().map(|s| s.as_str().to_owned());
+        let routing_key = delivery.routing_key.as_str();
+        let now = Utc::now();
+        let decoded = match decode(&delivery.data, now.date_naive()) {
+            Ok(d) => d,
+            Err(m) => {
+                warn!(reason = m.reason(), detail = %m, bytes = delivery.data.len(), "malformed message dead-lettered");
+                let dl = DeadLetter {
+                    reason: m.reason().into(),
+                    detail: m.to_string(),
+                    attempts: 0,
+                    request_id: None,
+                };
+                publisher.dead_letter(&delivery.data, props, routing_key, &dl).await?;
+                metrics::counter!("kycq_dead_letters_total", "reason" => m.reason()).increment(1);
+                return Ok(Disposition::Ack);
+            }
+        };
+        span.record("request_id", decoded.request_id());
+        let req = match decoded {
+            Decoded::Rejected(r) => {
+                return self.reject(publisher, &r, now, reply_to.as_deref(), correlation_id.as_deref()).await
+            }
+            Decoded::Valid(r) => r,
+        };
+        span.record("check", req.check.as_str());
+        let route = match self.registry.route(req.check, req.provider.as_deref()) {
+            Ok(r) => r,
+            Err(RouteError::NotEnabled(msg)) => {
+                let r = Rejection {
+                    request_id: req.request_id.clone(),
+                    check: Some(req.check),
+                    reason_code: ReasonCode::InvalidRequest,
+                    reason: msg,
+                    subject: req.subject.masked(),
+                };
+                return self.reject(publisher, &r, now, reply_to.as_deref(), correlation_id.as_deref()).await;
+            }
+        };
+        let fingerprint = req.subject.fingerprint(self.pii_key.expose_secret().as_bytes());
+        loop {
+            let Some(received_at) = self.claim(publisher, &req, &fingerprint, stop, reply_to.as_deref(), correlation_id.as_deref()).await? else {
+                return Ok(self.finished_or_requeue(stop));
+            };
+            let lease_lost = Arc::new(AtomicBool::new(false));
+            let renewer = self.spawn_renewer(&req.request_id, lease_lost.clone());
+            let outcome = self.run(&req, &route, received_at, stop, &lease_lost).await;
+            renewer.abort();
+            match outcome? {
+                RouteOutcome::Requeue => {
+                    self.store.release(&req.request_id, &self.worker_id).await?;
+                    return Ok(Disposition::Requeue);
+                }
+                RouteOutcome::LeaseLost => {
+                    warn!("lease lost to another worker; waiting for its result");
+                    continue;
+                }
+                RouteOutcome::Done(result, dead_letter) => {
+                    if let Some(dl) = &dead_letter {
+                        // Dead-letter first: a crash before the result is stored dead-letters
+                        // again on redelivery (at least once), never zero times.
+                        publisher.dead_letter(&delivery.data, props, routing_key, dl).await?;
+                        metrics::counter!("kycq_dead_letters_total", "reason" => dl.reason.clone()).increment(1);
+                    }
+                    let stored = self.store.complete(&result, Some(&fingerprint)).await?;
+                    publisher
+                        .publish_result(&stored, reply_to.as_deref(), correlation_id.as_deref())
+                        .await?;
+                    record_result(&stored);
+                    info!(
+                        status = stored.status.as_str(),
+                        reason_code = stored.reason_code.as_str(),
+                        billed = stored.billed.as_str(),
+                        provider = stored.provider.as_deref().unwrap_or(""),
+                        attempts = stored.attempts,
+                        subject = ?stored.subject,
+                        "check finished"
+                    );
+                    return Ok(Disposition::Ack);
+                }
+            }
+        }
+    }
+
+    fn finished_or_requeue(&self, stop: &CancellationToken) -> Disposition {
+        if stop.is_cancelled() {
+            Disposition::Requeue
+        } else {
+            Disposition::Ack
+        }
+    }
+
+    /// Store (first writer wins) and publish a `rejected` result.
+    async fn reject(
+        &self,
+        publisher: &Publisher,
+        r: &Rejection,
+        now: DateTime<Utc>,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) -> Result<Disposition, ProcessError> {
+        let result = CheckResult::rejected(r, now, Utc::now());
+        let stored = self.store.complete(&result, None).await?;
+        publisher.publish_result(&stored, reply_to, correlation_id).await?;
+        record_result(&stored);
+        info!(reason_code = stored.reason_code.as_str(), reason = %stored.reason, subject = ?stored.subject, "request rejected");
+        Ok(Disposition::Ack)
+    }
+
+    /// Claim the request. `Some(received_at)` when we hold the lease; None when the request was
+    /// answered from the stored result (or we are stopping).
+    async fn claim(
+        &self,
+        publisher: &Publisher,
+        req: &CheckRequest,
+        fingerprint: &str,
+        stop: &CancellationToken,
+        reply_to: Option<&str>,
+        correlation_id: Option<&str>,
+    ) -> Result<Option<DateTime<Utc>>, ProcessError> {
+        loop {
+            match self
+                .store
+                .claim(&req.request_id, req.check, &req.subject.masked(), fingerprint, &self.worker_id, self.lease)
+                .await?
+            {
+                Claim::Claimed { received_at } => return Ok(Some(received_at)),
+                Claim::Finished(stored) => {
+                    if self.store.fingerprint(&req.request_id).await?.is_some_and(|f| f != fingerprint) {
+                        warn!("request_id reused with a different subject: answered from the stored result");
+                    }
+                    publisher.publish_result(&stored, reply_to, correlation_id).await?;
+                    metrics::counter!("kycq_duplicates_total").increment(1);
+                    info!(status = stored.status.as_str(), "duplicate or redelivery answered from the stored result");
+                    return Ok(None);
+                }
+                Claim::Leased { owner, until } => {
+                    // A live worker renews its lease; a dead one's lease runs out and we take over.
+                    let left = (until - Utc::now()).to_std().unwrap_or_default();
+                    let wait = left.min(Duration::from_secs(1)) + Duration::from_millis(50);
+                    tracing::debug!(%owner, ?wait, "request is being worked on by another worker");
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn_renewer(&self, request_id: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let id = request_id.to_owned();
+        let owner = self.worker_id.clone();
+        let lease = self.lease;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(lease / 3);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match store.renew(&id, &owner, lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
+                }
+            }
+        })
+    }
+
+    /// Finish from the journal, or walk the route.
+    async fn run(
+        &self,
+        req: &CheckRequest,
+        route: &[&Entry],
+        received_at: DateTime<Utc>,
+        stop: &CancellationToken,
+        lease_lost: &AtomicBool,
+    ) -> Result<RouteOutcome, ProcessError> {
+        let prior = self.store.calls(&req.request_id).await?;
+        if let Some(done) = resume_from_journal(req, &prior, received_at) {
+            info!(calls = prior.len(), "finished from the call journal without calling again");
+            return Ok(done);
+        }
+        let mut attempt = prior.iter().map(|c| c.attempt as u32).max().unwrap_or(0);
+        let started = Instant::now();
+        let mut last: Option<(&'static str, ProviderReply)> = None;
+        let mut saw_transient = false;
+        loop {
+            for entry in route {
+                if !entry.circuit.is_available(Instant::now()) {
+                    continue;
+                }
+                let provider = entry.provider.name();
+                let action = entry.provider.action(req.check).expect("routes only hold supporting providers");
+                let mut delays = self.policy.delays(None);
+                loop {
+                    if stop.is_cancelled() {
+                        return Ok(RouteOutcome::Requeue);
+                    }
+                    let waited = tokio::select! {
+                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                        w = self.limiter.acquire(provider, action) => w,
+                    };
+                    metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider).record(waited.as_secs_f64());
+                    if lease_lost.load(Ordering::SeqCst) {
+                        return Ok(RouteOutcome::LeaseLost);
+                    }
+                    attempt += 1;
+                    let call_id = self.store.begin_call(&req.request_id, provider, action, attempt, &self.worker_id).await?;
+                    let t0 = Instant::now();
+                    let reply = entry.provider.call(req).await;
+                    let elapsed = t0.elapsed();
+                    self.store.finish_call(call_id, &reply).await?;
+                    record_call(provider, &reply, elapsed);
+                    info!(
+                        provider, action, attempt,
+                        outcome = reply.classification.class.as_str(),
+                        billed = reply.classification.billed.as_str(),
+                        code = reply.provider_code.as_deref().unwrap_or(""),
+                        http_status = reply.http_status,
+                        ms = elapsed.as_millis() as u64,
+                        "provider call"
+                    );
+                    if reply.classification.throttled {
+                        self.limiter.throttled(provider, action).await;
+                    }
+                    match decide(&reply.classification) {
+                        Decision::Finish => {
+                            entry.circuit.reset();
+                            let r = final_result(req, provider, &reply, attempt, received_at);
+                            return Ok(RouteOutcome::Done(Box::new(r), None));
+                        }
+                        Decision::StopBillingUnknown => {
+                            return Ok(billing_unknown(req, provider, &reply, attempt, received_at));
+                        }
+                        Decision::Retry => {
+                            saw_transient = true;
+                            last = Some((provider, reply));
+                            match delays.next() {
+                                Some(d) if started.elapsed() + d <= self.policy.max_elapsed => {
+                                    metrics::counter!("kycq_retries_total", "provider" => provider).increment(1);
+                                    tokio::select! {
+                                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                                        _ = tokio::time::sleep(d) => {}
+                                    }
+                                }
+                                _ => break,
+                            }
+                        }
+                        Decision::FailOver => {
+                            warn!(provider, cooldown_s = entry.cooldown.as_secs(), "provider-wide failure: circuit opened");
+                            metrics::counter!("kycq_circuit_open_total", "provider" => provider).increment(1);
+                            entry.circuit.trip(Instant::now(), entry.cooldown);
+                            last = Some((provider, reply));
+                            break;
+                        }
+                    }
+                }
+            }
+            if saw_transient {
+                let (provider, reply) = last.expect("a transient failure was recorded");
+                return Ok(failed(
+                    req,
+                    provider,
+                    &reply,
+                    attempt,
+                    received_at,
+                    ReasonCode::RetriesExhausted,
+                    Billed::No,
+                    Some("retries_exhausted"),
+                ));
+            }
+            // Every provider of the route is out (provider-wide failures): the request waits,
+            // unacknowledged, until a circuit lets calls through again.
+            let now = Instant::now();
+            let reopen = route
+                .iter()
+                .filter_map(|e| e.circuit.reopens_at(now))
+                .min()
+                .unwrap_or(now + Duration::from_secs(1));
+            warn!(wait_s = (reopen - now).as_secs(), "no provider available for this check; waiting");
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                _ = tokio::time::sleep_until(reopen) => {}
+            }
+        }
+    }
+}
+
+/// A request taken over after a crash: decide from the journal whether it can be finished
+/// without calling anybody again.
+fn resume_from_journal(req: &CheckRequest, prior: &[JournaledCall], received_at: DateTime<Utc>) -> Option<RouteOutcome> {
+    let attempts = prior.iter().map(|c| c.attempt as u32).max().unwrap_or(0);
+    for call in prior {
+        let provider: &'static str = leak_name(&call.provider);
+        match &call.reply {
+            None => {
+                // Sent (or about to be) when the previous worker stopped: it may have been billed.
+                let reply = ProviderReply::transport(
+                    crate::providers::Classification::UNKNOWN,
+                    None,
+                    "a call was in flight when the previous worker stopped",
+                );
+                return Some(billing_unknown(req, provider, &reply, attempts, received_at));
+            }
+            Some(reply) => match decide(&reply.classification) {
+                Decision::Finish => {
+                    return Some(RouteOutcome::Done(
+                        Box::new(final_result(req, provider, reply, attempts, received_at)),
+                        None,
+                    ))
+                }
+                Decision::StopBillingUnknown => {
+                    return Some(billing_unknown(req, provider, reply, attempts, received_at))
+                }
+                Decision::Retry | Decision::FailOver => {}
+            },
+        }
+    }
+    None
+}
+
+fn leak_name(name: &str) -> &'static str {
+    crate::check::request::KNOWN_PROVIDERS
+        .iter()
+        .find(|p| **p == name)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+fn base_result(req: &CheckRequest, provider: &str, reply: &ProviderReply, attempts: u32, received_at: DateTime<Utc>) -> CheckResult {
+    CheckResult {
+        request_id: req.request_id.clone(),
+        check: Some(req.check),
+        status: Status::Failed,
+        verdict: None,
+        reason_code: ReasonCode::UnknownProviderCode,
+        reason: String::new(),
+        billed: reply.classification.billed,
+        carrier: reply.carrier,
+        provider: Some(provider.to_owned()),
+        provider_code: reply.provider_code.clone(),
+        provider_request_id: reply.provider_request_id.clone(),
+        attempts,
+        subject: req.subject.masked(),
+        received_at,
+        completed_at: Utc::now(),
+    }
+}
+
+/// The result of a final answer (verdict, invalid field, identity limit, unknown code).
+fn final_result(req: &CheckRequest, provider: &str, reply: &ProviderReply, attempts: u32, received_at: DateTime<Utc>) -> CheckResult {
+    let c = &reply.classification;
+    let reason_code = c.reason_code.unwrap_or(ReasonCode::UnknownProviderCode);
+    let mut r = base_result(req, provider, reply, attempts, received_at);
+    r.reason_code = reason_code;
+    match c.class {
+        OutcomeClass::Verdict | OutcomeClass::InvalidField => {
+            r.status = Status::Completed;
+            r.verdict = reason_code.completed_verdict();
+            r.reason = reason_code.meaning().to_owned();
+        }
+        OutcomeClass::IdentityLimit => {
+            r.reason = reason_code.meaning().to_owned();
+        }
+        _ => {
+            metrics::counter!("kycq_unknown_provider_codes_total", "provider" => provider.to_owned(), "code" => reply.provider_code.clone().unwrap_or_default()).increment(1);
+            warn!(provider, code = reply.provider_code.as_deref().unwrap_or(""), detail = %reply.detail, "provider answered a code not in kycq's tables");
+            r.reason = format!(
+                "{provider} answered code {}, which is not in kycq's tables ({}); billing {}",
+                reply.provider_code.as_deref().unwrap_or("?"),
+                reply.detail,
+                reply.classification.billed.as_str()
+            );
+        }
+    }
+    if c.class == OutcomeClass::InvalidField {
+        metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider.to_owned()).increment(1);
+    }
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn failed(
+    req: &CheckRequest,
+    provider: &str,
+    reply: &ProviderReply,
+    attempts: u32,
+    received_at: DateTime<Utc>,
+    reason_code: ReasonCode,
+    billed: Billed,
+    dead_letter: Option<&str>,
+) -> RouteOutcome {
+    let mut r = base_result(req, provider, reply, attempts, received_at);
+    r.reason_code = reason_code;
+    r.billed = billed;
+    r.reason = format!("{} (last: {provider}: {})", reason_code.meaning(), reply.detail);
+    let dl = dead_letter.map(|reason| DeadLetter {
+        reason: reason.into(),
+        detail: r.reason.clone(),
+        attempts,
+        request_id: Some(req.request_id.clone()),
+    });
+    RouteOutcome::Done(Box::new(r), dl)
+}
+
+fn billing_unknown(req: &CheckRequest, provider: &str, reply: &ProviderReply, attempts: u32, received_at: DateTime<Utc>) -> RouteOutcome {
+    failed(req, provider, reply, attempts, received_at, ReasonCode::BillingUnknown, Billed::Unknown, Some("billing_unknown"))
+}
+
+fn record_call(provider: &'static str, reply: &ProviderReply, elapsed: Duration) {
+    let c = &reply.classification;
+    metrics::histogram!("kycq_provider_call_seconds", "provider" => provider).record(elapsed.as_secs_f64());
+    metrics::counter!("kycq_provider_calls_total", "provider" => provider, "outcome" => c.class.as_str(), "billed" => c.billed.as_str()).increment(1);
+    if c.billed == Billed::Yes {
+        metrics::counter!("kycq_billed_calls_total", "provider" => provider).increment(1);
+    }
+}
+
+fn record_result(r: &CheckResult) {
+    metrics::counter!(
+        "kycq_checks_total",
+        "status" => r.status.as_str(),
+        "verdict" => r.verdict.map_or("", |v| v.as_str()),
+        "reason_code" => r.reason_code.as_str(),
+        "provider" => r.provider.clone().unwrap_or_default()
+    )
+    .increment(1);
+}
