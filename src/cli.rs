@@ -198,10 +198,22 @@ async fn setup(settings: &Settings) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
     println!("topology declared:");
-    println!("  request exchange  {} (topic, clients publish check.<check>)", names.requests);
-    println!("  work queue        {} (quorum, delivery limit {}, dead letters to {})", names.work_queue, settings.amqp.delivery_limit, names.dead_exchange);
-    println!("  result exchange   {} (topic, result.<check>.<status>)", names.results);
-    println!("  dead letters      {} → {}", names.dead_exchange, names.dead_queue);
+    println!(
+        "  request exchange  {} (topic, clients publish check.<check>)",
+        names.requests
+    );
+    println!(
+        "  work queue        {} (quorum, delivery limit {}, dead letters to {})",
+        names.work_queue, settings.amqp.delivery_limit, names.dead_exchange
+    );
+    println!(
+        "  result exchange   {} (topic, result.<check>.<status>)",
+        names.results
+    );
+    println!(
+        "  dead letters      {} → {}",
+        names.dead_exchange, names.dead_queue
+    );
     crate::store::connect_and_migrate(&settings.database).await?;
     println!("database migrated");
     Ok(())
@@ -222,18 +234,29 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
     let s = &settings.sandbox;
     let listen = a.listen.unwrap_or_else(|| s.listen.clone());
     let cfg = crate::sandbox::SandboxSettings {
-        listen: listen.parse().with_context(|| format!("--listen {listen}"))?,
+        listen: listen
+            .parse()
+            .with_context(|| format!("--listen {listen}"))?,
         tencent_secret_id: s.tencent_secret_id.clone(),
         tencent_secret_key: s.tencent_secret_key.clone(),
+        alibaba_access_key_id: s.alibaba_access_key_id.clone(),
+        alibaba_access_key_secret: s.alibaba_access_key_secret.clone(),
+        alimarket_app_code: s.alimarket_app_code.clone(),
         fault_rate: a.fault_rate.unwrap_or(s.fault_rate),
         latency: Duration::from_millis(a.latency_ms.unwrap_or(s.latency_ms)),
         slow_delay: Duration::from_millis(a.slow_ms.unwrap_or(s.slow_ms)),
         seed: a.seed.unwrap_or(s.seed),
     };
-    anyhow::ensure!((0.0..=1.0).contains(&cfg.fault_rate), "--fault-rate must be between 0 and 1");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cfg.fault_rate),
+        "--fault-rate must be between 0 and 1"
+    );
     let shutdown = shutdown_on_signals();
     let running = crate::sandbox::start(cfg, shutdown.clone()).await?;
-    println!("kycq sandbox listening on http://{} (Tencent PhoneVerification at POST /)", running.addr);
+    println!(
+        "kycq sandbox listening on http://{} (Tencent PhoneVerification at POST /)",
+        running.addr
+    );
     running.task.await??;
     Ok(())
 }
@@ -257,8 +280,17 @@ async fn enqueue_cmd(settings: &Settings, a: EnqueueArgs) -> anyhow::Result<()> 
     let names = settings.topology.names();
     let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq enqueue").await?;
     broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
-    let publisher = Publisher::new(&conn, names, Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
-    let mut replies = if a.wait { Some(ReplyQueue::open(&conn).await?) } else { None };
+    let publisher = Publisher::new(
+        &conn,
+        names,
+        Duration::from_secs(settings.amqp.confirm_timeout_secs),
+    )
+    .await?;
+    let mut replies = if a.wait {
+        Some(ReplyQueue::open(&conn).await?)
+    } else {
+        None
+    };
     let bar = (batch.len() > 1).then(|| indicatif::ProgressBar::new(batch.len() as u64));
     for m in &batch {
         enqueue::publish(&publisher, m, replies.as_ref().map(ReplyQueue::name)).await?;
@@ -273,12 +305,17 @@ async fn enqueue_cmd(settings: &Settings, a: EnqueueArgs) -> anyhow::Result<()> 
         eprintln!("published {} requests", batch.len());
     }
     if let Some(replies) = replies.as_mut() {
-        let mut waiting: std::collections::HashSet<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+        let mut waiting: std::collections::HashSet<String> =
+            batch.iter().map(|m| m.request_id.clone()).collect();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
         while !waiting.is_empty() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let Some((_, r)) = replies.next(left).await else {
-                anyhow::bail!("timed out after {}s waiting for {} result(s)", a.timeout, waiting.len());
+                anyhow::bail!(
+                    "timed out after {}s waiting for {} result(s)",
+                    a.timeout,
+                    waiting.len()
+                );
             };
             if waiting.remove(&r.request_id) {
                 println!("{}", serde_json::to_string(&r)?);
@@ -312,15 +349,26 @@ async fn dlq_cmd(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
         }
         DlqAction::Show { request_id } => {
             let all = dlq::list(&conn, &names, usize::MAX).await?;
-            let Some((d, body)) = all.iter().find(|(d, _)| d.request_id.as_deref() == Some(request_id.as_str())) else {
+            let Some((d, body)) = all
+                .iter()
+                .find(|(d, _)| d.request_id.as_deref() == Some(request_id.as_str()))
+            else {
                 anyhow::bail!("no dead letter with request_id {request_id}");
             };
             println!("{}", serde_json::to_string_pretty(d)?);
             println!("body (personal data masked):\n{}", dlq::masked_body(body));
         }
         DlqAction::Replay { request_id, all } => {
-            anyhow::ensure!(all || request_id.is_some(), "say --all or --request-id <id>");
-            let publisher = Publisher::new(&conn, names.clone(), Duration::from_secs(settings.amqp.confirm_timeout_secs)).await?;
+            anyhow::ensure!(
+                all || request_id.is_some(),
+                "say --all or --request-id <id>"
+            );
+            let publisher = Publisher::new(
+                &conn,
+                names.clone(),
+                Duration::from_secs(settings.amqp.confirm_timeout_secs),
+            )
+            .await?;
             let n = dlq::replay(&conn, &publisher, &names, request_id.as_deref()).await?;
             println!("replayed {n} dead letter(s) to {}", names.requests);
         }

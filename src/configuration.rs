@@ -252,9 +252,33 @@ impl RouteSettings {
 pub struct ProvidersSettings {
     /// Tencent Cloud FaceID (intl), `PhoneVerification`.
     pub tencent: ProviderSettings,
+    /// Alibaba Cloud ID Verification (intl, cloudauth-intl 2022-08-09).
+    pub alibaba: ProviderSettings,
+    /// Alibaba Cloud Marketplace three-factor API (AppCode).
+    pub alimarket: ProviderSettings,
 }
 
-/// `[providers.<name>]`: endpoint, timeouts, limits and credentials of one provider.
+impl ProvidersSettings {
+    /// Every provider section with its name.
+    pub fn all(&self) -> [(&'static str, &ProviderSettings); 3] {
+        [
+            ("tencent", &self.tencent),
+            ("alibaba", &self.alibaba),
+            ("alimarket", &self.alimarket),
+        ]
+    }
+
+    /// One provider's section by name.
+    pub fn get(&self, name: &str) -> Option<&ProviderSettings> {
+        self.all()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
+    }
+}
+
+/// `[providers.<name>]`: endpoint, timeouts, limits and credentials of one provider. Each
+/// provider reads the credential keys of its own protocol; the rest stay empty.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
@@ -264,28 +288,105 @@ pub struct ProviderSettings {
     pub connect_timeout_ms: u64,
     /// Milliseconds for a whole call; past it the answer is lost and billing is unknown.
     pub timeout_ms: u64,
-    /// Calls per second, all workers together.
+    /// Calls per second, all workers together (the shared bucket).
     pub rate_per_sec: f64,
     /// Calls that may go at once above the rate.
     pub burst: u32,
+    /// Longest a call may wait for a slot in the bucket; past it no slot is reserved and the
+    /// request waits (unreserved) before trying again.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Share of the rate this worker uses on its own when Redis is unreachable (1 / number of
+    /// workers keeps the total within the vendor's limit).
+    #[serde(default = "default_fallback_share")]
+    pub fallback_share: f64,
+    /// Milliseconds the shared bucket pauses for every worker after the vendor says "throttled".
+    #[serde(default = "default_throttle_cooldown_ms")]
+    pub throttle_cooldown_ms: u64,
     /// Seconds a provider-wide failure keeps the provider out of routes.
     pub circuit_cooldown_secs: u64,
-    /// Tencent SecretId; empty = not configured (not routed to).
+    /// Per-API limits where the vendor limits per API (key: the vendor action name).
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionLimit>,
+    /// Tencent SecretId.
+    #[serde(default)]
     pub secret_id: String,
     /// Tencent SecretKey.
+    #[serde(default)]
     pub secret_key: Option<SecretString>,
     /// Tencent `X-TC-Region`; empty = not sent (PhoneVerification does not need it).
+    #[serde(default)]
     pub region: String,
+    /// Alibaba AccessKeyId.
+    #[serde(default)]
+    pub access_key_id: String,
+    /// Alibaba AccessKeySecret.
+    #[serde(default)]
+    pub access_key_secret: Option<SecretString>,
+    /// Alibaba `ParamType` of Mobile3MetaVerifyIntl: `normal` (plaintext) or `md5`.
+    #[serde(default = "default_param_type")]
+    pub param_type: String,
+    /// Marketplace AppCode.
+    #[serde(default)]
+    pub app_code: Option<SecretString>,
+}
+
+/// `[providers.<name>.actions.<Action>]`: a bucket of its own for one vendor API.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionLimit {
+    /// Calls per second for this API.
+    pub rate_per_sec: f64,
+    /// Burst for this API (default: the provider's).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+fn default_max_wait_ms() -> u64 {
+    5_000
+}
+fn default_fallback_share() -> f64 {
+    1.0
+}
+fn default_throttle_cooldown_ms() -> u64 {
+    1_000
+}
+fn default_param_type() -> String {
+    "normal".into()
+}
+
+fn non_empty(s: &Option<SecretString>) -> bool {
+    s.as_ref().is_some_and(|k| !k.expose_secret().is_empty())
 }
 
 impl ProviderSettings {
-    /// Whether credentials are present.
-    pub fn configured(&self) -> bool {
-        !self.secret_id.is_empty()
-            && self
-                .secret_key
-                .as_ref()
-                .is_some_and(|k| !k.expose_secret().is_empty())
+    /// Whether the credentials `provider` needs are present.
+    pub fn configured(&self, provider: &str) -> bool {
+        match provider {
+            "tencent" => !self.secret_id.is_empty() && non_empty(&self.secret_key),
+            "alibaba" => !self.access_key_id.is_empty() && non_empty(&self.access_key_secret),
+            "alimarket" => non_empty(&self.app_code),
+            _ => false,
+        }
+    }
+
+    /// Whether some but not all credentials of `provider` are set (a likely mistake).
+    fn half_configured(&self, provider: &str) -> Option<&'static str> {
+        match provider {
+            "tencent" if !self.secret_id.is_empty() && !non_empty(&self.secret_key) => {
+                Some("secret_key")
+            }
+            "tencent" if self.secret_id.is_empty() && non_empty(&self.secret_key) => {
+                Some("secret_id")
+            }
+            "alibaba" if !self.access_key_id.is_empty() && !non_empty(&self.access_key_secret) => {
+                Some("access_key_secret")
+            }
+            "alibaba" if self.access_key_id.is_empty() && non_empty(&self.access_key_secret) => {
+                Some("access_key_id")
+            }
+            _ => None,
+        }
     }
 }
 
@@ -299,6 +400,12 @@ pub struct SandboxCliSettings {
     pub tencent_secret_id: String,
     /// Accepted Tencent SecretKey.
     pub tencent_secret_key: SecretString,
+    /// Accepted Alibaba AccessKeyId.
+    pub alibaba_access_key_id: String,
+    /// Accepted Alibaba AccessKeySecret.
+    pub alibaba_access_key_secret: SecretString,
+    /// Accepted Marketplace AppCode.
+    pub alimarket_app_code: SecretString,
     /// Share of calls answered with an injected transient fault.
     pub fault_rate: f64,
     /// Milliseconds added to every answer.
@@ -331,7 +438,10 @@ impl Settings {
         if default.exists() {
             b = b.add_source(config::File::from(default));
         } else {
-            b = b.add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml));
+            b = b.add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ));
         }
         if let Some(name) = env_name.filter(|n| !n.is_empty()) {
             let path = dir.join(format!("{name}.toml"));
@@ -358,20 +468,30 @@ impl Settings {
             .add_source(e)
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let s: Settings = cfg.try_deserialize().map_err(|e| ConfigError::Load(e.to_string()))?;
+        let s: Settings = cfg
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
         s.validate()?;
         Ok(s)
     }
 
     /// Checks that types alone cannot express. Every error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        url_with_scheme("amqp.url", self.amqp.url.expose_secret(), &["amqp", "amqps"])?;
+        url_with_scheme(
+            "amqp.url",
+            self.amqp.url.expose_secret(),
+            &["amqp", "amqps"],
+        )?;
         url_with_scheme(
             "database.url",
             self.database.url.expose_secret(),
             &["postgres", "postgresql"],
         )?;
-        url_with_scheme("redis.url", self.redis.url.expose_secret(), &["redis", "rediss"])?;
+        url_with_scheme(
+            "redis.url",
+            self.redis.url.expose_secret(),
+            &["redis", "rediss"],
+        )?;
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be at least 1"));
         }
@@ -391,14 +511,23 @@ impl Settings {
             ("topology.request_exchange", &self.topology.request_exchange),
             ("topology.work_queue", &self.topology.work_queue),
             ("topology.result_exchange", &self.topology.result_exchange),
-            ("topology.dead_letter_exchange", &self.topology.dead_letter_exchange),
-            ("topology.dead_letter_queue", &self.topology.dead_letter_queue),
+            (
+                "topology.dead_letter_exchange",
+                &self.topology.dead_letter_exchange,
+            ),
+            (
+                "topology.dead_letter_queue",
+                &self.topology.dead_letter_queue,
+            ),
         ] {
             if v.is_empty() || v.len() + self.topology.prefix.len() > 255 {
                 return Err(invalid(key, "must be 1-255 characters with the prefix"));
             }
             if v.starts_with("amq.") && self.topology.prefix.is_empty() {
-                return Err(invalid(key, "names starting with amq. are reserved by RabbitMQ"));
+                return Err(invalid(
+                    key,
+                    "names starting with amq. are reserved by RabbitMQ",
+                ));
             }
         }
         if self.worker.concurrency == 0 {
@@ -414,7 +543,10 @@ impl Settings {
             return Err(invalid("retry.multiplier", "must be at least 1.0"));
         }
         if self.retry.max_delay_ms < self.retry.initial_delay_ms {
-            return Err(invalid("retry.max_delay_ms", "must be at least retry.initial_delay_ms"));
+            return Err(invalid(
+                "retry.max_delay_ms",
+                "must be at least retry.initial_delay_ms",
+            ));
         }
         for check in CheckKind::ALL {
             let key = format!("routes.{}", check.as_str());
@@ -426,11 +558,20 @@ impl Settings {
                 }
             }
         }
-        provider_common("providers.tencent", &self.providers.tencent)?;
-        if !self.providers.tencent.secret_id.is_empty() && !self.providers.tencent.configured() {
+        for (name, p) in self.providers.all() {
+            let section = format!("providers.{name}");
+            provider_common(&section, p)?;
+            if let Some(missing) = p.half_configured(name) {
+                return Err(invalid(
+                    &format!("{section}.{missing}"),
+                    "is empty while the provider's other credential is set",
+                ));
+            }
+        }
+        if !["normal", "md5"].contains(&self.providers.alibaba.param_type.as_str()) {
             return Err(invalid(
-                "providers.tencent.secret_key",
-                "secret_id is set but secret_key is empty",
+                "providers.alibaba.param_type",
+                "must be normal or md5",
             ));
         }
         if !(0.0..=1.0).contains(&self.sandbox.fault_rate) {
@@ -448,7 +589,10 @@ impl Settings {
         match &self.pii.key {
             Some(k) if k.expose_secret().len() >= 16 => Ok(k),
             Some(_) => Err(invalid("pii.key", "must be at least 16 characters")),
-            None => Err(invalid("pii.key", "is required (a random secret of 16+ characters)")),
+            None => Err(invalid(
+                "pii.key",
+                "is required (a random secret of 16+ characters)",
+            )),
         }
     }
 
@@ -460,7 +604,11 @@ impl Settings {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "host".into());
-        format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+        format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        )
     }
 }
 
@@ -479,16 +627,45 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
     let key = format!("{section}.endpoint");
     url_with_scheme(&key, &c.endpoint, &["http", "https"])?;
     if c.timeout_ms == 0 {
-        return Err(invalid(&format!("{section}.timeout_ms"), "must be at least 1"));
+        return Err(invalid(
+            &format!("{section}.timeout_ms"),
+            "must be at least 1",
+        ));
     }
     if c.connect_timeout_ms == 0 {
-        return Err(invalid(&format!("{section}.connect_timeout_ms"), "must be at least 1"));
+        return Err(invalid(
+            &format!("{section}.connect_timeout_ms"),
+            "must be at least 1",
+        ));
     }
     if !(c.rate_per_sec > 0.0) || !c.rate_per_sec.is_finite() {
-        return Err(invalid(&format!("{section}.rate_per_sec"), "must be a positive number"));
+        return Err(invalid(
+            &format!("{section}.rate_per_sec"),
+            "must be a positive number",
+        ));
     }
     if c.burst == 0 {
         return Err(invalid(&format!("{section}.burst"), "must be at least 1"));
+    }
+    if !(c.fallback_share > 0.0 && c.fallback_share <= 1.0) {
+        return Err(invalid(
+            &format!("{section}.fallback_share"),
+            "must be in (0, 1]",
+        ));
+    }
+    for (action, a) in &c.actions {
+        if !(a.rate_per_sec > 0.0) || !a.rate_per_sec.is_finite() {
+            return Err(invalid(
+                &format!("{section}.actions.{action}.rate_per_sec"),
+                "must be a positive number",
+            ));
+        }
+        if a.burst == Some(0) {
+            return Err(invalid(
+                &format!("{section}.actions.{action}.burst"),
+                "must be at least 1",
+            ));
+        }
     }
     Ok(())
 }
@@ -513,7 +690,10 @@ mod tests {
     use super::*;
 
     fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::load_with(Path::new("config"), None, Some(map))
     }
 
@@ -521,7 +701,10 @@ mod tests {
     fn defaults_load_and_validate() {
         let s = load(&[]).unwrap();
         assert_eq!(s.topology.names().work_queue, "kyc.checks");
-        assert_eq!(s.amqp.url.expose_secret(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(
+            s.amqp.url.expose_secret(),
+            "amqp://guest:guest@127.0.0.1:5672/%2f"
+        );
         assert_eq!(s.routes.mobile3, vec!["tencent".to_string()]);
     }
 
@@ -537,22 +720,45 @@ mod tests {
         .unwrap();
         assert_eq!(s.topology.names().requests, "t1.kyc.requests");
         assert_eq!(s.worker.concurrency, 3);
-        assert_eq!(s.providers.tencent.secret_key.as_ref().unwrap().expose_secret(), "12345");
+        assert_eq!(
+            s.providers
+                .tencent
+                .secret_key
+                .as_ref()
+                .unwrap()
+                .expose_secret(),
+            "12345"
+        );
     }
 
     #[test]
     fn a_bad_value_names_its_key() {
-        let e = load(&[("KYCQ__WORKER__CONCURRENCY", "lots")]).unwrap_err().to_string();
+        let e = load(&[("KYCQ__WORKER__CONCURRENCY", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("worker.concurrency"), "{e}");
-        let e = load(&[("KYCQ__AMQP__URL", "http://x")]).unwrap_err().to_string();
-        assert!(e.contains("amqp.url") && e.contains("KYCQ__AMQP__URL"), "{e}");
-        let e = load(&[("KYCQ__ROUTES__ID2", "tencent")]).unwrap_err().to_string();
+        let e = load(&[("KYCQ__AMQP__URL", "http://x")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("amqp.url") && e.contains("KYCQ__AMQP__URL"),
+            "{e}"
+        );
+        let e = load(&[("KYCQ__ROUTES__ID2", "tencent")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("routes.id2"), "{e}");
-        let e = load(&[("KYCQ__AMQP__PREFETCH", "0")]).unwrap_err().to_string();
+        let e = load(&[("KYCQ__AMQP__PREFETCH", "0")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("amqp.prefetch"), "{e}");
-        let e = load(&[("KYCQ__WORKER__CONCURENCY", "3")]).unwrap_err().to_string();
+        let e = load(&[("KYCQ__WORKER__CONCURENCY", "3")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("concurency"), "{e}");
-        let e = load(&[("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC", "-1")]).unwrap_err().to_string();
+        let e = load(&[("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC", "-1")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("providers.tencent.rate_per_sec"), "{e}");
     }
 
@@ -560,20 +766,41 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let s = load(&[
             ("KYCQ__PII__KEY", "pii-key-0123456789-abcdef"),
-            ("KYCQ__AMQP__URL", "amqp://user:hunter2secret@127.0.0.1:5672/%2f"),
+            (
+                "KYCQ__AMQP__URL",
+                "amqp://user:hunter2secret@127.0.0.1:5672/%2f",
+            ),
             ("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "AKID1"),
-            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "tencent-secret-value"),
+            (
+                "KYCQ__PROVIDERS__TENCENT__SECRET_KEY",
+                "tencent-secret-value",
+            ),
         ])
         .unwrap();
         let dbg = format!("{s:?}");
-        for secret in ["pii-key-0123456789-abcdef", "hunter2secret", "tencent-secret-value", "kycq-sandbox-tencent-key"] {
+        for secret in [
+            "pii-key-0123456789-abcdef",
+            "hunter2secret",
+            "tencent-secret-value",
+            "kycq-sandbox-tencent-key",
+            "kycq-sandbox-alibaba-secret",
+            "kycq-sandbox-appcode",
+        ] {
             assert!(!dbg.contains(secret), "{secret} leaked");
         }
     }
 
     #[test]
     fn pii_key_is_required_and_long_enough() {
-        assert!(load(&[]).unwrap().pii_key().unwrap_err().to_string().contains("KYCQ__PII__KEY"));
-        assert!(load(&[("KYCQ__PII__KEY", "short")]).unwrap().pii_key().is_err());
+        assert!(load(&[])
+            .unwrap()
+            .pii_key()
+            .unwrap_err()
+            .to_string()
+            .contains("KYCQ__PII__KEY"));
+        assert!(load(&[("KYCQ__PII__KEY", "short")])
+            .unwrap()
+            .pii_key()
+            .is_err());
     }
 }

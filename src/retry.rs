@@ -112,7 +112,10 @@ mod tests {
         };
         let got: Vec<u128> = p.delays(None).map(|d| d.as_millis()).collect();
         assert_eq!(got, vec![200, 400, 800, 1000, 1000]);
-        let one = RetryPolicy { max_attempts: 1, ..p };
+        let one = RetryPolicy {
+            max_attempts: 1,
+            ..p
+        };
         assert_eq!(one.delays(None).count(), 0);
     }
 
@@ -124,19 +127,39 @@ mod tests {
         assert_eq!(a, b);
         let bases = [200u64, 400, 800];
         for (d, base) in a.iter().zip(bases) {
-            assert!(*d >= Duration::from_millis(base) && *d <= Duration::from_millis(2 * base), "{d:?}");
+            assert!(
+                *d >= Duration::from_millis(base) && *d <= Duration::from_millis(2 * base),
+                "{d:?}"
+            );
         }
     }
 
     #[test]
     fn the_decision_table() {
-        assert_eq!(decide(&Classification::verdict(ReasonCode::Match, Billed::Yes)), Decision::Finish);
-        assert_eq!(decide(&Classification::invalid_field(ReasonCode::InvalidMobile)), Decision::Finish);
-        assert_eq!(decide(&Classification::identity_limit(ReasonCode::IdentityDailyLimit)), Decision::Finish);
-        assert_eq!(decide(&Classification::unknown_code(Billed::Unknown)), Decision::Finish);
+        assert_eq!(
+            decide(&Classification::verdict(ReasonCode::Match, Billed::Yes)),
+            Decision::Finish
+        );
+        assert_eq!(
+            decide(&Classification::invalid_field(ReasonCode::InvalidMobile)),
+            Decision::Finish
+        );
+        assert_eq!(
+            decide(&Classification::identity_limit(
+                ReasonCode::IdentityDailyLimit
+            )),
+            Decision::Finish
+        );
+        assert_eq!(
+            decide(&Classification::unknown_code(Billed::Unknown)),
+            Decision::Finish
+        );
         assert_eq!(decide(&Classification::TRANSIENT), Decision::Retry);
         assert_eq!(decide(&Classification::THROTTLED), Decision::Retry);
         assert_eq!(decide(&Classification::PROVIDER_WIDE), Decision::FailOver);
-        assert_eq!(decide(&Classification::UNKNOWN), Decision::StopBillingUnknown);
+        assert_eq!(
+            decide(&Classification::UNKNOWN),
+            Decision::StopBillingUnknown
+        );
     }
 }

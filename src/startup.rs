@@ -29,7 +29,10 @@ pub struct RunningWorker {
 
 /// Connect everything and start consuming. Returns once the store is migrated and the HTTP
 /// endpoint is listening; the consumer connects (and reconnects) in the background.
-pub async fn start_worker(settings: &Settings, shutdown: CancellationToken) -> anyhow::Result<RunningWorker> {
+pub async fn start_worker(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningWorker> {
     let pii_key = settings.pii_key()?.clone();
     let worker_id = settings.worker_id();
     let store = connect_store_with_retry(settings, &shutdown).await?;
@@ -92,12 +95,17 @@ pub async fn start_worker(settings: &Settings, shutdown: CancellationToken) -> a
 }
 
 /// Connect to Postgres (creating and migrating the database), retrying while it is down.
-pub async fn connect_store_with_retry(settings: &Settings, shutdown: &CancellationToken) -> anyhow::Result<store::Store> {
+pub async fn connect_store_with_retry(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<store::Store> {
     let mut delay = Duration::from_millis(200);
     loop {
         match store::connect_and_migrate(&settings.database).await {
             Ok(s) => return Ok(s),
-            Err(e @ store::StoreError::Migrate(_)) => return Err(e).context("database migrations failed"),
+            Err(e @ store::StoreError::Migrate(_)) => {
+                return Err(e).context("database migrations failed")
+            }
             Err(e) => {
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres unavailable; retrying");
                 tokio::select! {

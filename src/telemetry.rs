@@ -16,7 +16,11 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }
@@ -27,7 +31,9 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn metrics_handle() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let builder = PrometheusBuilder::new()
-            .set_buckets(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+            .set_buckets(&[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
             .expect("static buckets");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();

@@ -50,11 +50,18 @@ pub async fn count(conn: &Connection, names: &Names) -> Result<u32, BrokerError>
 
 /// Describe up to `limit` dead letters. Messages are read and returned to the queue untouched
 /// (the channel closes with them unacknowledged).
-pub async fn list(conn: &Connection, names: &Names, limit: usize) -> Result<Vec<(DeadLetterInfo, Vec<u8>)>, BrokerError> {
+pub async fn list(
+    conn: &Connection,
+    names: &Names,
+    limit: usize,
+) -> Result<Vec<(DeadLetterInfo, Vec<u8>)>, BrokerError> {
     let ch = conn.create_channel().await?;
     let mut out = Vec::new();
     while out.len() < limit {
-        let Some(msg) = ch.basic_get(&names.dead_queue, BasicGetOptions { no_ack: false }).await? else {
+        let Some(msg) = ch
+            .basic_get(&names.dead_queue, BasicGetOptions { no_ack: false })
+            .await?
+        else {
             break;
         };
         let d = msg.delivery;
@@ -66,11 +73,19 @@ pub async fn list(conn: &Connection, names: &Names, limit: usize) -> Result<Vec<
 
 /// Replay dead letters to the request exchange: each is published (confirmed) and only then
 /// acknowledged. `only` limits replay to one request id. Returns how many were replayed.
-pub async fn replay(conn: &Connection, publisher: &Publisher, names: &Names, only: Option<&str>) -> Result<usize, BrokerError> {
+pub async fn replay(
+    conn: &Connection,
+    publisher: &Publisher,
+    names: &Names,
+    only: Option<&str>,
+) -> Result<usize, BrokerError> {
     let ch = conn.create_channel().await?;
     let mut replayed = 0;
     loop {
-        let Some(msg) = ch.basic_get(&names.dead_queue, BasicGetOptions { no_ack: false }).await? else {
+        let Some(msg) = ch
+            .basic_get(&names.dead_queue, BasicGetOptions { no_ack: false })
+            .await?
+        else {
             break;
         };
         let d = msg.delivery;
@@ -79,7 +94,9 @@ pub async fn replay(conn: &Connection, publisher: &Publisher, names: &Names, onl
             continue; // left unacknowledged: back in the queue when the channel closes
         }
         let props = replay_properties(&d.properties);
-        publisher.publish_request(&info.routing_key, &d.data, props).await?;
+        publisher
+            .publish_request(&info.routing_key, &d.data, props)
+            .await?;
         d.acker.ack(BasicAckOptions::default()).await?;
         replayed += 1;
     }
@@ -90,7 +107,9 @@ pub async fn replay(conn: &Connection, publisher: &Publisher, names: &Names, onl
 /// Drop every dead letter. Returns how many were dropped.
 pub async fn purge(conn: &Connection, names: &Names) -> Result<u32, BrokerError> {
     let ch = conn.create_channel().await?;
-    let n = ch.queue_purge(&names.dead_queue, QueuePurgeOptions::default()).await?;
+    let n = ch
+        .queue_purge(&names.dead_queue, QueuePurgeOptions::default())
+        .await?;
     let _ = ch.close(200, "ok").await;
     Ok(n)
 }
@@ -129,13 +148,17 @@ fn describe(position: usize, p: &BasicProperties, body: &[u8]) -> DeadLetterInfo
         .unwrap_or_else(|| "unknown".into());
     let routing_key = header_str(p, headers::ROUTING_KEY)
         .or_else(|| {
-            death.as_ref().and_then(|d| match d.inner().get("routing-keys") {
-                Some(AMQPValue::FieldArray(a)) => a.as_slice().first().and_then(|v| match v {
-                    AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            death
+                .as_ref()
+                .and_then(|d| match d.inner().get("routing-keys") {
+                    Some(AMQPValue::FieldArray(a)) => a.as_slice().first().and_then(|v| match v {
+                        AMQPValue::LongString(s) => {
+                            Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                        }
+                        _ => None,
+                    }),
                     _ => None,
-                }),
-                _ => None,
-            })
+                })
         })
         .unwrap_or_else(|| "check.unknown".into());
     DeadLetterInfo {
@@ -181,7 +204,12 @@ fn replay_properties(p: &BasicProperties) -> BasicProperties {
                 }
                 continue;
             }
-            if name.starts_with("x-kycq-") || name.starts_with("x-death") || name.starts_with("x-first-death") || name.starts_with("x-last-death") || name == "x-delivery-count" {
+            if name.starts_with("x-kycq-")
+                || name.starts_with("x-death")
+                || name.starts_with("x-first-death")
+                || name.starts_with("x-last-death")
+                || name == "x-delivery-count"
+            {
                 continue;
             }
             h.insert(k.clone(), v.clone());
@@ -200,24 +228,42 @@ mod tests {
         let body = br#"{"request_id":"r1","name":"\u5f20\u4e09","id_number":"11010519491231002X","mobile":"13812345678"}"#;
         let m = masked_body(body);
         assert!(m.contains("110***********002X") && m.contains("138****5678") && m.contains("张*"));
-        assert!(!m.contains("11010519491231002X") && !m.contains("13812345678") && !m.contains("张三"));
+        assert!(
+            !m.contains("11010519491231002X") && !m.contains("13812345678") && !m.contains("张三")
+        );
         assert!(masked_body(b"garbage 13812345678").contains("not shown"));
     }
 
     #[test]
     fn replay_strips_bookkeeping_and_counts_replays() {
         let mut h = FieldTable::default();
-        h.insert(headers::REASON.into(), AMQPValue::LongString("retries_exhausted".into()));
+        h.insert(
+            headers::REASON.into(),
+            AMQPValue::LongString("retries_exhausted".into()),
+        );
         h.insert("x-delivery-count".into(), AMQPValue::LongInt(3));
         h.insert("app-header".into(), AMQPValue::LongString("keep".into()));
-        let p = BasicProperties::default().with_headers(h).with_correlation_id("c1".into());
+        let p = BasicProperties::default()
+            .with_headers(h)
+            .with_correlation_id("c1".into());
         let r = replay_properties(&p);
         let hh = r.headers().clone().unwrap();
         assert!(hh.inner().get(headers::REASON).is_none());
         assert!(hh.inner().get("x-delivery-count").is_none());
         assert!(hh.inner().get("app-header").is_some());
-        assert_eq!(hh.inner().get("x-kycq-replays"), Some(&AMQPValue::LongInt(1)));
+        assert_eq!(
+            hh.inner().get("x-kycq-replays"),
+            Some(&AMQPValue::LongInt(1))
+        );
         assert_eq!(r.correlation_id().as_ref().map(|c| c.as_str()), Some("c1"));
-        assert_eq!(replay_properties(&r).headers().clone().unwrap().inner().get("x-kycq-replays"), Some(&AMQPValue::LongInt(2)));
+        assert_eq!(
+            replay_properties(&r)
+                .headers()
+                .clone()
+                .unwrap()
+                .inner()
+                .get("x-kycq-replays"),
+            Some(&AMQPValue::LongInt(2))
+        );
     }
 }

@@ -54,23 +54,36 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
 /// The work queue's arguments (DESIGN.md §2).
 pub fn work_queue_arguments(names: &Names, delivery_limit: u32) -> FieldTable {
     let mut t = FieldTable::default();
-    t.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
     t.insert(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(names.dead_exchange.as_str().into()),
     );
-    t.insert("x-delivery-limit".into(), AMQPValue::LongInt(delivery_limit as i32));
+    t.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(delivery_limit as i32),
+    );
     t.insert(
         "x-dead-letter-strategy".into(),
         AMQPValue::LongString("at-least-once".into()),
     );
-    t.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    t.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
     t
 }
 
 /// Declare every object, idempotently. A mismatch with an existing object stops with a message
 /// that names it and the broker's account of the differing argument.
-pub async fn declare_topology(conn: &Connection, names: &Names, delivery_limit: u32) -> Result<(), BrokerError> {
+pub async fn declare_topology(
+    conn: &Connection,
+    names: &Names,
+    delivery_limit: u32,
+) -> Result<(), BrokerError> {
     let durable_exchange = ExchangeDeclareOptions {
         durable: true,
         ..Default::default()
@@ -97,22 +110,41 @@ pub async fn declare_topology(conn: &Connection, names: &Names, delivery_limit: 
     ch.queue_declare(&names.dead_queue, durable_queue, FieldTable::default())
         .await
         .map_err(|e| inequivalent(e, "queue", &names.dead_queue))?;
-    ch.queue_bind(&names.dead_queue, &names.dead_exchange, "", QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_bind(
+        &names.dead_queue,
+        &names.dead_exchange,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let _ = ch.close(200, "ok").await;
     let ch = conn.create_channel().await?;
-    ch.queue_declare(&names.work_queue, durable_queue, work_queue_arguments(names, delivery_limit))
-        .await
-        .map_err(|e| inequivalent(e, "queue", &names.work_queue))?;
-    ch.queue_bind(&names.work_queue, &names.requests, "check.#", QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_declare(
+        &names.work_queue,
+        durable_queue,
+        work_queue_arguments(names, delivery_limit),
+    )
+    .await
+    .map_err(|e| inequivalent(e, "queue", &names.work_queue))?;
+    ch.queue_bind(
+        &names.work_queue,
+        &names.requests,
+        "check.#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     let _ = ch.close(200, "ok").await;
     Ok(())
 }
 
 fn inequivalent(e: lapin::Error, kind: &'static str, name: &str) -> BrokerError {
     if let lapin::Error::ProtocolError(p) = &e {
-        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)) {
+        if matches!(
+            p.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+        ) {
             return BrokerError::Inequivalent {
                 kind,
                 name: name.to_owned(),
@@ -162,9 +194,15 @@ pub struct Publisher {
 
 impl Publisher {
     /// Open a confirm-mode channel on `conn`.
-    pub async fn new(conn: &Connection, names: Names, confirm_timeout: Duration) -> Result<Self, BrokerError> {
+    pub async fn new(
+        conn: &Connection,
+        names: Names,
+        confirm_timeout: Duration,
+    ) -> Result<Self, BrokerError> {
         let channel = conn.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Publisher {
             channel,
             names,
@@ -185,14 +223,26 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
-        let target = if exchange.is_empty() { routing_key } else { exchange };
+        let target = if exchange.is_empty() {
+            routing_key
+        } else {
+            exchange
+        };
         let confirm = self
             .channel
-            .basic_publish(exchange, routing_key, BasicPublishOptions::default(), body, props.with_delivery_mode(2))
+            .basic_publish(
+                exchange,
+                routing_key,
+                BasicPublishOptions::default(),
+                body,
+                props.with_delivery_mode(2),
+            )
             .await?;
         match tokio::time::timeout(self.confirm_timeout, confirm).await {
             Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::NotConfirmed(target.into(), "nack".into())),
+            Ok(Ok(Confirmation::Nack(_))) => {
+                Err(BrokerError::NotConfirmed(target.into(), "nack".into()))
+            }
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(BrokerError::NotConfirmed(target.into(), "timed out".into())),
         }
@@ -214,8 +264,13 @@ impl Publisher {
         if let Some(c) = correlation_id {
             props = props.with_correlation_id(c.into());
         }
-        self.publish_confirmed(&self.names.results, &result.routing_key(), &body, props.clone())
-            .await?;
+        self.publish_confirmed(
+            &self.names.results,
+            &result.routing_key(),
+            &body,
+            props.clone(),
+        )
+        .await?;
         if let Some(q) = reply_to.filter(|q| !q.is_empty()) {
             self.publish_confirmed("", q, &body, props).await?;
         }
@@ -235,7 +290,10 @@ impl Publisher {
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         h.insert(headers::REASON.into(), s(&dl.reason));
         h.insert(headers::DETAIL.into(), s(&dl.detail));
-        h.insert(headers::ATTEMPTS.into(), AMQPValue::LongInt(dl.attempts as i32));
+        h.insert(
+            headers::ATTEMPTS.into(),
+            AMQPValue::LongInt(dl.attempts as i32),
+        );
         h.insert(headers::ROUTING_KEY.into(), s(routing_key));
         h.insert(
             headers::AT.into(),
@@ -250,7 +308,12 @@ impl Publisher {
     }
 
     /// Publish a request to the request exchange (`check.<check>`).
-    pub async fn publish_request(&self, routing_key: &str, body: &[u8], props: BasicProperties) -> Result<(), BrokerError> {
+    pub async fn publish_request(
+        &self,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
         self.publish_confirmed(&self.names.requests, routing_key, body, props)
             .await
     }

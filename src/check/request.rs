@@ -12,7 +12,9 @@ use super::reason::ReasonCode;
 use super::result::MaskedSubject;
 
 /// The three checks kycq runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// Name + ID number + mobile belong together.
@@ -176,7 +178,8 @@ pub const MAX_REQUEST_ID_LEN: usize = 64;
 pub fn is_valid_request_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_REQUEST_ID_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Decode and validate one message body. `today` bounds birth dates (never read from a clock here).
@@ -199,7 +202,9 @@ pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
         Some(_) => return Err(Malformed::NoRequestId("request_id must be a string")),
     };
     let fields = Fields(&obj);
-    let check = fields.str("check").and_then(|s| CheckKind::from_str(s).ok());
+    let check = fields
+        .str("check")
+        .and_then(|s| CheckKind::from_str(s).ok());
     match validate(&fields, check, today) {
         Ok(valid) => Ok(Decoded::Valid(CheckRequest {
             request_id,
@@ -301,9 +306,12 @@ fn validate(
         }
     };
     let name = Name::parse(f.required("name").map_err(field)?).map_err(field)?;
-    let id_number = IdNumber::parse(f.required("id_number").map_err(field)?, today).map_err(field)?;
+    let id_number =
+        IdNumber::parse(f.required("id_number").map_err(field)?, today).map_err(field)?;
     let mobile = match check {
-        CheckKind::Mobile3 => Some(Mobile::parse(f.required("mobile").map_err(field)?).map_err(field)?),
+        CheckKind::Mobile3 => {
+            Some(Mobile::parse(f.required("mobile").map_err(field)?).map_err(field)?)
+        }
         _ => None,
     };
     let validity = match check {
@@ -367,7 +375,9 @@ mod tests {
             "provider": "tencent", "merchant_user_id": "u-42", "scene_code": "signup"
         }))
         .unwrap();
-        let Decoded::Valid(r) = d else { panic!("not valid") };
+        let Decoded::Valid(r) = d else {
+            panic!("not valid")
+        };
         assert_eq!(r.check, CheckKind::Mobile3);
         assert_eq!(r.subject.id_number.expose(), "11010519491231002X");
         assert_eq!(r.subject.mobile.as_ref().unwrap().expose(), "13812345678");
@@ -378,14 +388,20 @@ mod tests {
         assert_eq!(m.mobile.as_deref(), Some("138****5678"));
         // Debug of the whole request never shows plaintext.
         let dbg = format!("{r:?}");
-        assert!(!dbg.contains("张三") && !dbg.contains("11010519491231002X") && !dbg.contains("13812345678"));
+        assert!(
+            !dbg.contains("张三")
+                && !dbg.contains("11010519491231002X")
+                && !dbg.contains("13812345678")
+        );
     }
 
     #[test]
     fn id2_ignores_mobile_and_period_needs_dates() {
         let Decoded::Valid(r) = dec(serde_json::json!({"request_id":"a","check":"id2","name":"张三","id_number":"11010519491231002X","mobile":"garbage"})).unwrap() else { panic!() };
         assert!(r.subject.mobile.is_none());
-        let rej = rejected(serde_json::json!({"request_id":"a","check":"id2_period","name":"张三","id_number":"11010519491231002X","validity_start":"20201001"}));
+        let rej = rejected(
+            serde_json::json!({"request_id":"a","check":"id2_period","name":"张三","id_number":"11010519491231002X","validity_start":"20201001"}),
+        );
         assert_eq!(rej.reason_code, ReasonCode::InvalidDate);
         let Decoded::Valid(r) = dec(serde_json::json!({"request_id":"a","check":"id2_period","name":"张三","id_number":"11010519491231002X","validity_start":"20201001","validity_end":"long-term"})).unwrap() else { panic!() };
         assert!(r.subject.validity.is_some());
@@ -393,13 +409,31 @@ mod tests {
 
     #[test]
     fn malformed_messages_name_their_reason() {
-        assert!(matches!(decode(b"not json", today()), Err(Malformed::NotJson(_))));
-        assert!(matches!(decode(b"\xff\xfe", today()), Err(Malformed::NotJson(_))));
+        assert!(matches!(
+            decode(b"not json", today()),
+            Err(Malformed::NotJson(_))
+        ));
+        assert!(matches!(
+            decode(b"\xff\xfe", today()),
+            Err(Malformed::NotJson(_))
+        ));
         assert_eq!(decode(b"[1,2]", today()), Err(Malformed::NotObject));
-        assert!(matches!(dec(serde_json::json!({"check":"id2"})), Err(Malformed::NoRequestId(_))));
-        assert!(matches!(dec(serde_json::json!({"request_id":42})), Err(Malformed::NoRequestId(_))));
-        assert!(matches!(dec(serde_json::json!({"request_id":"has space"})), Err(Malformed::NoRequestId(_))));
-        assert!(matches!(dec(serde_json::json!({"request_id":"x".repeat(65)})), Err(Malformed::NoRequestId(_))));
+        assert!(matches!(
+            dec(serde_json::json!({"check":"id2"})),
+            Err(Malformed::NoRequestId(_))
+        ));
+        assert!(matches!(
+            dec(serde_json::json!({"request_id":42})),
+            Err(Malformed::NoRequestId(_))
+        ));
+        assert!(matches!(
+            dec(serde_json::json!({"request_id":"has space"})),
+            Err(Malformed::NoRequestId(_))
+        ));
+        assert!(matches!(
+            dec(serde_json::json!({"request_id":"x".repeat(65)})),
+            Err(Malformed::NoRequestId(_))
+        ));
         assert!(dec(serde_json::json!({"request_id":"x".repeat(64)})).is_ok());
     }
 
@@ -414,13 +448,34 @@ mod tests {
         assert_eq!(r.reason_code, ReasonCode::InvalidIdNumber);
         assert_eq!(r.subject.id_number.as_deref(), Some("110***********0021"));
         assert!(!r.reason.contains("110105194912310021"));
-        assert_eq!(rejected(base("mobile", "12345678901".into())).reason_code, ReasonCode::InvalidMobile);
-        assert_eq!(rejected(base("mobile", serde_json::Value::Null)).reason_code, ReasonCode::InvalidMobile);
-        assert_eq!(rejected(base("name", "张3".into())).reason_code, ReasonCode::InvalidName);
-        assert_eq!(rejected(base("name", 5.into())).reason_code, ReasonCode::InvalidName);
-        assert_eq!(rejected(base("check", "mobile4".into())).reason_code, ReasonCode::InvalidRequest);
+        assert_eq!(
+            rejected(base("mobile", "12345678901".into())).reason_code,
+            ReasonCode::InvalidMobile
+        );
+        assert_eq!(
+            rejected(base("mobile", serde_json::Value::Null)).reason_code,
+            ReasonCode::InvalidMobile
+        );
+        assert_eq!(
+            rejected(base("name", "张3".into())).reason_code,
+            ReasonCode::InvalidName
+        );
+        assert_eq!(
+            rejected(base("name", 5.into())).reason_code,
+            ReasonCode::InvalidName
+        );
+        assert_eq!(
+            rejected(base("check", "mobile4".into())).reason_code,
+            ReasonCode::InvalidRequest
+        );
         assert_eq!(rejected(base("check", "mobile4".into())).check, None);
-        assert_eq!(rejected(base("provider", "acme".into())).reason_code, ReasonCode::InvalidRequest);
-        assert_eq!(rejected(base("merchant_user_id", "x".repeat(200).into())).reason_code, ReasonCode::InvalidRequest);
+        assert_eq!(
+            rejected(base("provider", "acme".into())).reason_code,
+            ReasonCode::InvalidRequest
+        );
+        assert_eq!(
+            rejected(base("merchant_user_id", "x".repeat(200).into())).reason_code,
+            ReasonCode::InvalidRequest
+        );
     }
 }

@@ -263,8 +263,20 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         for k in [
-            "request_id", "check", "status", "verdict", "reason_code", "reason", "billed", "carrier",
-            "provider", "provider_code", "provider_request_id", "attempts", "subject", "received_at",
+            "request_id",
+            "check",
+            "status",
+            "verdict",
+            "reason_code",
+            "reason",
+            "billed",
+            "carrier",
+            "provider",
+            "provider_code",
+            "provider_request_id",
+            "attempts",
+            "subject",
+            "received_at",
             "completed_at",
         ] {
             assert!(keys.contains(&k), "missing {k}");

@@ -39,7 +39,8 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     // The demo's own names and database, so it never touches a real deployment's.
     let run_id = format!("{:08x}", rand::random::<u32>());
     settings.topology.prefix = format!("kycq-demo-{run_id}.");
-    settings.database.url = SecretString::from(demo_database_url(settings.database.url.expose_secret())?);
+    settings.database.url =
+        SecretString::from(demo_database_url(settings.database.url.expose_secret())?);
     settings.http.listen = String::new();
     settings.routes.mobile3 = vec!["tencent".into()];
     let t = &mut settings.providers.tencent;
@@ -52,7 +53,10 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     settings.retry.initial_delay_ms = 100;
     settings.retry.max_delay_ms = 400;
     if settings.pii.key.is_none() {
-        settings.pii.key = Some(SecretString::from(format!("demo-{}", uuid::Uuid::new_v4().simple())));
+        settings.pii.key = Some(SecretString::from(format!(
+            "demo-{}",
+            uuid::Uuid::new_v4().simple()
+        )));
     }
     let names = settings.topology.names();
 
@@ -72,7 +76,9 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
         sb.addr
     );
     let bar = ProgressBar::new(expected as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} results {msg}").expect("template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} results {msg}").expect("template"),
+    );
     let mut sent_at: HashMap<String, Instant> = HashMap::new();
     for m in &batch {
         sent_at.insert(m.request_id.clone(), Instant::now());
@@ -113,14 +119,20 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dead = broker::dlq::list(&conn, &names, 1000).await?;
 
-    print_summary(&results, expected, duplicates, &latencies, &dead, &sb.ledger);
+    print_summary(
+        &results, expected, duplicates, &latencies, &dead, &sb.ledger,
+    );
 
     shutdown.cancel();
     let _ = worker.task.await;
     let _ = sb.task.await;
     delete_topology(&conn, &names).await;
     let _ = conn.close(200, "demo done").await;
-    anyhow::ensure!(results.len() == expected, "only {} of {expected} results arrived", results.len());
+    anyhow::ensure!(
+        results.len() == expected,
+        "only {} of {expected} results arrived",
+        results.len()
+    );
     Ok(())
 }
 
@@ -135,7 +147,11 @@ fn sample_batch(run_id: &str, extra: usize) -> Vec<RequestMessage> {
     };
     // Vary the identity per run so the sandbox's "once" scenarios start fresh.
     let variant = u32::from_str_radix(&run_id[..4], 16).unwrap_or(0) % 5000;
-    for s in Scenario::ALL.iter().copied().filter(|s| !SKIPPED.contains(s)) {
+    for s in Scenario::ALL
+        .iter()
+        .copied()
+        .filter(|s| !SKIPPED.contains(s))
+    {
         let id = identity(s, variant);
         out.push(mobile3(next_id(), &id.name, &id.id_number, &id.mobile));
     }
@@ -176,14 +192,29 @@ fn print_summary(
         for r in results.values() {
             *m.entry(f(r)).or_default() += 1;
         }
-        m.into_iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        m.into_iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    println!("results: {} of {expected} (the duplicate answered {duplicates}× from the stored result)", results.len());
+    println!(
+        "results: {} of {expected} (the duplicate answered {duplicates}× from the stored result)",
+        results.len()
+    );
     println!("  by status:  {}", count(&|r| r.status.as_str().to_owned()));
-    println!("  by verdict: {}", count(&|r| r.verdict.map_or("-", |v| v.as_str()).to_owned()));
-    println!("  by reason:  {}", count(&|r| r.reason_code.as_str().to_owned()));
+    println!(
+        "  by verdict: {}",
+        count(&|r| r.verdict.map_or("-", |v| v.as_str()).to_owned())
+    );
+    println!(
+        "  by reason:  {}",
+        count(&|r| r.reason_code.as_str().to_owned())
+    );
     let billed = results.values().filter(|r| r.billed == Billed::Yes).count();
-    let unknown = results.values().filter(|r| r.billed == Billed::Unknown).count();
+    let unknown = results
+        .values()
+        .filter(|r| r.billed == Billed::Unknown)
+        .count();
     let entries = ledger.entries();
     println!(
         "billing: {billed} results billed, {unknown} unknown; the sandbox saw {} calls, {} billed",
@@ -194,8 +225,17 @@ fn print_summary(
     println!("provider calls made by kycq: {attempts}");
     let mut l: Vec<Duration> = latencies.to_vec();
     l.sort();
-    let pct = |p: f64| l.get(((l.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default();
-    println!("latency (publish → result): p50 {:?}, p99 {:?}, max {:?}", pct(0.5), pct(0.99), l.last().copied().unwrap_or_default());
+    let pct = |p: f64| {
+        l.get(((l.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    println!(
+        "latency (publish → result): p50 {:?}, p99 {:?}, max {:?}",
+        pct(0.5),
+        pct(0.99),
+        l.last().copied().unwrap_or_default()
+    );
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     for (d, _) in dead {
         *reasons.entry(d.reason.as_str()).or_default() += 1;
@@ -203,10 +243,17 @@ fn print_summary(
     println!(
         "dead-letter queue: {} ({})",
         dead.len(),
-        reasons.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        reasons
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!();
-    println!("{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  subject", "request_id", "status", "verdict", "reason_code", "billed", "code", "n");
+    println!(
+        "{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  subject",
+        "request_id", "status", "verdict", "reason_code", "billed", "code", "n"
+    );
     for r in results.values() {
         println!(
             "{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  {} {} {}",
@@ -236,7 +283,9 @@ fn demo_database_url(url: &str) -> anyhow::Result<String> {
 /// Remove the demo's exchanges and queues (they are empty by now but for dead letters, which
 /// the summary has shown).
 async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration::Names) {
-    let Ok(ch) = conn.create_channel().await else { return };
+    let Ok(ch) = conn.create_channel().await else {
+        return;
+    };
     for q in [&names.work_queue, &names.dead_queue] {
         let _ = ch.queue_delete(q, Default::default()).await;
     }

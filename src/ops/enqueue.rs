@@ -119,8 +119,15 @@ impl ReplyQueue {
     /// The next result (with its correlation id), or None after `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Option<(Option<String>, CheckResult)> {
         loop {
-            let d = tokio::time::timeout(timeout, self.consumer.next()).await.ok()??.ok()?;
-            let corr = d.properties.correlation_id().as_ref().map(|c| c.as_str().to_owned());
+            let d = tokio::time::timeout(timeout, self.consumer.next())
+                .await
+                .ok()??
+                .ok()?;
+            let corr = d
+                .properties
+                .correlation_id()
+                .as_ref()
+                .map(|c| c.as_str().to_owned());
             match serde_json::from_slice::<CheckResult>(&d.data) {
                 Ok(r) => return Some((corr, r)),
                 Err(e) => tracing::warn!(error = %e, "ignoring a reply that is not a result"),
@@ -130,7 +137,11 @@ impl ReplyQueue {
 }
 
 /// Publish one request (confirmed), with `reply_to` when a reply queue is given.
-pub async fn publish(publisher: &Publisher, msg: &RequestMessage, reply_to: Option<&str>) -> Result<(), BrokerError> {
+pub async fn publish(
+    publisher: &Publisher,
+    msg: &RequestMessage,
+    reply_to: Option<&str>,
+) -> Result<(), BrokerError> {
     let body = serde_json::to_vec(msg).expect("a request serialises");
     let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
@@ -140,7 +151,9 @@ pub async fn publish(publisher: &Publisher, msg: &RequestMessage, reply_to: Opti
             .with_reply_to(q.into())
             .with_correlation_id(msg.request_id.as_str().into());
     }
-    publisher.publish_request(&msg.routing_key(), &body, props).await
+    publisher
+        .publish_request(&msg.routing_key(), &body, props)
+        .await
 }
 
 /// Read requests from CSV (header row with the field names of [`RequestMessage`]).
@@ -151,7 +164,13 @@ pub fn read_csv(path: &std::path::Path) -> anyhow::Result<Vec<RequestMessage>> {
     let mut out = Vec::new();
     for (i, row) in rdr.deserialize::<RequestMessage>().enumerate() {
         // The row number only: a CSV error could quote a field (personal data).
-        let row = row.map_err(|_| anyhow::anyhow!("{}: row {} is not a valid request row", path.display(), i + 2))?;
+        let row = row.map_err(|_| {
+            anyhow::anyhow!(
+                "{}: row {} is not a valid request row",
+                path.display(),
+                i + 2
+            )
+        })?;
         out.push(row.normalised());
     }
     Ok(out)

@@ -28,14 +28,21 @@ pub struct Health {
 }
 
 /// Serve until `shutdown`. Returns the bound address (port 0 picks one).
-pub async fn serve(addr: SocketAddr, health: Health, shutdown: CancellationToken) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     crate::telemetry::metrics_handle();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|| async { crate::telemetry::metrics_handle().render() }))
+        .route(
+            "/metrics",
+            get(|| async { crate::telemetry::metrics_handle().render() }),
+        )
         .with_state(health);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -54,12 +61,17 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
         reasons.push("postgres does not answer".to_string());
     }
     for c in h.registry.blocked_checks(tokio::time::Instant::now()) {
-        reasons.push(format!("every provider of the {c} route has an open circuit"));
+        reasons.push(format!(
+            "every provider of the {c} route has an open circuit"
+        ));
     }
     let code = if reasons.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons})))
+    (
+        code,
+        Json(serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons})),
+    )
 }

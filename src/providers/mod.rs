@@ -136,7 +136,11 @@ pub struct ProviderReply {
 
 impl ProviderReply {
     /// A reply that never reached the vendor or whose answer could not be read.
-    pub fn transport(classification: Classification, http_status: Option<u16>, detail: impl Into<String>) -> Self {
+    pub fn transport(
+        classification: Classification,
+        http_status: Option<u16>,
+        detail: impl Into<String>,
+    ) -> Self {
         ProviderReply {
             classification,
             http_status,

@@ -44,7 +44,7 @@ impl Registry {
         let mut entries = BTreeMap::new();
         let mut notes = Vec::new();
         let t = &s.providers.tencent;
-        if t.configured() {
+        if t.configured("tencent") {
             let p = super::tencent::TencentProvider::from_settings(t)?;
             entries.insert(
                 "tencent",
@@ -80,7 +80,10 @@ impl Registry {
     }
 
     /// A registry from explicit providers (tests and embedding).
-    pub fn new(providers: Vec<(Arc<dyn Provider>, Duration)>, routes: &[(CheckKind, Vec<&'static str>)]) -> Registry {
+    pub fn new(
+        providers: Vec<(Arc<dyn Provider>, Duration)>,
+        routes: &[(CheckKind, Vec<&'static str>)],
+    ) -> Registry {
         let entries = providers
             .into_iter()
             .map(|(provider, cooldown)| {
@@ -127,8 +130,11 @@ impl Registry {
             .iter()
             .filter(|(_, r)| !r.is_empty())
             .filter(|(_, r)| {
-                r.iter()
-                    .all(|n| self.entries.get(n).is_none_or(|e| !e.circuit.is_available(now)))
+                r.iter().all(|n| {
+                    self.entries
+                        .get(n)
+                        .is_none_or(|e| !e.circuit.is_available(now))
+                })
             })
             .map(|(c, _)| *c)
             .collect()

@@ -40,6 +40,12 @@ pub use scenarios::{Scenario, TestIdentity};
 pub const DEFAULT_TENCENT_SECRET_ID: &str = "AKIDkycqsandbox";
 /// The documented local SecretKey the sandbox accepts by default (not a real credential).
 pub const DEFAULT_TENCENT_SECRET_KEY: &str = "kycq-sandbox-tencent-key";
+/// The documented local Alibaba AccessKeyId the sandbox accepts by default.
+pub const DEFAULT_ALIBABA_ACCESS_KEY_ID: &str = "LTAIkycqsandbox";
+/// The documented local Alibaba AccessKeySecret (not a real credential).
+pub const DEFAULT_ALIBABA_ACCESS_KEY_SECRET: &str = "kycq-sandbox-alibaba-secret";
+/// The documented local Marketplace AppCode (not a real credential).
+pub const DEFAULT_ALIMARKET_APP_CODE: &str = "kycq-sandbox-appcode";
 
 /// How the sandbox runs.
 pub struct SandboxSettings {
@@ -49,6 +55,12 @@ pub struct SandboxSettings {
     pub tencent_secret_id: String,
     /// The Tencent SecretKey signatures are checked with.
     pub tencent_secret_key: SecretString,
+    /// The Alibaba AccessKeyId accepted.
+    pub alibaba_access_key_id: String,
+    /// The Alibaba AccessKeySecret ACS3 signatures are checked with.
+    pub alibaba_access_key_secret: SecretString,
+    /// The Marketplace AppCode accepted.
+    pub alimarket_app_code: SecretString,
     /// 0..1: share of calls answered with an injected transient fault (busy or HTTP 500), unbilled.
     pub fault_rate: f64,
     /// Added to every provider answer.
@@ -65,6 +77,9 @@ impl Default for SandboxSettings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8970)),
             tencent_secret_id: DEFAULT_TENCENT_SECRET_ID.to_owned(),
             tencent_secret_key: SecretString::from(DEFAULT_TENCENT_SECRET_KEY),
+            alibaba_access_key_id: DEFAULT_ALIBABA_ACCESS_KEY_ID.to_owned(),
+            alibaba_access_key_secret: SecretString::from(DEFAULT_ALIBABA_ACCESS_KEY_SECRET),
+            alimarket_app_code: SecretString::from(DEFAULT_ALIMARKET_APP_CODE),
             fault_rate: 0.0,
             latency: Duration::ZERO,
             slow_delay: Duration::from_secs(30),
@@ -79,6 +94,9 @@ impl std::fmt::Debug for SandboxSettings {
             .field("listen", &self.listen)
             .field("tencent_secret_id", &self.tencent_secret_id)
             .field("tencent_secret_key", &"[REDACTED]")
+            .field("alibaba_access_key_id", &self.alibaba_access_key_id)
+            .field("alibaba_access_key_secret", &"[REDACTED]")
+            .field("alimarket_app_code", &"[REDACTED]")
             .field("fault_rate", &self.fault_rate)
             .field("latency", &self.latency)
             .field("slow_delay", &self.slow_delay)

@@ -186,15 +186,26 @@ const GIVEN: [char; 12] = [
 /// 1970-01-01 plus `variant` days (wrapping at [`DISTINCT_VARIANTS`]), the scenario's code
 /// (`001` for `Match`), and the check character.
 pub fn identity(scenario: Scenario, variant: u32) -> TestIdentity {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
-    let birth = epoch
-        .checked_add_days(Days::new(u64::from(variant % DISTINCT_VARIANTS)))
-        .expect("within 1970..2020");
     let sequence = match scenario {
         Scenario::Match => "001",
         other => other.code(),
     };
-    let first17 = format!("110105{}{sequence}", birth.format("%Y%m%d"));
+    identity_with_code(sequence, variant)
+}
+
+/// A valid test identity whose ID number carries the 3-digit sequence `code` (the shared
+/// scenario codes above, or a vendor module's own codes 800–899, which select one exact vendor
+/// answer). `scenario` is what the shared table makes of the code.
+pub fn identity_with_code(code: &str, variant: u32) -> TestIdentity {
+    assert!(
+        code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()),
+        "a 3-digit code"
+    );
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a date");
+    let birth = epoch
+        .checked_add_days(Days::new(u64::from(variant % DISTINCT_VARIANTS)))
+        .expect("within 1970..2020");
+    let first17 = format!("110105{}{code}", birth.format("%Y%m%d"));
     let check = id_check_char(&first17).expect("17 ASCII digits");
     let name = if variant == 0 {
         "张三".to_owned()
@@ -204,12 +215,20 @@ pub fn identity(scenario: Scenario, variant: u32) -> TestIdentity {
         format!("{surname}{}", GIVEN[v % GIVEN.len()])
     };
     let mobile = format!("138{:08}", (12_345_678 + u64::from(variant)) % 100_000_000);
+    let id_number = format!("{first17}{check}");
     TestIdentity {
         name,
-        id_number: format!("{first17}{check}"),
+        scenario: Scenario::from_id_number(&id_number),
+        id_number,
         mobile,
-        scenario,
     }
+}
+
+/// The 3-digit sequence code of an ID number (characters 15–17), if it has one.
+pub fn sequence_code(id_number: &str) -> Option<&str> {
+    id_number
+        .get(14..17)
+        .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Variant 0 of every scenario (used by `kycq demo` and the README).

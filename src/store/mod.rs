@@ -161,7 +161,9 @@ impl Store {
             return Ok(Claim::Finished(Box::new(parse_result(request_id, v)?)));
         }
         Ok(Claim::Leased {
-            owner: row.try_get::<Option<String>, _>("lease_owner")?.unwrap_or_default(),
+            owner: row
+                .try_get::<Option<String>, _>("lease_owner")?
+                .unwrap_or_default(),
             until: row
                 .try_get::<Option<DateTime<Utc>>, _>("lease_until")?
                 .unwrap_or_else(Utc::now),
@@ -180,15 +182,22 @@ impl Store {
 
     /// The subject fingerprint stored for a request (to spot a reused request_id).
     pub async fn fingerprint(&self, request_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query_scalar(r#"SELECT subject_fingerprint FROM checks WHERE request_id = $1"#)
-            .bind(request_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .flatten())
+        Ok(
+            sqlx::query_scalar(r#"SELECT subject_fingerprint FROM checks WHERE request_id = $1"#)
+                .bind(request_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
     }
 
     /// Extend our lease. False when it is no longer ours.
-    pub async fn renew(&self, request_id: &str, owner: &str, lease: Duration) -> Result<bool, StoreError> {
+    pub async fn renew(
+        &self,
+        request_id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
         let n = sqlx::query(
             r#"UPDATE checks SET lease_until = now() + make_interval(secs => $3), updated_at = now()
                WHERE request_id = $1 AND lease_owner = $2 AND completed_at IS NULL"#,
@@ -218,7 +227,11 @@ impl Store {
 
     /// Store the result unless one is stored already; returns the result that is stored now
     /// (ours, or the one that won).
-    pub async fn complete(&self, result: &CheckResult, fingerprint: Option<&str>) -> Result<CheckResult, StoreError> {
+    pub async fn complete(
+        &self,
+        result: &CheckResult,
+        fingerprint: Option<&str>,
+    ) -> Result<CheckResult, StoreError> {
         let json = serde_json::to_value(result).expect("a result serialises");
         let row = sqlx::query(
             r#"

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -67,13 +69,21 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut session: Option<(lapin::Connection, lapin::Channel, String)> = None;
     while !shutdown.is_cancelled() {
-        match consume(&cfg, &processor, &state, &shutdown, &hard_stop, &semaphore, &mut tasks).await {
+        match consume(
+            &cfg, &processor, &state, &shutdown, &hard_stop, &semaphore, &mut tasks,
+        )
+        .await
+        {
             Ok(s) => {
                 session = Some(s);
                 break;
             }
             Err(BrokerError::Inequivalent { kind, name, broker }) => {
-                return Err(WorkerError::Topology(BrokerError::Inequivalent { kind, name, broker }));
+                return Err(WorkerError::Topology(BrokerError::Inequivalent {
+                    kind,
+                    name,
+                    broker,
+                }));
             }
             Err(e) => {
                 state.consuming.store(false, Ordering::SeqCst);
@@ -88,7 +98,9 @@ pub async fn run(
     }
     state.consuming.store(false, Ordering::SeqCst);
     if let Some((_, channel, tag)) = &session {
-        let _ = channel.basic_cancel(tag, BasicCancelOptions::default()).await;
+        let _ = channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await;
     }
     drain(&mut tasks, cfg.shutdown_grace, &hard_stop).await;
     if let Some((conn, channel, _)) = session {
@@ -109,14 +121,25 @@ async fn consume(
     semaphore: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(lapin::Connection, lapin::Channel, String), BrokerError> {
-    let conn = broker::connect(&cfg.amqp_url, &format!("kycq worker {}", processor.worker_id)).await?;
+    let conn = broker::connect(
+        &cfg.amqp_url,
+        &format!("kycq worker {}", processor.worker_id),
+    )
+    .await?;
     broker::declare_topology(&conn, &cfg.names, cfg.delivery_limit).await?;
     let publisher = Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout).await?;
     let channel = conn.create_channel().await?;
-    channel.basic_qos(cfg.prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(cfg.prefetch, BasicQosOptions::default())
+        .await?;
     let tag = format!("kycq-{}", processor.worker_id);
     let mut consumer = channel
-        .basic_consume(&cfg.names.work_queue, &tag, BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            &cfg.names.work_queue,
+            &tag,
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     state.consuming.store(true, Ordering::SeqCst);
     info!(queue = %cfg.names.work_queue, prefetch = cfg.prefetch, concurrency = cfg.concurrency, "consuming");
@@ -137,7 +160,11 @@ async fn consume(
         let delivery = match next {
             Some(Ok(d)) => d,
             Some(Err(e)) => return Err(e.into()),
-            None => return Err(BrokerError::Amqp(lapin::Error::InvalidChannelState(lapin::ChannelState::Closed))),
+            None => {
+                return Err(BrokerError::Amqp(lapin::Error::InvalidChannelState(
+                    lapin::ChannelState::Closed,
+                )))
+            }
         };
         let processor = processor.clone();
         let publisher = publisher.clone();
@@ -179,21 +206,30 @@ async fn drain(tasks: &mut JoinSet<()>, grace: Duration, hard_stop: &Cancellatio
     if tasks.is_empty() {
         return;
     }
-    info!(in_flight = tasks.len(), grace_s = grace.as_secs(), "draining in-flight work");
-    let all = async {
-        while tasks.join_next().await.is_some() {}
-    };
+    info!(
+        in_flight = tasks.len(),
+        grace_s = grace.as_secs(),
+        "draining in-flight work"
+    );
+    let all = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(grace, all).await.is_ok() {
         return;
     }
     // Past the grace period: work not yet sent to a provider is requeued at its next safe point.
-    warn!(left = tasks.len(), "grace period over: returning unfinished work to the queue");
+    warn!(
+        left = tasks.len(),
+        "grace period over: returning unfinished work to the queue"
+    );
     hard_stop.cancel();
-    let rest = async {
-        while tasks.join_next().await.is_some() {}
-    };
-    if tokio::time::timeout(Duration::from_secs(5), rest).await.is_err() {
-        warn!(left = tasks.len(), "aborting calls still in flight; their requests will be redelivered");
+    let rest = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(5), rest)
+        .await
+        .is_err()
+    {
+        warn!(
+            left = tasks.len(),
+            "aborting calls still in flight; their requests will be redelivered"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }

@@ -75,7 +75,11 @@ impl Processor {
         delivery: &Delivery,
         stop: &CancellationToken,
     ) -> Result<Disposition, ProcessError> {
-        let span = tracing::info_span!("check", request_id = tracing::field::Empty, check = tracing::field::Empty);
+        let span = tracing::info_span!(
+            "check",
+            request_id = tracing::field::Empty,
+            check = tracing::field::Empty
+        );
         self.process_inner(publisher, delivery, stop, &span)
             .instrument(span.clone())
             .await
@@ -90,7 +94,10 @@ impl Processor {
     ) -> Result<Disposition, ProcessError> {
         let props = &delivery.properties;
         let reply_to = props.reply_to().as_ref().map(|s| s.as_str().to_owned());
-        let correlation_id = props.correlation_id().as_ref().map(|s| s.as_str().to_owned());
+        let correlation_id = props
+            .correlation_id()
+            .as_ref()
+            .map(|s| s.as_str().to_owned());
         let routing_key = delivery.routing_key.as_str();
         let now = Utc::now();
         let decoded = match decode(&delivery.data, now.date_naive()) {
@@ -103,7 +110,9 @@ impl Processor {
                     attempts: 0,
                     request_id: None,
                 };
-                publisher.dead_letter(&delivery.data, props, routing_key, &dl).await?;
+                publisher
+                    .dead_letter(&delivery.data, props, routing_key, &dl)
+                    .await?;
                 metrics::counter!("kycq_dead_letters_total", "reason" => m.reason()).increment(1);
                 return Ok(Disposition::Ack);
             }
@@ -111,7 +120,15 @@ impl Processor {
         span.record("request_id", decoded.request_id());
         let req = match decoded {
             Decoded::Rejected(r) => {
-                return self.reject(publisher, &r, now, reply_to.as_deref(), correlation_id.as_deref()).await
+                return self
+                    .reject(
+                        publisher,
+                        &r,
+                        now,
+                        reply_to.as_deref(),
+                        correlation_id.as_deref(),
+                    )
+                    .await
             }
             Decoded::Valid(r) => r,
         };
@@ -126,12 +143,32 @@ impl Processor {
                     reason: msg,
                     subject: req.subject.masked(),
                 };
-                return self.reject(publisher, &r, now, reply_to.as_deref(), correlation_id.as_deref()).await;
+                return self
+                    .reject(
+                        publisher,
+                        &r,
+                        now,
+                        reply_to.as_deref(),
+                        correlation_id.as_deref(),
+                    )
+                    .await;
             }
         };
-        let fingerprint = req.subject.fingerprint(self.pii_key.expose_secret().as_bytes());
+        let fingerprint = req
+            .subject
+            .fingerprint(self.pii_key.expose_secret().as_bytes());
         loop {
-            let Some(received_at) = self.claim(publisher, &req, &fingerprint, stop, reply_to.as_deref(), correlation_id.as_deref()).await? else {
+            let Some(received_at) = self
+                .claim(
+                    publisher,
+                    &req,
+                    &fingerprint,
+                    stop,
+                    reply_to.as_deref(),
+                    correlation_id.as_deref(),
+                )
+                .await?
+            else {
                 return Ok(self.finished_or_requeue(stop));
             };
             let lease_lost = Arc::new(AtomicBool::new(false));
@@ -151,8 +188,11 @@ impl Processor {
                     if let Some(dl) = &dead_letter {
                         // Dead-letter first: a crash before the result is stored dead-letters
                         // again on redelivery (at least once), never zero times.
-                        publisher.dead_letter(&delivery.data, props, routing_key, dl).await?;
-                        metrics::counter!("kycq_dead_letters_total", "reason" => dl.reason.clone()).increment(1);
+                        publisher
+                            .dead_letter(&delivery.data, props, routing_key, dl)
+                            .await?;
+                        metrics::counter!("kycq_dead_letters_total", "reason" => dl.reason.clone())
+                            .increment(1);
                     }
                     let stored = self.store.complete(&result, Some(&fingerprint)).await?;
                     publisher
@@ -193,7 +233,9 @@ impl Processor {
     ) -> Result<Disposition, ProcessError> {
         let result = CheckResult::rejected(r, now, Utc::now());
         let stored = self.store.complete(&result, None).await?;
-        publisher.publish_result(&stored, reply_to, correlation_id).await?;
+        publisher
+            .publish_result(&stored, reply_to, correlation_id)
+            .await?;
         record_result(&stored);
         info!(reason_code = stored.reason_code.as_str(), reason = %stored.reason, subject = ?stored.subject, "request rejected");
         Ok(Disposition::Ack)
@@ -213,17 +255,34 @@ impl Processor {
         loop {
             match self
                 .store
-                .claim(&req.request_id, req.check, &req.subject.masked(), fingerprint, &self.worker_id, self.lease)
+                .claim(
+                    &req.request_id,
+                    req.check,
+                    &req.subject.masked(),
+                    fingerprint,
+                    &self.worker_id,
+                    self.lease,
+                )
                 .await?
             {
                 Claim::Claimed { received_at } => return Ok(Some(received_at)),
                 Claim::Finished(stored) => {
-                    if self.store.fingerprint(&req.request_id).await?.is_some_and(|f| f != fingerprint) {
+                    if self
+                        .store
+                        .fingerprint(&req.request_id)
+                        .await?
+                        .is_some_and(|f| f != fingerprint)
+                    {
                         warn!("request_id reused with a different subject: answered from the stored result");
                     }
-                    publisher.publish_result(&stored, reply_to, correlation_id).await?;
+                    publisher
+                        .publish_result(&stored, reply_to, correlation_id)
+                        .await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
-                    info!(status = stored.status.as_str(), "duplicate or redelivery answered from the stored result");
+                    info!(
+                        status = stored.status.as_str(),
+                        "duplicate or redelivery answered from the stored result"
+                    );
                     return Ok(None);
                 }
                 Claim::Leased { owner, until } => {
@@ -240,7 +299,11 @@ impl Processor {
         }
     }
 
-    fn spawn_renewer(&self, request_id: &str, lost: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    fn spawn_renewer(
+        &self,
+        request_id: &str,
+        lost: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let id = request_id.to_owned();
         let owner = self.worker_id.clone();
@@ -273,7 +336,10 @@ impl Processor {
     ) -> Result<RouteOutcome, ProcessError> {
         let prior = self.store.calls(&req.request_id).await?;
         if let Some(done) = resume_from_journal(req, &prior, received_at) {
-            info!(calls = prior.len(), "finished from the call journal without calling again");
+            info!(
+                calls = prior.len(),
+                "finished from the call journal without calling again"
+            );
             return Ok(done);
         }
         let mut attempt = prior.iter().map(|c| c.attempt as u32).max().unwrap_or(0);
@@ -286,7 +352,10 @@ impl Processor {
                     continue;
                 }
                 let provider = entry.provider.name();
-                let action = entry.provider.action(req.check).expect("routes only hold supporting providers");
+                let action = entry
+                    .provider
+                    .action(req.check)
+                    .expect("routes only hold supporting providers");
                 let mut delays = self.policy.delays(None);
                 loop {
                     if stop.is_cancelled() {
@@ -296,19 +365,25 @@ impl Processor {
                         _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
                         w = self.limiter.acquire(provider, action) => w,
                     };
-                    metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider).record(waited.as_secs_f64());
+                    metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
+                        .record(waited.as_secs_f64());
                     if lease_lost.load(Ordering::SeqCst) {
                         return Ok(RouteOutcome::LeaseLost);
                     }
                     attempt += 1;
-                    let call_id = self.store.begin_call(&req.request_id, provider, action, attempt, &self.worker_id).await?;
+                    let call_id = self
+                        .store
+                        .begin_call(&req.request_id, provider, action, attempt, &self.worker_id)
+                        .await?;
                     let t0 = Instant::now();
                     let reply = entry.provider.call(req).await;
                     let elapsed = t0.elapsed();
                     self.store.finish_call(call_id, &reply).await?;
                     record_call(provider, &reply, elapsed);
                     info!(
-                        provider, action, attempt,
+                        provider,
+                        action,
+                        attempt,
                         outcome = reply.classification.class.as_str(),
                         billed = reply.classification.billed.as_str(),
                         code = reply.provider_code.as_deref().unwrap_or(""),
@@ -326,14 +401,21 @@ impl Processor {
                             return Ok(RouteOutcome::Done(Box::new(r), None));
                         }
                         Decision::StopBillingUnknown => {
-                            return Ok(billing_unknown(req, provider, &reply, attempt, received_at));
+                            return Ok(billing_unknown(
+                                req,
+                                provider,
+                                &reply,
+                                attempt,
+                                received_at,
+                            ));
                         }
                         Decision::Retry => {
                             saw_transient = true;
                             last = Some((provider, reply));
                             match delays.next() {
                                 Some(d) if started.elapsed() + d <= self.policy.max_elapsed => {
-                                    metrics::counter!("kycq_retries_total", "provider" => provider).increment(1);
+                                    metrics::counter!("kycq_retries_total", "provider" => provider)
+                                        .increment(1);
                                     tokio::select! {
                                         _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
                                         _ = tokio::time::sleep(d) => {}
@@ -343,8 +425,13 @@ impl Processor {
                             }
                         }
                         Decision::FailOver => {
-                            warn!(provider, cooldown_s = entry.cooldown.as_secs(), "provider-wide failure: circuit opened");
-                            metrics::counter!("kycq_circuit_open_total", "provider" => provider).increment(1);
+                            warn!(
+                                provider,
+                                cooldown_s = entry.cooldown.as_secs(),
+                                "provider-wide failure: circuit opened"
+                            );
+                            metrics::counter!("kycq_circuit_open_total", "provider" => provider)
+                                .increment(1);
                             entry.circuit.trip(Instant::now(), entry.cooldown);
                             last = Some((provider, reply));
                             break;
@@ -373,7 +460,10 @@ impl Processor {
                 .filter_map(|e| e.circuit.reopens_at(now))
                 .min()
                 .unwrap_or(now + Duration::from_secs(1));
-            warn!(wait_s = (reopen - now).as_secs(), "no provider available for this check; waiting");
+            warn!(
+                wait_s = (reopen - now).as_secs(),
+                "no provider available for this check; waiting"
+            );
             tokio::select! {
                 _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
                 _ = tokio::time::sleep_until(reopen) => {}
@@ -384,7 +474,11 @@ impl Processor {
 
 /// A request taken over after a crash: decide from the journal whether it can be finished
 /// without calling anybody again.
-fn resume_from_journal(req: &CheckRequest, prior: &[JournaledCall], received_at: DateTime<Utc>) -> Option<RouteOutcome> {
+fn resume_from_journal(
+    req: &CheckRequest,
+    prior: &[JournaledCall],
+    received_at: DateTime<Utc>,
+) -> Option<RouteOutcome> {
     let attempts = prior.iter().map(|c| c.attempt as u32).max().unwrap_or(0);
     for call in prior {
         let provider: &'static str = leak_name(&call.provider);
@@ -396,7 +490,13 @@ fn resume_from_journal(req: &CheckRequest, prior: &[JournaledCall], received_at:
                     None,
                     "a call was in flight when the previous worker stopped",
                 );
-                return Some(billing_unknown(req, provider, &reply, attempts, received_at));
+                return Some(billing_unknown(
+                    req,
+                    provider,
+                    &reply,
+                    attempts,
+                    received_at,
+                ));
             }
             Some(reply) => match decide(&reply.classification) {
                 Decision::Finish => {
@@ -423,7 +523,13 @@ fn leak_name(name: &str) -> &'static str {
         .unwrap_or("unknown")
 }
 
-fn base_result(req: &CheckRequest, provider: &str, reply: &ProviderReply, attempts: u32, received_at: DateTime<Utc>) -> CheckResult {
+fn base_result(
+    req: &CheckRequest,
+    provider: &str,
+    reply: &ProviderReply,
+    attempts: u32,
+    received_at: DateTime<Utc>,
+) -> CheckResult {
     CheckResult {
         request_id: req.request_id.clone(),
         check: Some(req.check),
@@ -444,7 +550,13 @@ fn base_result(req: &CheckRequest, provider: &str, reply: &ProviderReply, attemp
 }
 
 /// The result of a final answer (verdict, invalid field, identity limit, unknown code).
-fn final_result(req: &CheckRequest, provider: &str, reply: &ProviderReply, attempts: u32, received_at: DateTime<Utc>) -> CheckResult {
+fn final_result(
+    req: &CheckRequest,
+    provider: &str,
+    reply: &ProviderReply,
+    attempts: u32,
+    received_at: DateTime<Utc>,
+) -> CheckResult {
     let c = &reply.classification;
     let reason_code = c.reason_code.unwrap_or(ReasonCode::UnknownProviderCode);
     let mut r = base_result(req, provider, reply, attempts, received_at);
@@ -470,7 +582,8 @@ fn final_result(req: &CheckRequest, provider: &str, reply: &ProviderReply, attem
         }
     }
     if c.class == OutcomeClass::InvalidField {
-        metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider.to_owned()).increment(1);
+        metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider.to_owned())
+            .increment(1);
     }
     r
 }
@@ -489,7 +602,11 @@ fn failed(
     let mut r = base_result(req, provider, reply, attempts, received_at);
     r.reason_code = reason_code;
     r.billed = billed;
-    r.reason = format!("{} (last: {provider}: {})", reason_code.meaning(), reply.detail);
+    r.reason = format!(
+        "{} (last: {provider}: {})",
+        reason_code.meaning(),
+        reply.detail
+    );
     let dl = dead_letter.map(|reason| DeadLetter {
         reason: reason.into(),
         detail: r.reason.clone(),
@@ -499,13 +616,29 @@ fn failed(
     RouteOutcome::Done(Box::new(r), dl)
 }
 
-fn billing_unknown(req: &CheckRequest, provider: &str, reply: &ProviderReply, attempts: u32, received_at: DateTime<Utc>) -> RouteOutcome {
-    failed(req, provider, reply, attempts, received_at, ReasonCode::BillingUnknown, Billed::Unknown, Some("billing_unknown"))
+fn billing_unknown(
+    req: &CheckRequest,
+    provider: &str,
+    reply: &ProviderReply,
+    attempts: u32,
+    received_at: DateTime<Utc>,
+) -> RouteOutcome {
+    failed(
+        req,
+        provider,
+        reply,
+        attempts,
+        received_at,
+        ReasonCode::BillingUnknown,
+        Billed::Unknown,
+        Some("billing_unknown"),
+    )
 }
 
 fn record_call(provider: &'static str, reply: &ProviderReply, elapsed: Duration) {
     let c = &reply.classification;
-    metrics::histogram!("kycq_provider_call_seconds", "provider" => provider).record(elapsed.as_secs_f64());
+    metrics::histogram!("kycq_provider_call_seconds", "provider" => provider)
+        .record(elapsed.as_secs_f64());
     metrics::counter!("kycq_provider_calls_total", "provider" => provider, "outcome" => c.class.as_str(), "billed" => c.billed.as_str()).increment(1);
     if c.billed == Billed::Yes {
         metrics::counter!("kycq_billed_calls_total", "provider" => provider).increment(1);

@@ -10,7 +10,9 @@ use super::{codes, wire, ACTION, SERVICE, VERSION};
 use crate::check::{Carrier, CheckKind, CheckRequest};
 use crate::configuration::ProviderSettings;
 use crate::providers::signing::tc3;
-use crate::providers::{classify_transport, host_header, Classification, Provider, ProviderError, ProviderReply};
+use crate::providers::{
+    classify_transport, host_header, Classification, Provider, ProviderError, ProviderReply,
+};
 
 const CONTENT_TYPE: &str = "application/json";
 
@@ -48,10 +50,9 @@ impl TencentProvider {
             host: host_header(&endpoint),
             endpoint,
             secret_id: s.secret_id.clone(),
-            secret_key: s
-                .secret_key
-                .clone()
-                .ok_or_else(|| ProviderError::Config("providers.tencent.secret_key is required".into()))?,
+            secret_key: s.secret_key.clone().ok_or_else(|| {
+                ProviderError::Config("providers.tencent.secret_key is required".into())
+            })?,
             region: Some(s.region.clone()).filter(|r| !r.is_empty()),
         })
     }
@@ -160,7 +161,11 @@ impl Provider for TencentProvider {
         };
         let status = resp.status().as_u16();
         if resp.status().is_server_error() {
-            return ProviderReply::transport(Classification::TRANSIENT, Some(status), format!("HTTP {status}"));
+            return ProviderReply::transport(
+                Classification::TRANSIENT,
+                Some(status),
+                format!("HTTP {status}"),
+            );
         }
         let bytes = match resp.bytes().await {
             Ok(b) => b,
@@ -174,7 +179,11 @@ impl Provider for TencentProvider {
         };
         if status != 200 {
             // API errors come with 200; anything else is the gateway refusing the request.
-            let mut reply = ProviderReply::transport(Classification::PROVIDER_WIDE, Some(status), format!("HTTP {status}"));
+            let mut reply = ProviderReply::transport(
+                Classification::PROVIDER_WIDE,
+                Some(status),
+                format!("HTTP {status}"),
+            );
             reply.provider_code = Some(format!("HTTP{status}"));
             return reply;
         }
@@ -212,7 +221,10 @@ mod tests {
             br#"{"Response":{"Error":{"Code":"AuthFailure.SignatureFailure","Message":"bad"},"RequestId":"y"}}"#,
         );
         assert_eq!(r.classification.class, OutcomeClass::ProviderWide);
-        assert_eq!(r.provider_code.as_deref(), Some("AuthFailure.SignatureFailure"));
+        assert_eq!(
+            r.provider_code.as_deref(),
+            Some("AuthFailure.SignatureFailure")
+        );
 
         let r = TencentProvider::classify_body(200, b"<html>");
         assert_eq!(r.classification.class, OutcomeClass::Unknown);
