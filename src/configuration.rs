@@ -153,6 +153,20 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// Prefix of every key kycq writes (several deployments can share one Redis).
     pub key_prefix: String,
+    /// Milliseconds to connect and to answer before Redis counts as unreachable (the limiter
+    /// then falls back to each worker's share).
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Milliseconds between attempts to reach Redis again while falling back.
+    #[serde(default = "default_redis_probe_interval_ms")]
+    pub probe_interval_ms: u64,
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    250
+}
+fn default_redis_probe_interval_ms() -> u64 {
+    1_000
 }
 
 /// `[http]`.
@@ -303,6 +317,13 @@ pub struct ProviderSettings {
     /// Milliseconds the shared bucket pauses for every worker after the vendor says "throttled".
     #[serde(default = "default_throttle_cooldown_ms")]
     pub throttle_cooldown_ms: u64,
+    /// Lowest share of `rate_per_sec` the shared bucket is lowered to after repeated "throttled"
+    /// answers (each cool-down lowers it by a quarter; 1.0 disables lowering).
+    #[serde(default = "default_throttle_min_share")]
+    pub throttle_min_share: f64,
+    /// Seconds a lowered rate takes to climb back from `throttle_min_share` to the full rate.
+    #[serde(default = "default_throttle_recovery_secs")]
+    pub throttle_recovery_secs: u64,
     /// Seconds a provider-wide failure keeps the provider out of routes.
     pub circuit_cooldown_secs: u64,
     /// Per-API limits where the vendor limits per API (key: the vendor action name).
@@ -340,6 +361,12 @@ pub struct ActionLimit {
     /// Burst for this API (default: the provider's).
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Longest wait for a slot of this API (default: the provider's `max_wait_ms`).
+    #[serde(default)]
+    pub max_wait_ms: Option<u64>,
+    /// Share of this API's rate one worker uses alone without Redis (default: the provider's).
+    #[serde(default)]
+    pub fallback_share: Option<f64>,
 }
 
 fn default_max_wait_ms() -> u64 {
@@ -350,6 +377,12 @@ fn default_fallback_share() -> f64 {
 }
 fn default_throttle_cooldown_ms() -> u64 {
     1_000
+}
+fn default_throttle_min_share() -> f64 {
+    0.5
+}
+fn default_throttle_recovery_secs() -> u64 {
+    60
 }
 fn default_param_type() -> String {
     "normal".into()
@@ -492,6 +525,12 @@ impl Settings {
             self.redis.url.expose_secret(),
             &["redis", "rediss"],
         )?;
+        if self.redis.timeout_ms == 0 {
+            return Err(invalid("redis.timeout_ms", "must be at least 1"));
+        }
+        if self.redis.probe_interval_ms == 0 {
+            return Err(invalid("redis.probe_interval_ms", "must be at least 1"));
+        }
         if self.amqp.prefetch == 0 {
             return Err(invalid("amqp.prefetch", "must be at least 1"));
         }
@@ -653,6 +692,12 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
             "must be in (0, 1]",
         ));
     }
+    if !(0.01..=1.0).contains(&c.throttle_min_share) {
+        return Err(invalid(
+            &format!("{section}.throttle_min_share"),
+            "must be in [0.01, 1]",
+        ));
+    }
     for (action, a) in &c.actions {
         if a.rate_per_sec <= 0.0 || !a.rate_per_sec.is_finite() {
             return Err(invalid(
@@ -664,6 +709,12 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
             return Err(invalid(
                 &format!("{section}.actions.{action}.burst"),
                 "must be at least 1",
+            ));
+        }
+        if a.fallback_share.is_some_and(|f| !(f > 0.0 && f <= 1.0)) {
+            return Err(invalid(
+                &format!("{section}.actions.{action}.fallback_share"),
+                "must be in (0, 1]",
             ));
         }
     }

@@ -1,6 +1,5 @@
 //! Wiring: settings → store, providers, limiter, processor, HTTP endpoint → a running worker.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +11,7 @@ use tracing::{info, warn};
 
 use crate::configuration::Settings;
 use crate::providers::Registry;
-use crate::ratelimit::{LocalLimiter, Rate};
+use crate::ratelimit::RedisLimiter;
 use crate::retry::RetryPolicy;
 use crate::store;
 use crate::worker::{self, ConsumerConfig, Processor, WorkerError, WorkerState};
@@ -42,19 +41,13 @@ pub async fn start_worker(
     }
     info!(providers = ?registry.provider_names(), "providers configured");
     let registry = Arc::new(registry);
-    let rates: HashMap<String, Rate> = [(
-        "tencent".to_string(),
-        Rate {
-            per_sec: settings.providers.tencent.rate_per_sec,
-            burst: settings.providers.tencent.burst,
-        },
-    )]
-    .into_iter()
-    .collect();
+    let limiter = RedisLimiter::from_settings(settings)
+        .await
+        .context("redis.url")?;
     let processor = Arc::new(Processor {
         store: store.clone(),
         registry: registry.clone(),
-        limiter: Arc::new(LocalLimiter::new(rates)),
+        limiter: Arc::new(limiter),
         policy: RetryPolicy::from_settings(&settings.retry),
         worker_id: worker_id.clone(),
         lease: settings.worker.lease(),

@@ -39,6 +39,8 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     // The demo's own names and database, so it never touches a real deployment's.
     let run_id = format!("{:08x}", rand::random::<u32>());
     settings.topology.prefix = format!("kycq-demo-{run_id}.");
+    // Its own rate-limit buckets too: the demo's rate must not share a deployment's bucket.
+    settings.redis.key_prefix = format!("kycq-demo-{run_id}");
     settings.database.url =
         SecretString::from(demo_database_url(settings.database.url.expose_secret())?);
     settings.http.listen = String::new();

@@ -18,7 +18,7 @@ use crate::check::{
 };
 use crate::providers::registry::{Entry, RouteError};
 use crate::providers::{OutcomeClass, ProviderReply, Registry};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Limiter, Saturated};
 use crate::retry::{decide, Decision, RetryPolicy};
 use crate::store::{Claim, JournaledCall, Store, StoreError};
 
@@ -361,10 +361,24 @@ impl Processor {
                     if stop.is_cancelled() {
                         return Ok(RouteOutcome::Requeue);
                     }
-                    let waited = tokio::select! {
-                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
-                        w = self.limiter.acquire(provider, action) => w,
-                    };
+                    let asked = Instant::now();
+                    loop {
+                        let r = tokio::select! {
+                            _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                            r = self.limiter.acquire(provider, action) => r,
+                        };
+                        // Saturated: nothing reserved; wait without a slot (the rest of the
+                        // backlog stays in the queue: this task takes no new delivery) and ask
+                        // again. Never nacked: requeue loops would dead-letter a healthy backlog.
+                        let Err(Saturated { retry_after }) = r else {
+                            break;
+                        };
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                            _ = tokio::time::sleep(retry_after) => {}
+                        }
+                    }
+                    let waited = asked.elapsed();
                     metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
                         .record(waited.as_secs_f64());
                     if lease_lost.load(Ordering::SeqCst) {

@@ -1,0 +1,153 @@
+//! Governor buckets local to one process: the shared limiter's fallback while Redis is
+//! unreachable, and [`LocalLimiter`] for single-process use.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+use tokio::time::Instant;
+
+use super::{jitter, Limiter, Rate, Saturated};
+
+/// One governor bucket with a "not before" instant (a local cool-down, or the last slot this
+/// worker reserved in Redis before falling back) and a count of callers waiting in it.
+#[derive(Debug)]
+pub struct LocalBucket {
+    limiter: DefaultDirectRateLimiter,
+    interval: Duration,
+    waiting: AtomicUsize,
+    not_before: Mutex<Option<Instant>>,
+}
+
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn enter(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl LocalBucket {
+    /// A bucket at `rate`.
+    pub fn new(rate: Rate) -> Self {
+        LocalBucket {
+            limiter: RateLimiter::direct(rate.quota()),
+            interval: Duration::from_secs_f64(1.0 / rate.per_sec.max(1e-6)),
+            waiting: AtomicUsize::new(0),
+            not_before: Mutex::new(None),
+        }
+    }
+
+    /// No call leaves this bucket before `t` (the later of `t` and any earlier hold wins).
+    pub fn hold_until(&self, t: Instant) {
+        let mut nb = self.not_before.lock().expect("local bucket lock");
+        *nb = Some(nb.map_or(t, |old| old.max(t)));
+    }
+
+    /// Wait for a slot; `Saturated` (without waiting) when the callers already queued here
+    /// would make this one wait longer than `max_wait`.
+    pub async fn acquire(&self, max_wait: Duration) -> Result<Duration, Saturated> {
+        let start = Instant::now();
+        let not_before = *self.not_before.lock().expect("local bucket lock");
+        let head = not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
+        let queued = self.waiting.load(Ordering::SeqCst) as u32;
+        let estimate = head + self.interval.saturating_mul(queued);
+        if estimate > max_wait {
+            return Err(Saturated {
+                retry_after: estimate - max_wait + jitter((max_wait / 2).max(self.interval)),
+            });
+        }
+        let _waiting = Waiting::enter(&self.waiting);
+        if let Some(t) = not_before {
+            tokio::time::sleep_until(t).await;
+        }
+        self.limiter.until_ready().await;
+        Ok(start.elapsed())
+    }
+}
+
+/// A limiter local to this process: one governor bucket per provider, no `max_wait`.
+#[derive(Debug)]
+pub struct LocalLimiter {
+    rates: HashMap<String, Rate>,
+    buckets: Mutex<HashMap<String, Arc<LocalBucket>>>,
+}
+
+impl LocalLimiter {
+    /// Buckets for the given providers; a provider not listed is not limited.
+    pub fn new(rates: HashMap<String, Rate>) -> Self {
+        LocalLimiter {
+            rates,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn bucket(&self, provider: &str) -> Option<Arc<LocalBucket>> {
+        let rate = *self.rates.get(provider)?;
+        let mut b = self.buckets.lock().expect("limiter lock");
+        Some(
+            b.entry(provider.to_owned())
+                .or_insert_with(|| Arc::new(LocalBucket::new(rate)))
+                .clone(),
+        )
+    }
+}
+
+#[async_trait]
+impl Limiter for LocalLimiter {
+    async fn acquire(&self, provider: &str, _action: &str) -> Result<Duration, Saturated> {
+        match self.bucket(provider) {
+            Some(b) => b.acquire(Duration::MAX).await,
+            None => Ok(Duration::ZERO),
+        }
+    }
+
+    async fn throttled(&self, provider: &str, action: &str) {
+        tracing::warn!(provider, action, "provider answered throttled");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hold_delays_the_next_call() {
+        let b = LocalBucket::new(Rate {
+            per_sec: 1000.0,
+            burst: 1,
+        });
+        b.hold_until(Instant::now() + Duration::from_millis(60));
+        b.hold_until(Instant::now() + Duration::from_millis(20));
+        let waited = b.acquire(Duration::from_secs(1)).await.unwrap();
+        assert!(waited >= Duration::from_millis(60), "{waited:?}");
+    }
+
+    #[tokio::test]
+    async fn saturated_when_the_hold_exceeds_max_wait() {
+        let b = LocalBucket::new(Rate {
+            per_sec: 10.0,
+            burst: 1,
+        });
+        b.hold_until(Instant::now() + Duration::from_secs(2));
+        let s = b.acquire(Duration::from_millis(500)).await.unwrap_err();
+        assert!(s.retry_after >= Duration::from_millis(1500), "{s:?}");
+        assert_eq!(b.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn unknown_providers_are_not_limited() {
+        let l = LocalLimiter::new(HashMap::new());
+        assert_eq!(l.acquire("x", "y").await, Ok(Duration::ZERO));
+    }
+}

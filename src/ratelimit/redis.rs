@@ -1,0 +1,303 @@
+//! The bucket shared by every worker: one `EVALSHA` of `bucket.lua` per admitted call (Redis
+//! server time, reservation, exact sleep), cool-down on "throttled", and a per-worker governor
+//! fallback at `rate × fallback_share` while Redis is unreachable.
+//!
+//! States: *shared* (every acquire runs the script) and *fallback* (every acquire uses this
+//! worker's [`LocalBucket`]). A failed script call switches to fallback once (warn, metric) and
+//! starts one probe task that reconnects every `probe_interval`; its first success switches back
+//! (info, metric). A call already holding a Redis reservation keeps it; a fallback bucket starts
+//! no earlier than the last slot this worker reserved in Redis, so the switch adds no burst.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::gcra::Reservation;
+use super::local::LocalBucket;
+use super::{jitter, BucketSpec, Buckets, Limiter, Saturated};
+use crate::configuration::{RedisSettings, Settings};
+
+/// The bucket script (see its header for KEYS/ARGV/replies).
+pub const BUCKET_LUA: &str = include_str!("bucket.lua");
+
+/// Why Redis could not answer (the limiter then falls back).
+#[derive(Debug, thiserror::Error)]
+enum Unavailable {
+    #[error("no connection")]
+    NotConnected,
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected reply {0:?}")]
+    Reply(Vec<i64>),
+}
+
+struct Inner {
+    buckets: Buckets,
+    local: HashMap<String, LocalBucket>,
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    fallback: AtomicBool,
+    script: redis::Script,
+    timeout: Duration,
+    probe_interval: Duration,
+}
+
+/// The shared limiter of one worker process.
+#[derive(Clone)]
+pub struct RedisLimiter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("buckets", &self.inner.buckets)
+            .field("fallback", &self.is_fallback())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// The limiter for a worker: every provider's buckets, `[redis]` connection settings.
+    pub async fn from_settings(settings: &Settings) -> Result<RedisLimiter, redis::RedisError> {
+        let buckets = Buckets::from_settings(&settings.redis.key_prefix, &settings.providers);
+        Self::connect(&settings.redis, buckets).await
+    }
+
+    /// Connect (once, with the short timeout) and load the script. Only a malformed URL is an
+    /// error: an unreachable Redis starts the limiter in fallback, probing in the background.
+    pub async fn connect(
+        redis: &RedisSettings,
+        buckets: Buckets,
+    ) -> Result<RedisLimiter, redis::RedisError> {
+        let client = redis::Client::open(redis.url.expose_secret())?;
+        let local = buckets
+            .all()
+            .map(|b| (b.key.clone(), LocalBucket::new(b.fallback_rate())))
+            .collect();
+        let inner = Arc::new(Inner {
+            buckets,
+            local,
+            client,
+            conn: Mutex::new(None),
+            fallback: AtomicBool::new(false),
+            script: redis::Script::new(BUCKET_LUA),
+            timeout: Duration::from_millis(redis.timeout_ms),
+            probe_interval: Duration::from_millis(redis.probe_interval_ms),
+        });
+        metrics::gauge!("kycq_ratelimit_fallback").set(0.0);
+        match inner.open().await {
+            Ok(c) => *inner.lock_conn() = Some(c),
+            Err(e) => Inner::enter_fallback(&inner, &e),
+        }
+        Ok(RedisLimiter { inner })
+    }
+
+    /// True while this worker limits itself locally (Redis unreachable).
+    pub fn is_fallback(&self) -> bool {
+        self.inner.fallback.load(Ordering::SeqCst)
+    }
+
+    /// The buckets this limiter knows.
+    pub fn buckets(&self) -> &Buckets {
+        &self.inner.buckets
+    }
+}
+
+impl Inner {
+    fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<ConnectionManager>> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A fresh connection with the script loaded, within the timeout.
+    async fn open(&self) -> Result<ConnectionManager, Unavailable> {
+        let cfg = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(0);
+        let attempt = async {
+            let mut c = ConnectionManager::new_with_config(self.client.clone(), cfg).await?;
+            self.script.load_async(&mut c).await?;
+            Ok::<_, redis::RedisError>(c)
+        };
+        match tokio::time::timeout(self.timeout * 2, attempt).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(Unavailable::Timeout(self.timeout * 2)),
+        }
+    }
+
+    /// Run the script for one bucket: one round trip (plus a `SCRIPT LOAD` after a restart).
+    async fn script(&self, spec: &BucketSpec, op: &str) -> Result<(i64, i64), Unavailable> {
+        let mut conn = self.lock_conn().clone().ok_or(Unavailable::NotConnected)?;
+        let p = spec.params();
+        let mut inv = self.script.key(&spec.key);
+        inv.arg(op)
+            .arg(p.interval_us)
+            .arg(p.tau_us)
+            .arg(if op == "pause" {
+                p.cooldown_us
+            } else {
+                p.max_wait_us
+            })
+            .arg(p.min_share)
+            .arg(p.recovery_us)
+            .arg(p.cooldown_us);
+        let reply: Vec<i64> =
+            match tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(Unavailable::Timeout(self.timeout)),
+            };
+        match reply[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err(Unavailable::Reply(reply)),
+        }
+    }
+
+    async fn reserve(&self, spec: &BucketSpec) -> Result<Reservation, Unavailable> {
+        match self.script(spec, "acquire").await? {
+            (1, wait_us) => Ok(Reservation::Admitted { wait_us }),
+            (0, excess_us) => Ok(Reservation::Saturated { excess_us }),
+            (a, b) => Err(Unavailable::Reply(vec![a, b])),
+        }
+    }
+
+    /// Switch to the local buckets (once: the first failure logs, counts and starts the probe).
+    fn enter_fallback(this: &Arc<Inner>, e: &Unavailable) {
+        if this
+            .fallback
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        *this.lock_conn() = None;
+        warn!(
+            error = %e,
+            probe_every_ms = this.probe_interval.as_millis() as u64,
+            "redis unreachable: rate limits fall back to this worker's share (fallback_share) until it answers again"
+        );
+        metrics::gauge!("kycq_ratelimit_fallback").set(1.0);
+        metrics::counter!("kycq_ratelimit_fallback_transitions_total", "to" => "local")
+            .increment(1);
+        let weak = Arc::downgrade(this);
+        let interval = this.probe_interval;
+        tokio::spawn(probe(weak, interval));
+    }
+
+    fn local(&self, spec: &BucketSpec) -> &LocalBucket {
+        self.local
+            .get(&spec.key)
+            .expect("a local bucket for every bucket")
+    }
+}
+
+/// Reconnect every `interval` until Redis answers (and the script loads), then switch back.
+async fn probe(weak: Weak<Inner>, interval: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(inner) = weak.upgrade() else { return };
+        match inner.open().await {
+            Ok(c) => {
+                *inner.lock_conn() = Some(c);
+                inner.fallback.store(false, Ordering::SeqCst);
+                info!("redis answers again: rate limits are shared again");
+                metrics::gauge!("kycq_ratelimit_fallback").set(0.0);
+                metrics::counter!("kycq_ratelimit_fallback_transitions_total", "to" => "redis")
+                    .increment(1);
+                return;
+            }
+            Err(e) => debug!(error = %e, "redis still unreachable"),
+        }
+    }
+}
+
+fn micros(us: i64) -> Duration {
+    Duration::from_micros(us.max(0) as u64)
+}
+
+#[async_trait]
+impl Limiter for RedisLimiter {
+    async fn acquire(&self, provider: &str, action: &str) -> Result<Duration, Saturated> {
+        let inner = &self.inner;
+        let Some(spec) = inner.buckets.get(provider, action) else {
+            return Ok(Duration::ZERO);
+        };
+        let start = Instant::now();
+        if !inner.fallback.load(Ordering::SeqCst) {
+            match inner.reserve(spec).await {
+                Ok(Reservation::Admitted { wait_us }) => {
+                    let slot = Instant::now() + micros(wait_us);
+                    // Should Redis go away now, this worker's local bucket starts after this slot.
+                    inner.local(spec).hold_until(slot);
+                    tokio::time::sleep_until(slot).await;
+                    return Ok(start.elapsed());
+                }
+                Ok(Reservation::Saturated { excess_us }) => {
+                    metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                        .increment(1);
+                    let spread = (spec.max_wait / 2).max(micros(spec.params().interval_us));
+                    return Err(Saturated {
+                        retry_after: micros(excess_us) + jitter(spread),
+                    });
+                }
+                Err(e) => {
+                    metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
+                    Inner::enter_fallback(inner, &e);
+                }
+            }
+        }
+        let r = inner.local(spec).acquire(spec.max_wait).await;
+        if r.is_err() {
+            metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                .increment(1);
+        }
+        r
+    }
+
+    async fn throttled(&self, provider: &str, action: &str) {
+        let inner = &self.inner;
+        let Some(spec) = inner.buckets.get(provider, action) else {
+            warn!(provider, action, "provider answered throttled");
+            return;
+        };
+        let bucket = spec.label();
+        metrics::counter!("kycq_ratelimit_throttled_total", "bucket" => bucket.clone())
+            .increment(1);
+        inner.local(spec).hold_until(Instant::now() + spec.cooldown);
+        if !inner.fallback.load(Ordering::SeqCst) {
+            match inner.script(spec, "pause").await {
+                Ok((_, share_ppm)) => {
+                    let share = share_ppm as f64 / 1e6;
+                    metrics::gauge!("kycq_ratelimit_rate_share", "bucket" => bucket.clone())
+                        .set(share);
+                    warn!(
+                        bucket,
+                        cooldown_ms = spec.cooldown.as_millis() as u64,
+                        rate_share = share,
+                        rate_per_sec = spec.rate.per_sec * share,
+                        "provider answered throttled: shared bucket paused for every worker"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
+                    Inner::enter_fallback(inner, &e);
+                }
+            }
+        }
+        warn!(
+            bucket,
+            cooldown_ms = spec.cooldown.as_millis() as u64,
+            "provider answered throttled: this worker's fallback bucket paused"
+        );
+    }
+}
