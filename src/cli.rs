@@ -1,4 +1,4 @@
-//! The `kycq` command line: worker, setup, migrate, sandbox, enqueue, dlq, demo.
+//! The `kycq` command line: worker, setup, migrate, sandbox, enqueue, dlq, demo, loadgen.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +49,44 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         extra: usize,
     },
+    /// Benchmark the shared rate limiter: N processes drive one Redis bucket; prints admitted
+    /// rate ÷ R, worst 1-second window ÷ (R + burst) and Redis commands per admitted call.
+    Loadgen(LoadgenArgs),
+}
+
+/// `kycq loadgen` flags.
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    /// Process counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub workers: Vec<usize>,
+    /// Runs per process count (the summary shows medians).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Configured rate R of the bucket, calls per second.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Burst of the bucket.
+    #[arg(long, default_value_t = 1)]
+    pub burst: u32,
+    /// Seconds per run.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Concurrent callers per process.
+    #[arg(long, default_value_t = 8)]
+    pub tasks: usize,
+    /// The bucket's max_wait_ms.
+    #[arg(long, default_value_t = 5000)]
+    pub max_wait_ms: u64,
+    /// The bucket's jitter_margin_ms (calls spaced at R / (1 + margin)).
+    #[arg(long, default_value_t = 20)]
+    pub jitter_margin_ms: u64,
+    /// One JSON object per run instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: run as one limiter-driving child process with this key prefix.
+    #[arg(long, hide = true)]
+    pub child: Option<String>,
 }
 
 /// `kycq sandbox` flags (defaults from `[sandbox]`).
@@ -159,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(a) => enqueue_cmd(&settings, a).await,
         Command::Dlq { action } => dlq_cmd(&settings, action).await,
         Command::Demo { extra } => crate::ops::demo::run(settings, extra).await,
+        Command::Loadgen(a) => loadgen(&settings, a, &cli.config_dir).await,
     }
 }
 
@@ -184,6 +223,33 @@ async fn worker(settings: Settings) -> anyhow::Result<()> {
     running.task.await.context("worker task")??;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+async fn loadgen(
+    settings: &Settings,
+    a: LoadgenArgs,
+    config_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.rate > 0.0 && a.rate.is_finite() && a.burst >= 1 && a.seconds > 0.0 && a.tasks >= 1,
+        "--rate and --seconds must be positive, --burst and --tasks at least 1"
+    );
+    let spec = crate::ops::loadgen::LoadSpec {
+        rate: a.rate,
+        burst: a.burst,
+        seconds: a.seconds,
+        tasks: a.tasks,
+        max_wait_ms: a.max_wait_ms,
+        jitter_margin_ms: a.jitter_margin_ms,
+    };
+    match &a.child {
+        Some(prefix) => crate::ops::loadgen::child(settings, &spec, prefix).await,
+        None => {
+            crate::ops::loadgen::run(settings, &spec, &a.workers, a.runs, a.json, config_dir)
+                .await?;
+            Ok(())
+        }
+    }
 }
 
 async fn setup(settings: &Settings) -> anyhow::Result<()> {

@@ -317,6 +317,12 @@ pub struct ProviderSettings {
     /// Milliseconds the shared bucket pauses for every worker after the vendor says "throttled".
     #[serde(default = "default_throttle_cooldown_ms")]
     pub throttle_cooldown_ms: u64,
+    /// Milliseconds of delay variation between a reserved slot and the vendor receiving the call
+    /// (journal write, scheduling, network) that the bucket absorbs: calls are spaced at
+    /// `rate_per_sec / (1 + margin in seconds)`, so a 1-second window at the vendor still holds
+    /// at most `rate_per_sec + burst` calls.
+    #[serde(default = "default_jitter_margin_ms")]
+    pub jitter_margin_ms: u64,
     /// Lowest share of `rate_per_sec` the shared bucket is lowered to after repeated "throttled"
     /// answers (each cool-down lowers it by a quarter; 1.0 disables lowering).
     #[serde(default = "default_throttle_min_share")]
@@ -377,6 +383,9 @@ fn default_fallback_share() -> f64 {
 }
 fn default_throttle_cooldown_ms() -> u64 {
     1_000
+}
+fn default_jitter_margin_ms() -> u64 {
+    20
 }
 fn default_throttle_min_share() -> f64 {
     0.5

@@ -1,5 +1,7 @@
-//! Operations: the health/readiness/metrics endpoint, `kycq enqueue`, and `kycq demo`.
+//! Operations: the health/readiness/metrics endpoint, `kycq enqueue`, `kycq demo` and
+//! `kycq loadgen`.
 
 pub mod demo;
 pub mod enqueue;
 pub mod http;
+pub mod loadgen;

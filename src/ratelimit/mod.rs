@@ -88,13 +88,15 @@ pub struct BucketSpec {
     pub min_share: f64,
     /// Time a lowered rate takes to recover fully.
     pub recovery: Duration,
+    /// Delay variation between a slot and the vendor seeing the call, absorbed by spacing.
+    pub jitter_margin: Duration,
 }
 
 impl BucketSpec {
     /// The script's parameters.
     pub fn params(&self) -> gcra::Params {
         gcra::Params::new(
-            self.rate.per_sec,
+            self.spacing_rate(),
             self.rate.burst,
             self.max_wait,
             self.cooldown,
@@ -108,9 +110,16 @@ impl BucketSpec {
     /// shared limit.
     pub fn fallback_rate(&self) -> Rate {
         Rate {
-            per_sec: self.rate.per_sec * self.fallback_share,
+            per_sec: self.spacing_rate() * self.fallback_share,
             burst: ((f64::from(self.rate.burst) * self.fallback_share).floor() as u32).max(1),
         }
+    }
+
+    /// The rate calls are spaced at: `rate / (1 + jitter_margin in seconds)`. Calls leave at
+    /// most `jitter_margin` apart from their slots, so any 1-second window at the vendor sees
+    /// the calls of a `1 s + margin` window of slots: at most `rate + burst`.
+    pub fn spacing_rate(&self) -> f64 {
+        self.rate.per_sec / (1.0 + self.jitter_margin.as_secs_f64())
     }
 
     /// `provider` or `provider:action`, for logs and metric labels.
@@ -169,6 +178,7 @@ impl Buckets {
             cooldown: Duration::from_millis(p.throttle_cooldown_ms),
             min_share: p.throttle_min_share,
             recovery: Duration::from_secs(p.throttle_recovery_secs),
+            jitter_margin: Duration::from_millis(p.jitter_margin_ms),
         };
         for (action, a) in &p.actions {
             let spec = BucketSpec {
@@ -247,6 +257,9 @@ mod tests {
         );
         assert_eq!(t.max_wait, Duration::from_millis(5000));
         assert_eq!(t.cooldown, Duration::from_millis(1000));
+        assert_eq!(t.jitter_margin, Duration::from_millis(20));
+        // 20/s spaced 51 ms apart: 20 calls + burst in any 1 s + 20 ms of slots.
+        assert_eq!(t.params().interval_us, 51_000);
         for (action, rate) in [
             ("Mobile3MetaVerifyIntl", 50.0),
             ("Id2MetaVerifyIntl", 50.0),
@@ -281,6 +294,7 @@ mod tests {
             ("KYCQ__PROVIDERS__TENCENT__BURST", "3"),
             ("KYCQ__PROVIDERS__TENCENT__MAX_WAIT_MS", "800"),
             ("KYCQ__PROVIDERS__TENCENT__FALLBACK_SHARE", "0.25"),
+            ("KYCQ__PROVIDERS__TENCENT__JITTER_MARGIN_MS", "0"),
         ]);
         let b = Buckets::from_settings(&s.redis.key_prefix, &s.providers);
         let t = b.get("tencent", "PhoneVerification").unwrap();
@@ -317,6 +331,7 @@ mod tests {
             cooldown: Duration::from_secs(1),
             min_share: 0.5,
             recovery: Duration::from_secs(60),
+            jitter_margin: Duration::ZERO,
         };
         let f = spec.fallback_rate();
         assert!((f.per_sec * 3.0 - 50.0).abs() < 1e-9);
