@@ -146,7 +146,12 @@ pub enum DlqAction {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli.config_dir)?;
-    crate::telemetry::init_tracing(settings.log.format, &settings.log.level);
+    // The demo prints a report; its logs only say what went wrong (RUST_LOG still wins).
+    let level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => settings.log.level.as_str(),
+    };
+    crate::telemetry::init_tracing(settings.log.format, level);
     match cli.command {
         Command::Worker => worker(settings).await,
         Command::Setup => setup(&settings).await,

@@ -251,12 +251,12 @@ fn print_summary(
     );
     println!();
     println!(
-        "{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  subject",
+        "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>3}  subject",
         "request_id", "status", "verdict", "reason_code", "billed", "code", "n"
     );
     for r in results.values() {
         println!(
-            "{:<22} {:<10} {:<10} {:<30} {:<8} {:<8} {:>3}  {} {} {}",
+            "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>3}  {} {} {}",
             r.request_id,
             r.status.as_str(),
             r.verdict.map_or("-", |v| v.as_str()),
