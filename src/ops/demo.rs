@@ -251,12 +251,12 @@ fn print_summary(
     );
     println!();
     println!(
-        "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>3}  subject",
+        "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  subject",
         "request_id", "status", "verdict", "reason_code", "billed", "code", "n"
     );
     for r in results.values() {
         println!(
-            "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>3}  {} {} {}",
+            "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  {} {} {}",
             r.request_id,
             r.status.as_str(),
             r.verdict.map_or("-", |v| v.as_str()),
@@ -269,6 +269,10 @@ fn print_summary(
             r.subject.mobile.as_deref().unwrap_or("")
         );
     }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// The configured database URL with `_demo` appended to the database name.
