@@ -231,10 +231,10 @@ fn print_summary(
             .unwrap_or_default()
     };
     println!(
-        "latency (publish → result): p50 {:?}, p99 {:?}, max {:?}",
-        pct(0.5),
-        pct(0.99),
-        l.last().copied().unwrap_or_default()
+        "latency (publish → result): p50 {}, p99 {}, max {}",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(l.last().copied().unwrap_or_default())
     );
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     for (d, _) in dead {
@@ -252,7 +252,7 @@ fn print_summary(
     println!();
     println!(
         "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  subject",
-        "request_id", "status", "verdict", "reason_code", "billed", "code", "n"
+        "request_id", "status", "verdict", "reason_code", "billed", "code", "calls"
     );
     for r in results.values() {
         println!(
