@@ -157,12 +157,16 @@ impl Processor {
         let fingerprint = req
             .subject
             .fingerprint(self.pii_key.expose_secret().as_bytes());
+        // The lease belongs to this delivery, not to the worker: a redelivery of the same
+        // message to this same worker (after a reconnect) must not share a live claim.
+        let lease_owner = format!("{}#{}", self.worker_id, uuid::Uuid::new_v4().simple());
         loop {
             let Some(received_at) = self
                 .claim(
                     publisher,
                     &req,
                     &fingerprint,
+                    &lease_owner,
                     stop,
                     reply_to.as_deref(),
                     correlation_id.as_deref(),
@@ -172,12 +176,12 @@ impl Processor {
                 return Ok(self.finished_or_requeue(stop));
             };
             let lease_lost = Arc::new(AtomicBool::new(false));
-            let renewer = self.spawn_renewer(&req.request_id, lease_lost.clone());
+            let renewer = self.spawn_renewer(&req.request_id, &lease_owner, lease_lost.clone());
             let outcome = self.run(&req, &route, received_at, stop, &lease_lost).await;
             renewer.abort();
             match outcome? {
                 RouteOutcome::Requeue => {
-                    self.store.release(&req.request_id, &self.worker_id).await?;
+                    self.store.release(&req.request_id, &lease_owner).await?;
                     return Ok(Disposition::Requeue);
                 }
                 RouteOutcome::LeaseLost => {
@@ -248,6 +252,7 @@ impl Processor {
         publisher: &Publisher,
         req: &CheckRequest,
         fingerprint: &str,
+        lease_owner: &str,
         stop: &CancellationToken,
         reply_to: Option<&str>,
         correlation_id: Option<&str>,
@@ -260,7 +265,7 @@ impl Processor {
                     req.check,
                     &req.subject.masked(),
                     fingerprint,
-                    &self.worker_id,
+                    lease_owner,
                     self.lease,
                 )
                 .await?
@@ -302,11 +307,12 @@ impl Processor {
     fn spawn_renewer(
         &self,
         request_id: &str,
+        lease_owner: &str,
         lost: Arc<AtomicBool>,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let id = request_id.to_owned();
-        let owner = self.worker_id.clone();
+        let owner = lease_owner.to_owned();
         let lease = self.lease;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(lease / 3);
