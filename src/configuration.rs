@@ -539,7 +539,7 @@ impl Settings {
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
-        if !(self.retry.multiplier >= 1.0) {
+        if self.retry.multiplier.is_nan() || self.retry.multiplier < 1.0 {
             return Err(invalid("retry.multiplier", "must be at least 1.0"));
         }
         if self.retry.max_delay_ms < self.retry.initial_delay_ms {
@@ -638,7 +638,7 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
             "must be at least 1",
         ));
     }
-    if !(c.rate_per_sec > 0.0) || !c.rate_per_sec.is_finite() {
+    if c.rate_per_sec <= 0.0 || !c.rate_per_sec.is_finite() {
         return Err(invalid(
             &format!("{section}.rate_per_sec"),
             "must be a positive number",
@@ -654,7 +654,7 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
         ));
     }
     for (action, a) in &c.actions {
-        if !(a.rate_per_sec > 0.0) || !a.rate_per_sec.is_finite() {
+        if a.rate_per_sec <= 0.0 || !a.rate_per_sec.is_finite() {
             return Err(invalid(
                 &format!("{section}.actions.{action}.rate_per_sec"),
                 "must be a positive number",

@@ -158,6 +158,7 @@ mod tests {
     use crate::providers::OutcomeClass;
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn every_result_code_maps_to_its_class_billing_and_reason() {
         use OutcomeClass::*;
         let table: &[(&str, Option<&str>, OutcomeClass, Billed, Option<R>)] = &[
