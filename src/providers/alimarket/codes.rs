@@ -142,154 +142,35 @@ const PW: Classification = Classification::PROVIDER_WIDE;
 
 /// `X-Ca-Error-Message` of a non-2xx answer. None of them is billed except `Async Service`,
 /// whose billing is unknown.
+#[rustfmt::skip]
 pub const GATEWAY_MESSAGES: &[GatewayRow] = &[
     // Credentials and authorization: nothing another attempt can fix.
-    row(
-        Prefix("Invalid AppCode"),
-        400,
-        PW,
-        "the AppCode does not exist",
-        SOURCE_SAMPLE,
-    ),
-    row(
-        Exact("Unauthorized"),
-        403,
-        PW,
-        "the AppCode is wrong for this product, or the app is not authorized for this API",
-        SOURCE_FAQ,
-    ),
-    row(
-        Exact("Expiry of Authorization"),
-        403,
-        PW,
-        "the API authorization window has passed",
-        SOURCE_GATEWAY,
-    ),
+    row(Prefix("Invalid AppCode"), 400, PW, "the AppCode does not exist", SOURCE_SAMPLE),
+    row(Exact("Unauthorized"), 403, PW, "the AppCode is wrong for this product, or the app is not authorized for this API", SOURCE_FAQ),
+    row(Exact("Expiry of Authorization"), 403, PW, "the API authorization window has passed", SOURCE_GATEWAY),
     // The account and the purchased package: alert, buy more.
-    row(
-        Exact("Quota Exhausted"),
-        403,
-        PW,
-        "the purchased calls are used up",
-        SOURCE_FAQ,
-    ),
-    row(
-        Exact("Quota Expired"),
-        403,
-        PW,
-        "the purchased package has expired",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("User Arrears"),
-        403,
-        PW,
-        "the account is in arrears",
-        SOURCE_GATEWAY,
-    ),
+    row(Exact("Quota Exhausted"), 403, PW, "the purchased calls are used up", SOURCE_FAQ),
+    row(Exact("Quota Expired"), 403, PW, "the purchased package has expired", SOURCE_GATEWAY),
+    row(Exact("User Arrears"), 403, PW, "the account is in arrears", SOURCE_GATEWAY),
     // Flow control (USER, APP, API, DOMAIN, GROUP): back off; the shared bucket cools down.
-    row(
-        Contains("Throttled by "),
-        403,
-        Classification::THROTTLED,
-        "a flow-control limit of the seller or the gateway",
-        SOURCE_GATEWAY,
-    ),
+    row(Contains("Throttled by "), 403, Classification::THROTTLED, "a flow-control limit of the seller or the gateway", SOURCE_GATEWAY),
     // The request itself is malformed: a kycq or configuration bug, the same for every call.
-    row(
-        Exact("Invalid Url"),
-        400,
-        PW,
-        "method, path or stage not found",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Invalid Domain"),
-        400,
-        PW,
-        "no API behind this domain",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Invalid HttpMethod"),
-        400,
-        PW,
-        "HTTP method not allowed",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Invalid Param Location"),
-        400,
-        PW,
-        "a parameter is in the wrong place",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Empty Request Body"),
-        400,
-        PW,
-        "the body is empty",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Invalid Request Body"),
-        400,
-        PW,
-        "the body cannot be read",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Unsupported Multipart"),
-        400,
-        PW,
-        "multipart uploads are not supported",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("API Not Found"),
-        400,
-        PW,
-        "no such API (path or method wrong, or taken offline)",
-        SOURCE_GATEWAY,
-    ),
+    row(Exact("Invalid Url"), 400, PW, "method, path or stage not found", SOURCE_GATEWAY),
+    row(Exact("Invalid Domain"), 400, PW, "no API behind this domain", SOURCE_GATEWAY),
+    row(Exact("Invalid HttpMethod"), 400, PW, "HTTP method not allowed", SOURCE_GATEWAY),
+    row(Exact("Invalid Param Location"), 400, PW, "a parameter is in the wrong place", SOURCE_GATEWAY),
+    row(Exact("Empty Request Body"), 400, PW, "the body is empty", SOURCE_GATEWAY),
+    row(Exact("Invalid Request Body"), 400, PW, "the body cannot be read", SOURCE_GATEWAY),
+    row(Exact("Unsupported Multipart"), 400, PW, "multipart uploads are not supported", SOURCE_GATEWAY),
+    row(Exact("API Not Found"), 400, PW, "no such API (path or method wrong, or taken offline)", SOURCE_GATEWAY),
     // The gateway or the backend in trouble: retry with backoff.
-    row(
-        Exact("Internal Error"),
-        500,
-        Classification::TRANSIENT,
-        "gateway internal error: try again",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Failed To Call Backend Service"),
-        500,
-        Classification::TRANSIENT,
-        "the backend failed: try again (PROVIDERS.md spelling)",
-        SOURCE_GATEWAY,
-    ),
-    row(
-        Exact("Failed To Invoke Backend Service"),
-        500,
-        Classification::TRANSIENT,
-        "the backend failed: try again (gateway README spelling)",
-        SOURCE_GATEWAY_README,
-    ),
-    row(
-        Exact("Service Unavailable"),
-        503,
-        Classification::TRANSIENT,
-        "try again later",
-        SOURCE_GATEWAY,
-    ),
+    row(Exact("Internal Error"), 500, Classification::TRANSIENT, "gateway internal error: try again", SOURCE_GATEWAY),
+    row(Exact("Failed To Call Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (PROVIDERS.md spelling)", SOURCE_GATEWAY),
+    row(Exact("Failed To Invoke Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (gateway README spelling)", SOURCE_GATEWAY_README),
+    row(Exact("Service Unavailable"), 503, Classification::TRANSIENT, "try again later", SOURCE_GATEWAY),
     // [inferred] The backend timed out after the request reached it: it may have run and
     // billed (the seller counts by its own rules), so the call is never repeated.
-    row(
-        Exact("Async Service"),
-        504,
-        Classification::UNKNOWN,
-        "backend timeout: the check may have run",
-        SOURCE_GATEWAY,
-    ),
+    row(Exact("Async Service"), 504, Classification::UNKNOWN, "backend timeout: the check may have run", SOURCE_GATEWAY),
 ];
 
 /// `X-Ca-Error-Code` (VPC-type gateway instances), consulted when the message matched no row.
