@@ -638,7 +638,7 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
             "must be at least 1",
         ));
     }
-    if c.rate_per_sec <= 0.0 || !c.rate_per_sec.is_finite() {
+    if !positive(c.rate_per_sec) {
         return Err(invalid(
             &format!("{section}.rate_per_sec"),
             "must be a positive number",
@@ -654,7 +654,7 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
         ));
     }
     for (action, a) in &c.actions {
-        if a.rate_per_sec <= 0.0 || !a.rate_per_sec.is_finite() {
+        if !positive(a.rate_per_sec) {
             return Err(invalid(
                 &format!("{section}.actions.{action}.rate_per_sec"),
                 "must be a positive number",
@@ -668,6 +668,10 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
         }
     }
     Ok(())
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 fn url_with_scheme(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {

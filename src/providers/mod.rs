@@ -153,6 +153,15 @@ impl ProviderReply {
     }
 }
 
+impl ProviderReply {
+    /// A bare HTTP error status without a vendor body: `provider_code` is `HTTP<status>`.
+    pub fn http_error(classification: Classification, status: u16) -> Self {
+        let mut r = Self::transport(classification, Some(status), format!("HTTP {status}"));
+        r.provider_code = Some(format!("HTTP{status}"));
+        r
+    }
+}
+
 /// Why a provider could not be built from its settings.
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {

@@ -50,6 +50,7 @@ pub const DEFAULT_ALIBABA_ACCESS_KEY_SECRET: &str = "kycq-sandbox-alibaba-secret
 pub const DEFAULT_ALIMARKET_APP_CODE: &str = "kycq-sandbox-appcode";
 
 /// How the sandbox runs.
+#[derive(Clone)]
 pub struct SandboxSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,

@@ -203,6 +203,7 @@ async fn consume(
 }
 
 async fn drain(tasks: &mut JoinSet<()>, grace: Duration, hard_stop: &CancellationToken) {
+    while tasks.try_join_next().is_some() {}
     if tasks.is_empty() {
         return;
     }
