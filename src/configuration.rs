@@ -587,7 +587,7 @@ impl Settings {
         if self.retry.max_attempts == 0 {
             return Err(invalid("retry.max_attempts", "must be at least 1"));
         }
-        if self.retry.multiplier < 1.0 || self.retry.multiplier.is_nan() {
+        if self.retry.multiplier.is_nan() || self.retry.multiplier < 1.0 {
             return Err(invalid("retry.multiplier", "must be at least 1.0"));
         }
         if self.retry.max_delay_ms < self.retry.initial_delay_ms {
@@ -686,7 +686,7 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
             "must be at least 1",
         ));
     }
-    if c.rate_per_sec <= 0.0 || !c.rate_per_sec.is_finite() {
+    if !positive(c.rate_per_sec) {
         return Err(invalid(
             &format!("{section}.rate_per_sec"),
             "must be a positive number",
@@ -708,7 +708,7 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
         ));
     }
     for (action, a) in &c.actions {
-        if a.rate_per_sec <= 0.0 || !a.rate_per_sec.is_finite() {
+        if !positive(a.rate_per_sec) {
             return Err(invalid(
                 &format!("{section}.actions.{action}.rate_per_sec"),
                 "must be a positive number",
@@ -728,6 +728,10 @@ fn provider_common(section: &str, c: &ProviderSettings) -> Result<(), ConfigErro
         }
     }
     Ok(())
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
 }
 
 fn url_with_scheme(key: &str, value: &str, schemes: &[&str]) -> Result<url::Url, ConfigError> {

@@ -1,6 +1,7 @@
 //! The provider seam: every vendor answers through [`Provider`], and every answer is classified
 //! once, as data ([`Classification`]), into the classes of DESIGN.md §5.
 
+pub mod alimarket;
 pub mod circuit;
 pub mod registry;
 pub mod signing;
@@ -149,6 +150,15 @@ impl ProviderReply {
             carrier: None,
             detail: detail.into(),
         }
+    }
+}
+
+impl ProviderReply {
+    /// A bare HTTP error status without a vendor body: `provider_code` is `HTTP<status>`.
+    pub fn http_error(classification: Classification, status: u16) -> Self {
+        let mut r = Self::transport(classification, Some(status), format!("HTTP {status}"));
+        r.provider_code = Some(format!("HTTP{status}"));
+        r
     }
 }
 

@@ -4,9 +4,10 @@
 //! - [`scenarios`]: provider-agnostic scenarios chosen from the ID number, documented test identities, carriers.
 //! - [`ledger`]: every call received (refused ones too), hashed subject keys only, per-identity counters.
 //! - [`tencent`]: Tencent FaceID `PhoneVerification` at `POST /` (told apart by `X-TC-Action`).
+//! - [`alimarket`]: the Marketplace `POST /mobile3/check` (AppCode; gateway errors as headers).
 //!
-//! Alibaba (`POST /` with `x-acs-action`) and the marketplace (`POST /mobile3/check`) plug into
-//! [`router`] the same way; until then those calls are answered `404` JSON and recorded.
+//! Alibaba (`POST /` with `x-acs-action`) plugs into [`router`] the same way; until then those
+//! calls are answered `404` JSON and recorded.
 //!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 
+pub mod alimarket;
 pub mod ledger;
 pub mod scenarios;
 pub mod tencent;
@@ -48,6 +50,7 @@ pub const DEFAULT_ALIBABA_ACCESS_KEY_SECRET: &str = "kycq-sandbox-alibaba-secret
 pub const DEFAULT_ALIMARKET_APP_CODE: &str = "kycq-sandbox-appcode";
 
 /// How the sandbox runs.
+#[derive(Clone)]
 pub struct SandboxSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
@@ -202,6 +205,7 @@ pub async fn start(
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(post_root))
+        .route("/mobile3/check", post(alimarket::post))
         .route("/_sandbox/ledger", get(get_ledger))
         .route("/_sandbox/reset", post(post_reset))
         .route("/_sandbox/identities", get(get_identities))

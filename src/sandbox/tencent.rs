@@ -1035,7 +1035,7 @@ mod tests {
         assert_eq!(bare.status().as_u16(), 404);
         let market = sandbox
             .client
-            .post(format!("{base}/mobile3/check"))
+            .post(format!("{base}/mobile3/other"))
             .send()
             .await
             .unwrap();
@@ -1050,7 +1050,7 @@ mod tests {
             [
                 ("alibaba", "Mobile3MetaVerifyIntl", 404),
                 ("unknown", "POST /", 404),
-                ("unknown", "POST /mobile3/check", 404)
+                ("unknown", "POST /mobile3/other", 404)
             ]
         );
     }

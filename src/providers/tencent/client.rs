@@ -161,11 +161,7 @@ impl Provider for TencentProvider {
         };
         let status = resp.status().as_u16();
         if resp.status().is_server_error() {
-            return ProviderReply::transport(
-                Classification::TRANSIENT,
-                Some(status),
-                format!("HTTP {status}"),
-            );
+            return ProviderReply::http_error(Classification::TRANSIENT, status);
         }
         let bytes = match resp.bytes().await {
             Ok(b) => b,
@@ -179,13 +175,7 @@ impl Provider for TencentProvider {
         };
         if status != 200 {
             // API errors come with 200; anything else is the gateway refusing the request.
-            let mut reply = ProviderReply::transport(
-                Classification::PROVIDER_WIDE,
-                Some(status),
-                format!("HTTP {status}"),
-            );
-            reply.provider_code = Some(format!("HTTP{status}"));
-            return reply;
+            return ProviderReply::http_error(Classification::PROVIDER_WIDE, status);
         }
         Self::classify_body(status, &bytes)
     }

@@ -161,7 +161,8 @@ mod tests {
     #[allow(clippy::type_complexity)]
     fn every_result_code_maps_to_its_class_billing_and_reason() {
         use OutcomeClass::*;
-        let table: &[(&str, Option<&str>, OutcomeClass, Billed, Option<R>)] = &[
+        type Row<'a> = (&'a str, Option<&'a str>, OutcomeClass, Billed, Option<R>);
+        let table: &[Row] = &[
             ("0", None, Verdict, Billed::Yes, Some(R::Match)),
             (
                 "-4",

@@ -1,0 +1,458 @@
+//! The test harness: an isolated kycq deployment per test (names, database, Redis prefix), the
+//! sandbox, in-process and out-of-process workers, and a tap on the result exchange.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use kycq::broker::{self, dlq, Publisher};
+use kycq::check::CheckResult;
+use kycq::configuration::{Names, Settings};
+use kycq::ops::enqueue::{self, ReplyQueue, RequestMessage};
+use kycq::sandbox::scenarios::TestIdentity;
+use kycq::sandbox::{self, RunningSandbox, SandboxSettings};
+use lapin::{BasicProperties, Connection};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const PII_KEY: &str = "integration-test-pii-key-0001";
+
+/// Everything any test (or in-process worker) logged, for the PII assertions.
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&LOGS.get_or_init(Default::default).lock().unwrap()).into_owned()
+}
+
+static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+
+struct Capture;
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.get_or_init(Default::default)
+            .lock()
+            .unwrap()
+            .extend_from_slice(buf);
+        if std::env::var_os("TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("debug,lapin=warn,sqlx=warn,hyper=warn,reqwest=warn,h2=warn,amq_protocol=warn,pinky_swear=warn")
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .try_init();
+    });
+}
+
+/// A unique, lower-case id for one test.
+pub fn unique() -> String {
+    format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// A free loopback port (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One isolated deployment.
+pub struct TestApp {
+    pub id: String,
+    pub names: Names,
+    pub settings: Settings,
+    pub env: BTreeMap<String, String>,
+    pub sandbox: RunningSandbox,
+    sandbox_stop: CancellationToken,
+    pub conn: Connection,
+    pub publisher: Publisher,
+    tap: ReplyQueue,
+    pub db_name: String,
+    db: OnceLock<PgPool>,
+    workers: Vec<CancellationToken>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Options for [`TestApp::with`].
+#[derive(Clone)]
+pub struct Options {
+    pub sandbox: SandboxSettings,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            sandbox: SandboxSettings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                slow_delay: Duration::from_secs(4),
+                ..SandboxSettings::default()
+            },
+            env: Vec::new(),
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn new() -> TestApp {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(opts: Options) -> TestApp {
+        init_logs();
+        let id = unique();
+        let sandbox_stop = CancellationToken::new();
+        let sb = sandbox::start(opts.sandbox.clone(), sandbox_stop.clone())
+            .await
+            .expect("sandbox");
+        let db_name = format!("kycq_t_{id}");
+        let d = SandboxSettings::default();
+        let mut env: BTreeMap<String, String> = [
+            ("KYCQ__TOPOLOGY__PREFIX", format!("t-{id}.")),
+            (
+                "KYCQ__DATABASE__URL",
+                format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            ),
+            ("KYCQ__DATABASE__MAX_CONNECTIONS", "5".into()),
+            ("KYCQ__REDIS__KEY_PREFIX", format!("kycq-t-{id}")),
+            ("KYCQ__HTTP__LISTEN", String::new()),
+            ("KYCQ__PII__KEY", PII_KEY.into()),
+            ("KYCQ__WORKER__LEASE_SECS", "4".into()),
+            ("KYCQ__WORKER__SHUTDOWN_GRACE_SECS", "10".into()),
+            ("KYCQ__RETRY__INITIAL_DELAY_MS", "20".into()),
+            ("KYCQ__RETRY__MAX_DELAY_MS", "80".into()),
+            (
+                "KYCQ__PROVIDERS__TENCENT__ENDPOINT",
+                format!("http://{}", sb.addr),
+            ),
+            (
+                "KYCQ__PROVIDERS__TENCENT__SECRET_ID",
+                d.tencent_secret_id.clone(),
+            ),
+            (
+                "KYCQ__PROVIDERS__TENCENT__SECRET_KEY",
+                secrecy::ExposeSecret::expose_secret(&d.tencent_secret_key).to_owned(),
+            ),
+            ("KYCQ__PROVIDERS__TENCENT__TIMEOUT_MS", "2000".into()),
+            ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC", "1000".into()),
+            ("KYCQ__PROVIDERS__TENCENT__BURST", "100".into()),
+            (
+                "KYCQ__PROVIDERS__TENCENT__CIRCUIT_COOLDOWN_SECS",
+                "2".into(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in opts.env {
+            env.insert(k, v);
+        }
+        let settings =
+            Settings::load_with(&config_dir(), None, Some(env.clone())).expect("test settings");
+        let names = settings.topology.names();
+        let conn = broker::connect(AMQP_URL, &format!("kycq test {id}"))
+            .await
+            .expect("rabbitmq");
+        broker::declare_topology(&conn, &names, settings.amqp.delivery_limit)
+            .await
+            .expect("topology");
+        let publisher = Publisher::new(&conn, names.clone(), Duration::from_secs(10))
+            .await
+            .unwrap();
+        // A tap on every result, declared before anything is published.
+        let tap = ReplyQueue::open_bound(&conn, Some((&names.results, "result.#")))
+            .await
+            .unwrap();
+        TestApp {
+            id,
+            names,
+            settings,
+            env,
+            sandbox: sb,
+            sandbox_stop,
+            conn,
+            publisher,
+            tap,
+            db_name,
+            db: OnceLock::new(),
+            workers: Vec::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    /// Start a worker in this process; returns its shutdown token.
+    pub async fn start_worker(&mut self) -> CancellationToken {
+        let stop = CancellationToken::new();
+        let running = kycq::startup::start_worker(&self.settings, stop.clone())
+            .await
+            .expect("worker starts");
+        self.tasks.push(tokio::spawn(async move {
+            running.task.await.unwrap().unwrap();
+        }));
+        self.workers.push(stop.clone());
+        stop
+    }
+
+    /// Start a worker with changed settings (e.g. wrong credentials).
+    pub async fn start_worker_with(&mut self, extra: &[(&str, &str)]) -> CancellationToken {
+        let mut env = self.env.clone();
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        let settings = Settings::load_with(&config_dir(), None, Some(env)).expect("settings");
+        let stop = CancellationToken::new();
+        let running = kycq::startup::start_worker(&settings, stop.clone())
+            .await
+            .expect("worker starts");
+        self.tasks.push(tokio::spawn(async move {
+            running.task.await.unwrap().unwrap();
+        }));
+        self.workers.push(stop.clone());
+        stop
+    }
+
+    /// Stop every in-process worker and wait for them to drain.
+    pub async fn stop_workers(&mut self) {
+        for w in self.workers.drain(..) {
+            w.cancel();
+        }
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+    }
+
+    /// Spawn `kycq worker` as a process with this deployment's environment (plus `extra`).
+    /// Its stderr goes to the returned log file.
+    pub fn spawn_worker_process(&self, extra: &[(&str, &str)]) -> (Child, PathBuf) {
+        let log = std::env::temp_dir().join(format!("kycq-test-{}-{}.log", self.id, unique()));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kycq"));
+        cmd.arg("worker")
+            .env_clear()
+            .env("KYCQ_CONFIG_DIR", config_dir())
+            .env(
+                "KYCQ__LOG__LEVEL",
+                "debug,lapin=warn,sqlx=warn,hyper=warn,reqwest=warn",
+            )
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        (cmd.spawn().expect("spawn kycq worker"), log)
+    }
+
+    pub async fn publish(&self, m: &RequestMessage) {
+        enqueue::publish(&self.publisher, m, None).await.unwrap();
+    }
+
+    pub async fn publish_raw(&self, routing_key: &str, body: &[u8], props: BasicProperties) {
+        self.publisher
+            .publish_request(routing_key, body, props)
+            .await
+            .unwrap();
+    }
+
+    /// The next result on the result exchange (with its routing key).
+    pub async fn next_result(&mut self, timeout: Duration) -> Option<(String, CheckResult)> {
+        let d = self.tap.next_delivery(timeout).await?;
+        Some((
+            d.routing_key.as_str().to_owned(),
+            serde_json::from_slice(&d.data).expect("a result"),
+        ))
+    }
+
+    /// Collect results until every id in `ids` has one (duplicates kept), or panic after
+    /// `timeout`.
+    pub async fn results_for(
+        &mut self,
+        ids: &[String],
+        timeout: Duration,
+    ) -> BTreeMap<String, Vec<CheckResult>> {
+        let mut out: BTreeMap<String, Vec<CheckResult>> = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !ids.iter().all(|i| out.contains_key(i)) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some((_, r)) = self.next_result(left).await else {
+                let missing: Vec<_> = ids.iter().filter(|i| !out.contains_key(*i)).collect();
+                panic!("timed out waiting for results of {missing:?}");
+            };
+            out.entry(r.request_id.clone()).or_default().push(r);
+        }
+        out
+    }
+
+    /// The one result of one request.
+    pub async fn result_of(&mut self, id: &str) -> CheckResult {
+        self.results_for(&[id.to_owned()], Duration::from_secs(30))
+            .await
+            .remove(id)
+            .unwrap()
+            .remove(0)
+    }
+
+    /// No further result arrives within `d`.
+    pub async fn assert_no_result_within(&mut self, d: Duration) {
+        if let Some((_, r)) = self.next_result(d).await {
+            panic!("unexpected result for {}", r.request_id);
+        }
+    }
+
+    pub async fn db(&self) -> &PgPool {
+        if self.db.get().is_none() {
+            let pool = PgPoolOptions::new()
+                .max_connections(2)
+                .connect(&format!(
+                    "postgres://postgres@127.0.0.1:5432/{}",
+                    self.db_name
+                ))
+                .await
+                .expect("test database (a worker creates it)");
+            let _ = self.db.set(pool);
+        }
+        self.db.get().unwrap()
+    }
+
+    pub async fn dead_letters(&self) -> Vec<(dlq::DeadLetterInfo, Vec<u8>)> {
+        dlq::list(&self.conn, &self.names, 1000).await.unwrap()
+    }
+
+    /// Wait until the dead-letter queue holds `n` messages.
+    pub async fn wait_dead_letters(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<(dlq::DeadLetterInfo, Vec<u8>)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let d = self.dead_letters().await;
+            if d.len() >= n || tokio::time::Instant::now() > deadline {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Remove everything this test created.
+    pub async fn cleanup(mut self) {
+        self.stop_workers().await;
+        self.sandbox_stop.cancel();
+        if let Some(p) = self.db.take() {
+            p.close().await;
+        }
+        let _ = self.conn.close(200, "test done").await;
+        teardown(
+            self.names.clone(),
+            self.db_name.clone(),
+            self.settings.redis.key_prefix.clone(),
+        )
+        .await;
+    }
+}
+
+/// Build a mobile3 request for a test identity.
+pub fn mobile3(id: &TestIdentity) -> RequestMessage {
+    RequestMessage {
+        request_id: format!("req-{}", unique()),
+        check: "mobile3".into(),
+        name: id.name.clone(),
+        id_number: id.id_number.clone(),
+        mobile: Some(id.mobile.clone()),
+        ..Default::default()
+    }
+}
+
+pub fn config_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+async fn teardown(names: Names, db_name: String, redis_prefix: String) {
+    if let Ok(conn) = broker::connect(AMQP_URL, "kycq test teardown").await {
+        if let Ok(ch) = conn.create_channel().await {
+            for q in [&names.work_queue, &names.dead_queue] {
+                let _ = ch.queue_delete(q, Default::default()).await;
+            }
+            for e in [&names.requests, &names.results, &names.dead_exchange] {
+                let _ = ch.exchange_delete(e, Default::default()).await;
+            }
+        }
+        let _ = conn.close(200, "ok").await;
+    }
+    if let Ok(pool) = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(PG_ADMIN_URL)
+        .await
+    {
+        let _ = sqlx::query(&format!(
+            r#"DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)"#
+        ))
+        .execute(&pool)
+        .await;
+        pool.close().await;
+    }
+    if let Ok(client) = redis::Client::open("redis://127.0.0.1:6379/") {
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{redis_prefix}*"))
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+            }
+        }
+    }
+}
+
+/// Cleans up even when a test panics before `cleanup`: runs the teardown on its own runtime.
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.db.get().is_none()
+            && self.workers.is_empty()
+            && self.tasks.is_empty()
+            && !self.conn.status().connected()
+        {
+            return; // cleanup() already ran
+        }
+        for w in &self.workers {
+            w.cancel();
+        }
+        self.sandbox_stop.cancel();
+        let (names, db, prefix) = (
+            self.names.clone(),
+            self.db_name.clone(),
+            self.settings.redis.key_prefix.clone(),
+        );
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                teardown(names, db, prefix).await;
+            });
+        })
+        .join();
+    }
+}

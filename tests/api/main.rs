@@ -1,0 +1,8 @@
+//! One integration-test binary against the real RabbitMQ, Postgres and Redis of this machine and
+//! kycq's own sandbox. Every test gets its own exchange/queue prefix, database and Redis key
+//! prefix, and removes them when it ends. `TEST_LOG=1` prints the logs.
+
+mod alimarket;
+mod helpers;
+mod pipeline;
+mod process;
