@@ -11,7 +11,8 @@
 -- ARGV[6]  recovery_us   time the share takes to climb from min_share back to 1
 -- ARGV[7]  cooldown_us   (acquire and pause) one lowering per cool-down
 --
--- acquire -> {1, wait_us}    a slot is reserved; the caller sleeps wait_us, then calls
+-- acquire -> {1, wait_us, next_us}  a slot is reserved; the caller sleeps wait_us, then calls;
+--                                   the next free slot (anyone's) is next_us from now
 --         -> {0, excess_us}  nothing reserved: the wait would exceed max_wait by excess_us
 -- pause   -> {cooldown_us, share_ppm}
 --
@@ -71,7 +72,9 @@ if op == 'acquire' then
   else
     expire(new_tat, nil, nil)
   end
-  return {1, wait}
+  local next_free = new_tat - tau - now
+  if next_free < 0 then next_free = 0 end
+  return {1, wait, next_free}
 elseif op == 'pause' then
   local paused_until = now + arg
   local new_tat = math.max(tat, paused_until + tau)

@@ -68,6 +68,9 @@ pub enum Reservation {
     Admitted {
         /// Microseconds to wait.
         wait_us: i64,
+        /// Microseconds until the next free slot, whoever reserved the ones before it: where a
+        /// worker's local fallback may start without overlapping the shared schedule.
+        next_us: i64,
     },
     /// Nothing was reserved: the wait would have exceeded `max_wait` by this much.
     Saturated {
@@ -101,11 +104,15 @@ impl State {
         let share = self.share_at(now, p);
         // A lowered share stretches the interval; `tau` stays that of the configured rate, so
         // the window bound of the configured rate keeps holding.
-        self.tat = Some(tat + (p.interval_us as f64 / share).ceil() as i64);
+        let new_tat = tat + (p.interval_us as f64 / share).ceil() as i64;
+        self.tat = Some(new_tat);
         if share >= 1.0 {
             self.share = None;
         }
-        Reservation::Admitted { wait_us }
+        Reservation::Admitted {
+            wait_us,
+            next_us: (new_tat - p.tau_us - now).max(0),
+        }
     }
 
     /// The vendor said "throttled": no new reservation starts before `now + cooldown`, and the
@@ -182,11 +189,27 @@ mod tests {
         let mut s = State::default();
         let waits: Vec<_> = (0..6)
             .map(|_| match s.acquire(1_000_000, &p) {
-                Reservation::Admitted { wait_us } => wait_us,
+                Reservation::Admitted { wait_us, .. } => wait_us,
                 r => panic!("{r:?}"),
             })
             .collect();
         assert_eq!(waits, [0, 0, 0, 100_000, 200_000, 300_000]);
+        // The next free slot follows the last reservation by one interval.
+        assert_eq!(
+            s.acquire(1_000_000, &p),
+            Reservation::Admitted {
+                wait_us: 400_000,
+                next_us: 500_000
+            }
+        );
+        let mut fresh = State::default();
+        assert_eq!(
+            fresh.acquire(0, &p),
+            Reservation::Admitted {
+                wait_us: 0,
+                next_us: 0
+            }
+        );
     }
 
     #[test]
@@ -203,7 +226,7 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 now += (x % 40_000) as i64 * i64::from(x % 3 == 0);
-                if let Reservation::Admitted { wait_us } = s.acquire(now, &p) {
+                if let Reservation::Admitted { wait_us, .. } = s.acquire(now, &p) {
                     admitted.push(now + wait_us);
                 }
             }
@@ -224,7 +247,7 @@ mod tests {
         let mut s = State::default();
         let admitted: Vec<i64> = (0..200)
             .map(|_| match s.acquire(0, &p) {
-                Reservation::Admitted { wait_us } => wait_us,
+                Reservation::Admitted { wait_us, .. } => wait_us,
                 r => panic!("{r:?}"),
             })
             .collect();
@@ -248,7 +271,10 @@ mod tests {
         // Once the excess has passed, it fits exactly.
         assert_eq!(
             s.acquire(50_000, &p),
-            Reservation::Admitted { wait_us: 250_000 }
+            Reservation::Admitted {
+                wait_us: 250_000,
+                next_us: 350_000
+            }
         );
     }
 
@@ -260,7 +286,7 @@ mod tests {
         assert_eq!(s.paused_until, Some(1_000_000));
         let waits: Vec<_> = (0..3)
             .map(|_| match s.acquire(0, &p) {
-                Reservation::Admitted { wait_us } => wait_us,
+                Reservation::Admitted { wait_us, .. } => wait_us,
                 r => panic!("{r:?}"),
             })
             .collect();

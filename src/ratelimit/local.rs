@@ -12,14 +12,17 @@ use tokio::time::Instant;
 
 use super::{jitter, Limiter, Rate, Saturated};
 
-/// One governor bucket with a "not before" instant (a local cool-down, or the last slot this
-/// worker reserved in Redis before falling back) and a count of callers waiting in it.
+/// One governor bucket with a "not before" instant (a local cool-down, or the end of the shared
+/// schedule when Redis went away) and a count of callers waiting in it.
 #[derive(Debug)]
 pub struct LocalBucket {
     limiter: DefaultDirectRateLimiter,
     interval: Duration,
     waiting: AtomicUsize,
     not_before: Mutex<Option<Instant>>,
+    /// When this worker last reserved a shared slot, and how far ahead the shared schedule
+    /// (every worker's reservations) reached then.
+    shared: Mutex<Option<(Instant, Duration)>>,
 }
 
 struct Waiting<'a>(&'a AtomicUsize);
@@ -45,7 +48,28 @@ impl LocalBucket {
             interval: Duration::from_secs_f64(1.0 / rate.per_sec.max(1e-6)),
             waiting: AtomicUsize::new(0),
             not_before: Mutex::new(None),
+            shared: Mutex::new(None),
         }
+    }
+
+    /// A shared slot was reserved at `at`; the shared schedule then reached `ahead` further.
+    pub fn note_shared(&self, at: Instant, ahead: Duration) {
+        *self.shared.lock().expect("local bucket lock") = Some((at, ahead));
+    }
+
+    /// Redis went away at `now`: start after the shared schedule, at a random phase within
+    /// one local interval (workers' first local calls spread out instead of coinciding).
+    ///
+    /// Other workers kept reserving after this worker's last reservation; while the schedule
+    /// was live (a backlog), it stayed about `ahead` in front of the clock, so it is taken to
+    /// end at `now + ahead` — an estimate on the safe side (at worst a late start).
+    pub fn start_fallback(&self, now: Instant) {
+        let shared = *self.shared.lock().expect("local bucket lock");
+        let ahead = match shared {
+            Some((at, ahead)) if now < at + ahead => ahead,
+            _ => Duration::ZERO,
+        };
+        self.hold_until(now + ahead + jitter(self.interval));
     }
 
     /// No call leaves this bucket before `t` (the later of `t` and any earlier hold wins).
@@ -143,6 +167,26 @@ mod tests {
         let s = b.acquire(Duration::from_millis(500)).await.unwrap_err();
         assert!(s.retry_after >= Duration::from_millis(1500), "{s:?}");
         assert_eq!(b.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn fallback_starts_after_a_live_shared_schedule() {
+        let rate = Rate {
+            per_sec: 1000.0,
+            burst: 1,
+        };
+        let b = LocalBucket::new(rate);
+        let now = Instant::now();
+        b.note_shared(now, Duration::from_millis(80));
+        b.start_fallback(now + Duration::from_millis(10));
+        let nb = b.not_before.lock().unwrap().unwrap();
+        assert!(nb >= now + Duration::from_millis(90) && nb <= now + Duration::from_millis(91));
+        // A schedule that already ended holds nothing back (beyond the phase).
+        let b = LocalBucket::new(rate);
+        b.note_shared(now, Duration::from_millis(5));
+        b.start_fallback(now + Duration::from_millis(10));
+        let nb = b.not_before.lock().unwrap().unwrap();
+        assert!(nb <= now + Duration::from_millis(11));
     }
 
     #[tokio::test]

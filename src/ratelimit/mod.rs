@@ -46,6 +46,11 @@ pub trait Limiter: Send + Sync + 'static {
     async fn acquire(&self, provider: &str, action: &str) -> Result<Duration, Saturated>;
     /// The provider answered "throttled": pause the bucket for its cool-down.
     async fn throttled(&self, provider: &str, action: &str);
+    /// How late after its slot a call may still leave (the bucket's `jitter_margin`; a margin
+    /// of 0 does not police lateness); a call held up longer takes a fresh slot.
+    fn max_lateness(&self, _provider: &str, _action: &str) -> Duration {
+        Duration::MAX
+    }
 }
 
 /// Rate and burst of one bucket.
@@ -196,6 +201,15 @@ impl Buckets {
                 .insert((name.to_owned(), action.clone()), Arc::new(spec));
         }
         self.by_provider.insert(name.to_owned(), Arc::new(base));
+    }
+
+    /// Add (or replace) one bucket.
+    pub fn insert(&mut self, spec: BucketSpec) {
+        let spec = Arc::new(spec);
+        match spec.action.clone() {
+            Some(a) => self.by_action.insert((spec.provider.clone(), a), spec),
+            None => self.by_provider.insert(spec.provider.clone(), spec),
+        };
     }
 
     /// The bucket a call to `provider`/`action` takes: the API's own when configured, else the

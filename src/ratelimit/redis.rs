@@ -4,9 +4,12 @@
 //!
 //! States: *shared* (every acquire runs the script) and *fallback* (every acquire uses this
 //! worker's [`LocalBucket`]). A failed script call switches to fallback once (warn, metric) and
-//! starts one probe task that reconnects every `probe_interval`; its first success switches back
-//! (info, metric). A call already holding a Redis reservation keeps it; a fallback bucket starts
-//! no earlier than the last slot this worker reserved in Redis, so the switch adds no burst.
+//! starts one probe task; its first success switches back (info, metric). The switches are made
+//! not to overlap the two schedules:
+//! - going down: calls already holding a shared slot keep it; the local buckets start where the
+//!   shared schedule of every worker ends (each reply says how far ahead it reaches);
+//! - coming back: every worker probes on the same wall-clock ticks, so all see Redis at once,
+//!   and callers queued in a local bucket leave it and reserve shared slots instead.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +49,8 @@ struct Inner {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     fallback: AtomicBool,
+    /// Wakes callers waiting in a local bucket when Redis answers again.
+    shared_again: tokio::sync::Notify,
     script: redis::Script,
     timeout: Duration,
     probe_interval: Duration,
@@ -90,6 +95,7 @@ impl RedisLimiter {
             client,
             conn: Mutex::new(None),
             fallback: AtomicBool::new(false),
+            shared_again: tokio::sync::Notify::new(),
             script: redis::Script::new(BUCKET_LUA),
             timeout: Duration::from_millis(redis.timeout_ms),
             probe_interval: Duration::from_millis(redis.probe_interval_ms),
@@ -136,7 +142,7 @@ impl Inner {
     }
 
     /// Run the script for one bucket: one round trip (plus a `SCRIPT LOAD` after a restart).
-    async fn script(&self, spec: &BucketSpec, op: &str) -> Result<(i64, i64), Unavailable> {
+    async fn script(&self, spec: &BucketSpec, op: &str) -> Result<Vec<i64>, Unavailable> {
         let mut conn = self.lock_conn().clone().ok_or(Unavailable::NotConnected)?;
         let p = spec.params();
         let mut inv = self.script.key(&spec.key);
@@ -156,17 +162,14 @@ impl Inner {
                 Ok(r) => r?,
                 Err(_) => return Err(Unavailable::Timeout(self.timeout)),
             };
-        match reply[..] {
-            [a, b] => Ok((a, b)),
-            _ => Err(Unavailable::Reply(reply)),
-        }
+        Ok(reply)
     }
 
     async fn reserve(&self, spec: &BucketSpec) -> Result<Reservation, Unavailable> {
-        match self.script(spec, "acquire").await? {
-            (1, wait_us) => Ok(Reservation::Admitted { wait_us }),
-            (0, excess_us) => Ok(Reservation::Saturated { excess_us }),
-            (a, b) => Err(Unavailable::Reply(vec![a, b])),
+        match self.script(spec, "acquire").await?[..] {
+            [1, wait_us, next_us] => Ok(Reservation::Admitted { wait_us, next_us }),
+            [0, excess_us] => Ok(Reservation::Saturated { excess_us }),
+            ref other => Err(Unavailable::Reply(other.to_vec())),
         }
     }
 
@@ -180,6 +183,10 @@ impl Inner {
             return;
         }
         *this.lock_conn() = None;
+        let now = Instant::now();
+        for b in this.local.values() {
+            b.start_fallback(now);
+        }
         warn!(
             error = %e,
             probe_every_ms = this.probe_interval.as_millis() as u64,
@@ -200,15 +207,29 @@ impl Inner {
     }
 }
 
-/// Reconnect every `interval` until Redis answers (and the script loads), then switch back.
+/// How long until the next multiple of `interval` on the wall clock. Every worker probes on the
+/// same ticks, so all of them see Redis come back at once: local and shared admissions of
+/// different workers do not overlap for up to a probe interval.
+fn until_next_tick(interval: Duration) -> Duration {
+    let i = interval.as_micros().max(1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros();
+    Duration::from_micros((i - now % i) as u64)
+}
+
+/// Reconnect every `interval` (on wall-clock ticks) until Redis answers and the script loads,
+/// then switch back.
 async fn probe(weak: Weak<Inner>, interval: Duration) {
     loop {
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(until_next_tick(interval)).await;
         let Some(inner) = weak.upgrade() else { return };
         match inner.open().await {
             Ok(c) => {
                 *inner.lock_conn() = Some(c);
                 inner.fallback.store(false, Ordering::SeqCst);
+                inner.shared_again.notify_waiters();
                 info!("redis answers again: rate limits are shared again");
                 metrics::gauge!("kycq_ratelimit_fallback").set(0.0);
                 metrics::counter!("kycq_ratelimit_fallback_transitions_total", "to" => "redis")
@@ -232,35 +253,61 @@ impl Limiter for RedisLimiter {
             return Ok(Duration::ZERO);
         };
         let start = Instant::now();
-        if !inner.fallback.load(Ordering::SeqCst) {
-            match inner.reserve(spec).await {
-                Ok(Reservation::Admitted { wait_us }) => {
-                    let slot = Instant::now() + micros(wait_us);
-                    // Should Redis go away now, this worker's local bucket starts after this slot.
-                    inner.local(spec).hold_until(slot);
-                    tokio::time::sleep_until(slot).await;
-                    return Ok(start.elapsed());
-                }
-                Ok(Reservation::Saturated { excess_us }) => {
-                    metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
-                        .increment(1);
-                    let spread = (spec.max_wait / 2).max(micros(spec.params().interval_us));
-                    return Err(Saturated {
-                        retry_after: micros(excess_us) + jitter(spread),
-                    });
-                }
-                Err(e) => {
-                    metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
-                    Inner::enter_fallback(inner, &e);
+        loop {
+            if !inner.fallback.load(Ordering::SeqCst) {
+                match inner.reserve(spec).await {
+                    Ok(Reservation::Admitted { wait_us, next_us }) => {
+                        let now = Instant::now();
+                        let slot = now + micros(wait_us);
+                        // Should Redis go away, this worker's local bucket starts where the
+                        // shared schedule (every worker's reservations) ends.
+                        inner.local(spec).note_shared(now, micros(next_us));
+                        tokio::time::sleep_until(slot).await;
+                        return Ok(start.elapsed());
+                    }
+                    Ok(Reservation::Saturated { excess_us }) => {
+                        metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                            .increment(1);
+                        let spread = (spec.max_wait / 2).max(micros(spec.params().interval_us));
+                        return Err(Saturated {
+                            retry_after: micros(excess_us) + jitter(spread),
+                        });
+                    }
+                    Err(e) => {
+                        metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
+                        Inner::enter_fallback(inner, &e);
+                    }
                 }
             }
+            // Registered before the flag is read again, so a switch back cannot be missed.
+            let shared_again = inner.shared_again.notified();
+            tokio::pin!(shared_again);
+            shared_again.as_mut().enable();
+            if !inner.fallback.load(Ordering::SeqCst) {
+                continue;
+            }
+            tokio::select! {
+                r = inner.local(spec).acquire(spec.max_wait) => {
+                    if r.is_err() {
+                        metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                            .increment(1);
+                    }
+                    return r;
+                }
+                // Redis answers again: leave the local queue (nothing was taken from it) and
+                // reserve a shared slot, so local and shared admissions do not overlap.
+                _ = &mut shared_again => {}
+            }
         }
-        let r = inner.local(spec).acquire(spec.max_wait).await;
-        if r.is_err() {
-            metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
-                .increment(1);
-        }
-        r
+    }
+
+    fn max_lateness(&self, provider: &str, action: &str) -> Duration {
+        self.inner
+            .buckets
+            .get(provider, action)
+            .map(|s| s.jitter_margin)
+            .filter(|m| !m.is_zero())
+            .unwrap_or(Duration::MAX)
     }
 
     async fn throttled(&self, provider: &str, action: &str) {
@@ -274,8 +321,9 @@ impl Limiter for RedisLimiter {
             .increment(1);
         inner.local(spec).hold_until(Instant::now() + spec.cooldown);
         if !inner.fallback.load(Ordering::SeqCst) {
-            match inner.script(spec, "pause").await {
-                Ok((_, share_ppm)) => {
+            match inner.script(spec, "pause").await.map(|r| r[..].to_vec()) {
+                Ok(r) if r.len() == 2 => {
+                    let share_ppm = r[1];
                     let share = share_ppm as f64 / 1e6;
                     metrics::gauge!("kycq_ratelimit_rate_share", "bucket" => bucket.clone())
                         .set(share);
@@ -287,6 +335,10 @@ impl Limiter for RedisLimiter {
                         "provider answered throttled: shared bucket paused for every worker"
                     );
                     return;
+                }
+                Ok(r) => {
+                    metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
+                    Inner::enter_fallback(inner, &Unavailable::Reply(r));
                 }
                 Err(e) => {
                     metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
