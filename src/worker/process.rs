@@ -349,34 +349,41 @@ impl Processor {
                     if stop.is_cancelled() {
                         return Ok(RouteOutcome::Requeue);
                     }
-                    let asked = Instant::now();
-                    loop {
-                        let r = tokio::select! {
-                            _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
-                            r = self.limiter.acquire(provider, action) => r,
-                        };
-                        // Saturated: nothing reserved; wait without a slot (the rest of the
-                        // backlog stays in the queue: this task takes no new delivery) and ask
-                        // again. Never nacked: requeue loops would dead-letter a healthy backlog.
-                        let Err(Saturated { retry_after }) = r else {
-                            break;
-                        };
-                        tokio::select! {
-                            _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
-                            _ = tokio::time::sleep(retry_after) => {}
-                        }
-                    }
-                    let waited = asked.elapsed();
+                    let Some(waited) = self.admit(provider, action, stop).await else {
+                        return Ok(RouteOutcome::Requeue);
+                    };
                     metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
                         .record(waited.as_secs_f64());
                     if lease_lost.load(Ordering::SeqCst) {
                         return Ok(RouteOutcome::LeaseLost);
                     }
+                    let admitted = Instant::now();
                     attempt += 1;
                     let call_id = self
                         .store
                         .begin_call(&req.request_id, provider, action, attempt, &self.worker_id)
                         .await?;
+                    // A slow journal write (Postgres stalling) must not bunch calls at the
+                    // vendor: a call later than its bucket allows after the slot takes a fresh
+                    // one. Stopped meanwhile: journaled as not sent, then requeued.
+                    if admitted.elapsed() > self.limiter.max_lateness(provider, action) {
+                        metrics::counter!("kycq_ratelimit_late_total", "provider" => provider)
+                            .increment(1);
+                        tracing::debug!(
+                            provider,
+                            late_ms = admitted.elapsed().as_millis() as u64,
+                            "journal write outlasted the slot's margin: taking a fresh slot"
+                        );
+                        if self.admit(provider, action, stop).await.is_none() {
+                            let not_sent = ProviderReply::transport(
+                                crate::providers::Classification::TRANSIENT,
+                                None,
+                                "not sent: the worker stopped while waiting for a fresh slot",
+                            );
+                            self.store.finish_call(call_id, &not_sent).await?;
+                            return Ok(RouteOutcome::Requeue);
+                        }
+                    }
                     let t0 = Instant::now();
                     let reply = entry.provider.call(req).await;
                     let elapsed = t0.elapsed();
@@ -469,6 +476,34 @@ impl Processor {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
                 _ = tokio::time::sleep_until(reopen) => {}
+            }
+        }
+    }
+}
+
+impl Processor {
+    /// Wait for a slot of `provider`/`action`: how long it took, or None when stopped first.
+    /// Saturated means nothing was reserved: wait unreserved (the backlog stays in the queue:
+    /// this task takes no new delivery) and ask again. Never nacked: requeue loops would
+    /// dead-letter a healthy backlog.
+    async fn admit(
+        &self,
+        provider: &str,
+        action: &str,
+        stop: &CancellationToken,
+    ) -> Option<Duration> {
+        let asked = Instant::now();
+        loop {
+            let r = tokio::select! {
+                _ = stop.cancelled() => return None,
+                r = self.limiter.acquire(provider, action) => r,
+            };
+            let Err(Saturated { retry_after }) = r else {
+                return Some(asked.elapsed());
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::sleep(retry_after) => {}
             }
         }
     }
