@@ -6,3 +6,4 @@ mod alimarket;
 mod helpers;
 mod pipeline;
 mod process;
+mod ratelimit;
