@@ -584,3 +584,44 @@ async fn redis_stopped_mid_run_every_request_still_gets_its_result() {
     app.cleanup().await;
     drop(redis);
 }
+
+#[tokio::test]
+async fn a_throttled_answer_at_the_sandbox_pauses_every_later_call_for_the_cooldown() {
+    let mut app = TestApp::with(Options {
+        env: vec![
+            ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC".into(), "50".into()),
+            ("KYCQ__PROVIDERS__TENCENT__BURST".into(), "5".into()),
+            (
+                "KYCQ__PROVIDERS__TENCENT__THROTTLE_COOLDOWN_MS".into(),
+                "800".into(),
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    app.start_worker().await;
+    let throttled = mobile3(&identity(Scenario::ThrottledOnce, 9100));
+    app.publish(&throttled).await;
+    let ledger = app.sandbox.ledger.clone();
+    wait_calls(&ledger, 1).await;
+    let t0 = ledger.entries()[0].at;
+    assert_eq!(ledger.entries()[0].code, "RequestLimitExceeded");
+    let batch = publish_batch(10, 9200);
+    for m in &batch {
+        app.publish(m).await;
+    }
+    let mut ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+    ids.push(throttled.request_id.clone());
+    let results = app.results_for(&ids, Duration::from_secs(30)).await;
+    assert_eq!(
+        results[&throttled.request_id][0].attempts, 2,
+        "retried once"
+    );
+    let later: Vec<_> = ledger.entries().into_iter().skip(1).collect();
+    assert_eq!(later.len(), 11);
+    for e in &later {
+        let after = (e.at - t0).num_milliseconds();
+        assert!(after >= 790, "a call {after} ms after the throttled answer");
+    }
+    app.cleanup().await;
+}
