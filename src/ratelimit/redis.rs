@@ -46,6 +46,8 @@ enum Unavailable {
 struct Inner {
     buckets: Buckets,
     local: HashMap<String, LocalBucket>,
+    /// Per bucket: until when this worker treats it as full (no slot within `max_wait`).
+    full: HashMap<String, Mutex<Full>>,
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     fallback: AtomicBool,
@@ -89,9 +91,14 @@ impl RedisLimiter {
             .all()
             .map(|b| (b.key.clone(), LocalBucket::new(b.fallback_rate())))
             .collect();
+        let full = buckets
+            .all()
+            .map(|b| (b.key.clone(), Mutex::new(Full::default())))
+            .collect();
         let inner = Arc::new(Inner {
             buckets,
             local,
+            full,
             client,
             conn: Mutex::new(None),
             fallback: AtomicBool::new(false),
@@ -200,6 +207,40 @@ impl Inner {
         tokio::spawn(probe(weak, interval));
     }
 
+    fn full(&self, spec: &BucketSpec) -> std::sync::MutexGuard<'_, Full> {
+        self.full[&spec.key]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long the bucket is still taken as full, if it is.
+    fn full_for(&self, spec: &BucketSpec, now: Instant) -> Option<Duration> {
+        let until = self.full(spec).until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Redis said "no slot within max_wait; one frees at `frees_at`": treat the bucket as full
+    /// until then plus a backoff that doubles while it stays full (from one interval up to
+    /// half of max_wait, so the reserved horizon never drains before someone asks again).
+    fn mark_full(&self, spec: &BucketSpec, frees_at: Instant) {
+        let interval = micros(spec.params().interval_us);
+        let mut f = self.full(spec);
+        f.backoff = if f.backoff.is_zero() {
+            interval
+        } else {
+            (f.backoff * 2).min((spec.max_wait / 2).max(interval))
+        };
+        f.until = Some(frees_at + jitter(f.backoff));
+    }
+
+    /// A slot was reserved: the bucket is not full.
+    fn mark_open(&self, spec: &BucketSpec) {
+        let mut f = self.full(spec);
+        if f.until.is_some() {
+            *f = Full::default();
+        }
+    }
+
     fn local(&self, spec: &BucketSpec) -> &LocalBucket {
         self.local
             .get(&spec.key)
@@ -217,6 +258,15 @@ fn until_next_tick(interval: Duration) -> Duration {
         .unwrap_or_default()
         .as_micros();
     Duration::from_micros((i - now % i) as u64)
+}
+
+/// One worker's view of a saturated bucket. Callers arriving while it is "full" are answered
+/// `Saturated` without a round trip, so a saturated bucket costs each worker about one command
+/// per backoff period instead of one per waiting caller.
+#[derive(Debug, Default)]
+struct Full {
+    until: Option<Instant>,
+    backoff: Duration,
 }
 
 /// Reconnect every `interval` (on wall-clock ticks) until Redis answers and the script loads,
@@ -253,10 +303,20 @@ impl Limiter for RedisLimiter {
             return Ok(Duration::ZERO);
         };
         let start = Instant::now();
+        // Saturated callers come back spread over half of max_wait (at least one interval).
+        let spread = (spec.max_wait / 2).max(micros(spec.params().interval_us));
         loop {
             if !inner.fallback.load(Ordering::SeqCst) {
+                if let Some(left) = inner.full_for(spec, start) {
+                    metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                        .increment(1);
+                    return Err(Saturated {
+                        retry_after: left + jitter(spread),
+                    });
+                }
                 match inner.reserve(spec).await {
                     Ok(Reservation::Admitted { wait_us, next_us }) => {
+                        inner.mark_open(spec);
                         let now = Instant::now();
                         let slot = now + micros(wait_us);
                         // Should Redis go away, this worker's local bucket starts where the
@@ -268,7 +328,7 @@ impl Limiter for RedisLimiter {
                     Ok(Reservation::Saturated { excess_us }) => {
                         metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
                             .increment(1);
-                        let spread = (spec.max_wait / 2).max(micros(spec.params().interval_us));
+                        inner.mark_full(spec, Instant::now() + micros(excess_us));
                         return Err(Saturated {
                             retry_after: micros(excess_us) + jitter(spread),
                         });
