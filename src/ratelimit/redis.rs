@@ -381,9 +381,8 @@ impl Limiter for RedisLimiter {
             .increment(1);
         inner.local(spec).hold_until(Instant::now() + spec.cooldown);
         if !inner.fallback.load(Ordering::SeqCst) {
-            match inner.script(spec, "pause").await.map(|r| r[..].to_vec()) {
-                Ok(r) if r.len() == 2 => {
-                    let share_ppm = r[1];
+            match inner.script(spec, "pause").await.as_deref() {
+                Ok(&[_, share_ppm]) => {
                     let share = share_ppm as f64 / 1e6;
                     metrics::gauge!("kycq_ratelimit_rate_share", "bucket" => bucket.clone())
                         .set(share);
@@ -396,13 +395,13 @@ impl Limiter for RedisLimiter {
                     );
                     return;
                 }
-                Ok(r) => {
+                Ok(other) => {
                     metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
-                    Inner::enter_fallback(inner, &Unavailable::Reply(r));
+                    Inner::enter_fallback(inner, &Unavailable::Reply(other.to_vec()));
                 }
                 Err(e) => {
                     metrics::counter!("kycq_ratelimit_redis_errors_total").increment(1);
-                    Inner::enter_fallback(inner, &e);
+                    Inner::enter_fallback(inner, e);
                 }
             }
         }
