@@ -11,14 +11,15 @@
 //! - [`providers`]: the [`providers::Provider`] seam, outcome classification as data, routing and
 //!   circuit breaking; one folder per vendor (`wire`, `codes`, `client`) and pure request signing.
 //! - [`retry`]: the retry policy (a plain struct) and the decision taken for each outcome class.
-//! - [`ratelimit`]: the per-provider limiter every outbound call goes through.
+//! - [`ratelimit`]: the per-provider (or per-API) bucket every outbound call goes through, shared
+//!   by all workers in Redis, with a per-worker governor fallback.
 //! - [`store`]: Postgres — claims with leases, stored results, the provider-call journal.
 //! - [`broker`]: RabbitMQ — topology, confirmed publishing, dead letters.
 //! - [`worker`]: the consumer loop (prefetch, bounded concurrency, graceful drain) and the
 //!   processing of one delivery.
 //! - [`sandbox`]: kycq's own stand-in for the providers' wire protocols, with a call ledger.
 //! - [`startup`]: wires settings into a running worker (pools, broker, providers, limiter, HTTP).
-//! - [`ops`]: health/readiness/metrics HTTP, `enqueue`, `demo`.
+//! - [`ops`]: health/readiness/metrics HTTP, `enqueue`, `demo`, `loadgen`.
 //! - [`cli`]: the `kycq` command line.
 
 pub mod broker;
