@@ -146,9 +146,10 @@ pub enum DlqAction {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli.config_dir)?;
-    // The demo prints a report; its logs only say what went wrong (RUST_LOG still wins).
+    // The demo prints a report of everything that happened, including the expected failures;
+    // its log shows errors only (RUST_LOG still wins).
     let level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } => "error,lapin=off",
         _ => settings.log.level.as_str(),
     };
     crate::telemetry::init_tracing(settings.log.format, level);

@@ -44,10 +44,11 @@ pub enum BrokerError {
 
 /// Connect to RabbitMQ on the tokio runtime. `name` shows in the management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    // lapin's own reactor (async-io) outlives the tokio runtime at process exit, so closing
+    // connections during shutdown does not log spurious IO errors.
     let props = ConnectionProperties::default()
         .with_connection_name(name.into())
-        .with_executor(tokio_executor_trait::Tokio::current())
-        .with_reactor(tokio_reactor_trait::Tokio);
+        .with_executor(tokio_executor_trait::Tokio::current());
     Ok(Connection::connect(url, props).await?)
 }
 

@@ -231,10 +231,10 @@ fn print_summary(
             .unwrap_or_default()
     };
     println!(
-        "latency (publish → result): p50 {:?}, p99 {:?}, max {:?}",
-        pct(0.5),
-        pct(0.99),
-        l.last().copied().unwrap_or_default()
+        "latency (publish → result): p50 {}, p99 {}, max {}",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(l.last().copied().unwrap_or_default())
     );
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     for (d, _) in dead {
@@ -251,12 +251,12 @@ fn print_summary(
     );
     println!();
     println!(
-        "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>3}  subject",
-        "request_id", "status", "verdict", "reason_code", "billed", "code", "n"
+        "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  subject",
+        "request_id", "status", "verdict", "reason_code", "billed", "code", "calls"
     );
     for r in results.values() {
         println!(
-            "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>3}  {} {} {}",
+            "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  {} {} {}",
             r.request_id,
             r.status.as_str(),
             r.verdict.map_or("-", |v| v.as_str()),
@@ -269,6 +269,10 @@ fn print_summary(
             r.subject.mobile.as_deref().unwrap_or("")
         );
     }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
 /// The configured database URL with `_demo` appended to the database name.

@@ -12,8 +12,10 @@ use serde::Serialize;
 use crate::broker::{BrokerError, Publisher};
 use crate::check::CheckResult;
 
-/// One request as clients publish it (DESIGN.md §3). Empty optional fields are left out.
+/// One request as clients publish it (DESIGN.md §3). Empty optional fields are left out; CSV
+/// columns may be missing (a missing `request_id` is generated).
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RequestMessage {
     /// Idempotency key (generated when empty).
     pub request_id: String,

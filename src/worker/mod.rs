@@ -144,6 +144,12 @@ async fn consume(
     state.consuming.store(true, Ordering::SeqCst);
     info!(queue = %cfg.names.work_queue, prefetch = cfg.prefetch, concurrency = cfg.concurrency, "consuming");
     loop {
+        if !publisher.is_connected() {
+            return Err(BrokerError::NotConfirmed(
+                cfg.names.results.clone(),
+                "the publishing channel closed".into(),
+            ));
+        }
         while let Some(done) = tasks.try_join_next() {
             if let Err(e) = done {
                 error!(error = %e, "a processing task panicked; its delivery returns to the queue");

@@ -60,6 +60,20 @@ pub struct Processor {
     pub pii_key: SecretString,
 }
 
+/// Where a request's result goes besides the result exchange (its AMQP `reply_to`).
+struct Reply {
+    to: Option<String>,
+    correlation_id: Option<String>,
+}
+
+impl Reply {
+    async fn send(&self, publisher: &Publisher, result: &CheckResult) -> Result<(), BrokerError> {
+        publisher
+            .publish_result(result, self.to.as_deref(), self.correlation_id.as_deref())
+            .await
+    }
+}
+
 enum RouteOutcome {
     Done(Box<CheckResult>, Option<DeadLetter>),
     Requeue,
@@ -93,11 +107,13 @@ impl Processor {
         span: &tracing::Span,
     ) -> Result<Disposition, ProcessError> {
         let props = &delivery.properties;
-        let reply_to = props.reply_to().as_ref().map(|s| s.as_str().to_owned());
-        let correlation_id = props
-            .correlation_id()
-            .as_ref()
-            .map(|s| s.as_str().to_owned());
+        let reply = Reply {
+            to: props.reply_to().as_ref().map(|s| s.as_str().to_owned()),
+            correlation_id: props
+                .correlation_id()
+                .as_ref()
+                .map(|s| s.as_str().to_owned()),
+        };
         let routing_key = delivery.routing_key.as_str();
         let now = Utc::now();
         let decoded = match decode(&delivery.data, now.date_naive()) {
@@ -119,17 +135,7 @@ impl Processor {
         };
         span.record("request_id", decoded.request_id());
         let req = match decoded {
-            Decoded::Rejected(r) => {
-                return self
-                    .reject(
-                        publisher,
-                        &r,
-                        now,
-                        reply_to.as_deref(),
-                        correlation_id.as_deref(),
-                    )
-                    .await
-            }
+            Decoded::Rejected(r) => return self.reject(publisher, &r, now, &reply).await,
             Decoded::Valid(r) => r,
         };
         span.record("check", req.check.as_str());
@@ -143,41 +149,29 @@ impl Processor {
                     reason: msg,
                     subject: req.subject.masked(),
                 };
-                return self
-                    .reject(
-                        publisher,
-                        &r,
-                        now,
-                        reply_to.as_deref(),
-                        correlation_id.as_deref(),
-                    )
-                    .await;
+                return self.reject(publisher, &r, now, &reply).await;
             }
         };
         let fingerprint = req
             .subject
             .fingerprint(self.pii_key.expose_secret().as_bytes());
+        // The lease belongs to this delivery, not to the worker: a redelivery of the same
+        // message to this same worker (after a reconnect) must not share a live claim.
+        let lease_owner = format!("{}#{}", self.worker_id, uuid::Uuid::new_v4().simple());
         loop {
             let Some(received_at) = self
-                .claim(
-                    publisher,
-                    &req,
-                    &fingerprint,
-                    stop,
-                    reply_to.as_deref(),
-                    correlation_id.as_deref(),
-                )
+                .claim(publisher, &req, &fingerprint, &lease_owner, stop, &reply)
                 .await?
             else {
                 return Ok(self.finished_or_requeue(stop));
             };
             let lease_lost = Arc::new(AtomicBool::new(false));
-            let renewer = self.spawn_renewer(&req.request_id, lease_lost.clone());
+            let renewer = self.spawn_renewer(&req.request_id, &lease_owner, lease_lost.clone());
             let outcome = self.run(&req, &route, received_at, stop, &lease_lost).await;
             renewer.abort();
             match outcome? {
                 RouteOutcome::Requeue => {
-                    self.store.release(&req.request_id, &self.worker_id).await?;
+                    self.store.release(&req.request_id, &lease_owner).await?;
                     return Ok(Disposition::Requeue);
                 }
                 RouteOutcome::LeaseLost => {
@@ -195,9 +189,7 @@ impl Processor {
                             .increment(1);
                     }
                     let stored = self.store.complete(&result, Some(&fingerprint)).await?;
-                    publisher
-                        .publish_result(&stored, reply_to.as_deref(), correlation_id.as_deref())
-                        .await?;
+                    reply.send(publisher, &stored).await?;
                     record_result(&stored);
                     info!(
                         status = stored.status.as_str(),
@@ -228,14 +220,11 @@ impl Processor {
         publisher: &Publisher,
         r: &Rejection,
         now: DateTime<Utc>,
-        reply_to: Option<&str>,
-        correlation_id: Option<&str>,
+        reply: &Reply,
     ) -> Result<Disposition, ProcessError> {
         let result = CheckResult::rejected(r, now, Utc::now());
         let stored = self.store.complete(&result, None).await?;
-        publisher
-            .publish_result(&stored, reply_to, correlation_id)
-            .await?;
+        reply.send(publisher, &stored).await?;
         record_result(&stored);
         info!(reason_code = stored.reason_code.as_str(), reason = %stored.reason, subject = ?stored.subject, "request rejected");
         Ok(Disposition::Ack)
@@ -248,9 +237,9 @@ impl Processor {
         publisher: &Publisher,
         req: &CheckRequest,
         fingerprint: &str,
+        lease_owner: &str,
         stop: &CancellationToken,
-        reply_to: Option<&str>,
-        correlation_id: Option<&str>,
+        reply: &Reply,
     ) -> Result<Option<DateTime<Utc>>, ProcessError> {
         loop {
             match self
@@ -260,7 +249,7 @@ impl Processor {
                     req.check,
                     &req.subject.masked(),
                     fingerprint,
-                    &self.worker_id,
+                    lease_owner,
                     self.lease,
                 )
                 .await?
@@ -275,9 +264,7 @@ impl Processor {
                     {
                         warn!("request_id reused with a different subject: answered from the stored result");
                     }
-                    publisher
-                        .publish_result(&stored, reply_to, correlation_id)
-                        .await?;
+                    reply.send(publisher, &stored).await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
                     info!(
                         status = stored.status.as_str(),
@@ -302,11 +289,12 @@ impl Processor {
     fn spawn_renewer(
         &self,
         request_id: &str,
+        lease_owner: &str,
         lost: Arc<AtomicBool>,
     ) -> tokio::task::JoinHandle<()> {
         let store = self.store.clone();
         let id = request_id.to_owned();
-        let owner = self.worker_id.clone();
+        let owner = lease_owner.to_owned();
         let lease = self.lease;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(lease / 3);

@@ -449,3 +449,93 @@ async fn health_readiness_and_metrics_answer() {
     }
     app.cleanup().await;
 }
+
+fn masked(who: &kycq::sandbox::scenarios::TestIdentity) -> kycq::check::MaskedSubject {
+    use kycq::check::mask::*;
+    kycq::check::MaskedSubject {
+        name: Some(mask_name(&who.name)),
+        id_number: Some(mask_id_number(&who.id_number)),
+        mobile: Some(mask_mobile(&who.mobile)),
+    }
+}
+
+#[tokio::test]
+async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_call() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let store = kycq::store::Store::from_pool(app.db().await.clone());
+    let who = identity(Scenario::Match, 8);
+    let m = mobile3(&who);
+    // Another (live) worker holds the request.
+    let claim = store
+        .claim(
+            &m.request_id,
+            kycq::check::CheckKind::Mobile3,
+            &masked(&who),
+            "fp",
+            "other#1",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(claim, kycq::store::Claim::Claimed { .. }));
+    app.publish(&m).await;
+    app.assert_no_result_within(Duration::from_millis(1500))
+        .await;
+    assert!(
+        app.sandbox.ledger.is_empty(),
+        "no call while another worker holds it"
+    );
+    // The other worker finishes: its stored result is what this delivery is answered with.
+    let now = chrono::Utc::now();
+    let theirs = kycq::check::CheckResult {
+        request_id: m.request_id.clone(),
+        check: Some(kycq::check::CheckKind::Mobile3),
+        status: Status::Completed,
+        verdict: Some(Verdict::Match),
+        reason_code: ReasonCode::Match,
+        reason: ReasonCode::Match.meaning().into(),
+        billed: Billed::Yes,
+        carrier: None,
+        provider: Some("tencent".into()),
+        provider_code: Some("0".into()),
+        provider_request_id: Some("theirs".into()),
+        attempts: 1,
+        subject: masked(&who),
+        received_at: now,
+        completed_at: now,
+    };
+    store.complete(&theirs, Some("fp")).await.unwrap();
+    let r = app.result_of(&m.request_id).await;
+    assert_eq!(r.provider_request_id.as_deref(), Some("theirs"));
+    assert!(app.sandbox.ledger.is_empty());
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_dead_workers_lease_runs_out_and_the_request_is_taken_over() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let store = kycq::store::Store::from_pool(app.db().await.clone());
+    let who = identity(Scenario::Match, 9);
+    let m = mobile3(&who);
+    store
+        .claim(
+            &m.request_id,
+            kycq::check::CheckKind::Mobile3,
+            &masked(&who),
+            "fp",
+            "dead#1",
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    app.publish(&m).await;
+    let r = app.result_of(&m.request_id).await;
+    assert_eq!(
+        (r.status, r.reason_code),
+        (Status::Completed, ReasonCode::Match)
+    );
+    assert_eq!(app.sandbox.ledger.calls_for_id(&who.id_number), 1);
+    app.cleanup().await;
+}
