@@ -2197,6 +2197,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_identities() {
+        for (code, id) in [
+            ("800", "110105197001018005"),
+            ("803", "11010519700101803X"),
+            ("811", "11010519700101811X"),
+            ("828", "110105197001018283"),
+        ] {
+            assert_eq!(test_identity(code, 0).id_number, id);
+        }
+        assert_eq!(test_identity("901", 0).id_number, "110105197001019016");
+    }
+
+    #[test]
     fn nonces_are_remembered_for_the_window_only() {
         let cache = NonceCache::default();
         assert!(cache.fresh("a", 0));
