@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use serde::Serialize;
@@ -82,6 +82,14 @@ pub struct ReplyQueue {
 impl ReplyQueue {
     /// Declare a server-named exclusive queue and start consuming it.
     pub async fn open(conn: &Connection) -> Result<Self, BrokerError> {
+        Self::open_bound(conn, None).await
+    }
+
+    /// The same, also bound to `exchange` with `routing_key` (a tap on the result exchange).
+    pub async fn open_bound(
+        conn: &Connection,
+        bind: Option<(&str, &str)>,
+    ) -> Result<Self, BrokerError> {
         let channel = conn.create_channel().await?;
         let q = channel
             .queue_declare(
@@ -95,6 +103,17 @@ impl ReplyQueue {
             )
             .await?;
         let name = q.name().as_str().to_owned();
+        if let Some((exchange, routing_key)) = bind {
+            channel
+                .queue_bind(
+                    &name,
+                    exchange,
+                    routing_key,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
         let consumer = channel
             .basic_consume(
                 &name,
@@ -111,6 +130,14 @@ impl ReplyQueue {
             name,
             consumer,
         })
+    }
+
+    /// The next delivery (raw), or None after `timeout`.
+    pub async fn next_delivery(&mut self, timeout: Duration) -> Option<lapin::message::Delivery> {
+        tokio::time::timeout(timeout, self.consumer.next())
+            .await
+            .ok()??
+            .ok()
     }
 
     /// The queue name to put in `reply_to`.

@@ -2,6 +2,7 @@
 //! once, as data ([`Classification`]), into the classes of DESIGN.md §5.
 
 pub mod alibaba;
+pub mod alimarket;
 pub mod circuit;
 pub mod registry;
 pub mod signing;

@@ -67,6 +67,18 @@ impl Registry {
                 },
             );
         }
+        let m = &s.providers.alimarket;
+        if m.configured("alimarket") {
+            let p = super::alimarket::AlimarketProvider::from_settings(m)?;
+            entries.insert(
+                "alimarket",
+                Entry {
+                    provider: Arc::new(p) as Arc<dyn Provider>,
+                    circuit: Circuit::default(),
+                    cooldown: Duration::from_secs(m.circuit_cooldown_secs),
+                },
+            );
+        }
         let mut reg = Registry {
             entries,
             routes: BTreeMap::new(),

@@ -5,9 +5,7 @@
 //! - [`ledger`]: every call received (refused ones too), hashed subject keys only, per-identity counters.
 //! - [`tencent`]: Tencent FaceID `PhoneVerification` at `POST /` (told apart by `X-TC-Action`).
 //! - [`alibaba`]: Alibaba cloudauth-intl (three APIs) at `POST /` (told apart by `x-acs-action`).
-//!
-//! The marketplace (`POST /mobile3/check`) plugs into [`router`] the same way; until then those
-//! calls are answered `404` JSON and recorded.
+//! - [`alimarket`]: the Marketplace `POST /mobile3/check` (AppCode; gateway errors as headers).
 //!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
@@ -31,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 
 pub mod alibaba;
+pub mod alimarket;
 pub mod ledger;
 pub mod scenarios;
 pub mod tencent;
@@ -207,6 +206,7 @@ pub async fn start(
 fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", post(post_root))
+        .route("/mobile3/check", post(alimarket::post))
         .route("/_sandbox/ledger", get(get_ledger))
         .route("/_sandbox/reset", post(post_reset))
         .route("/_sandbox/identities", get(get_identities))

@@ -1026,7 +1026,7 @@ mod tests {
         assert_eq!(bare.status().as_u16(), 404);
         let market = sandbox
             .client
-            .post(format!("{base}/mobile3/check"))
+            .post(format!("{base}/mobile3/other"))
             .send()
             .await
             .unwrap();
@@ -1040,7 +1040,7 @@ mod tests {
             seen,
             [
                 ("unknown", "POST /", 404),
-                ("unknown", "POST /mobile3/check", 404)
+                ("unknown", "POST /mobile3/other", 404)
             ]
         );
     }

@@ -10,16 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kycq::broker::{self, dlq, Publisher};
 use kycq::check::CheckResult;
 use kycq::configuration::{Names, Settings};
-use kycq::ops::enqueue::{self, RequestMessage};
+use kycq::ops::enqueue::{self, ReplyQueue, RequestMessage};
 use kycq::sandbox::scenarios::TestIdentity;
 use kycq::sandbox::{self, RunningSandbox, SandboxSettings};
-use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, Consumer};
+use lapin::{BasicProperties, Connection};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +84,7 @@ pub struct TestApp {
     sandbox_stop: CancellationToken,
     pub conn: Connection,
     pub publisher: Publisher,
-    tap: Consumer,
+    tap: ReplyQueue,
     pub db_name: String,
     db: OnceLock<PgPool>,
     workers: Vec<CancellationToken>,
@@ -181,38 +178,7 @@ impl TestApp {
             .await
             .unwrap();
         // A tap on every result, declared before anything is published.
-        let ch = conn.create_channel().await.unwrap();
-        let q = ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        ch.queue_bind(
-            q.name().as_str(),
-            &names.results,
-            "result.#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-        let tap = ch
-            .basic_consume(
-                q.name().as_str(),
-                "tap",
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
+        let tap = ReplyQueue::open_bound(&conn, Some((&names.results, "result.#")))
             .await
             .unwrap();
         TestApp {
@@ -309,10 +275,7 @@ impl TestApp {
 
     /// The next result on the result exchange (with its routing key).
     pub async fn next_result(&mut self, timeout: Duration) -> Option<(String, CheckResult)> {
-        let d = tokio::time::timeout(timeout, self.tap.next())
-            .await
-            .ok()??
-            .ok()?;
+        let d = self.tap.next_delivery(timeout).await?;
         Some((
             d.routing_key.as_str().to_owned(),
             serde_json::from_slice(&d.data).expect("a result"),

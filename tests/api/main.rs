@@ -3,6 +3,7 @@
 //! prefix, and removes them when it ends. `TEST_LOG=1` prints the logs.
 
 mod alibaba;
+mod alimarket;
 mod helpers;
 mod pipeline;
 mod process;

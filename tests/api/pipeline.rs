@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kycq::check::{Billed, ReasonCode, Status, Verdict};
 use kycq::sandbox::scenarios::{identity, Scenario};
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 use sqlx::Row;
@@ -90,44 +90,18 @@ async fn a_request_flows_to_one_result_on_the_exchange_and_in_postgres() {
 async fn a_client_with_reply_to_gets_its_result_with_its_correlation_id() {
     let mut app = TestApp::new().await;
     app.start_worker().await;
-    let ch = app.conn.create_channel().await.unwrap();
-    let q = ch
-        .queue_declare(
-            "",
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut replies = ch
-        .basic_consume(
-            q.name().as_str(),
-            "client",
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    let mut replies = kycq::ops::enqueue::ReplyQueue::open(&app.conn)
         .await
         .unwrap();
     let m = mobile3(&identity(Scenario::NameMismatch, 2));
     let corr = format!("corr-{}", unique());
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_reply_to(q.name().clone())
+        .with_reply_to(replies.name().into())
         .with_correlation_id(corr.as_str().into());
     app.publish_raw("check.mobile3", &serde_json::to_vec(&m).unwrap(), props)
         .await;
-    let d = tokio::time::timeout(T, futures::StreamExt::next(&mut replies))
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let d = replies.next_delivery(T).await.expect("a reply");
     assert_eq!(
         d.properties.correlation_id().as_ref().map(|c| c.as_str()),
         Some(corr.as_str())

@@ -1,0 +1,20 @@
+//! Alibaba Cloud Marketplace "运营商3要素V2" (operator three-factor V2): `POST /mobile3/check` for the `mobile3` check, authenticated by AppCode.
+//!
+//! Sources: DESIGN.md §1, PROVIDERS.md §5, the product page (vendor-docs/003_*).
+//!
+//! - [`wire`]: the JSON request body and the response envelope (lenient about number/string).
+//! - [`codes`]: `data.result` values and the API gateway's error messages and codes, as data.
+//! - [`client`]: [`AlimarketProvider`], which sends the call and classifies what came back.
+
+pub mod client;
+pub mod codes;
+pub mod wire;
+
+pub use client::AlimarketProvider;
+
+/// The provider's name in config, requests and results.
+pub const PROVIDER: &str = "alimarket";
+/// The one API kycq uses (journal and limiter key): the path under the endpoint, without `/`.
+pub const ACTION: &str = "mobile3/check";
+/// The request path under the configured endpoint.
+pub const PATH: &str = "/mobile3/check";
