@@ -20,7 +20,7 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    alibabacloud-cloudauth-intl20220809 tencentcloud-sdk-python-faceid
+    alibabacloud-cloudauth-intl20220809==3.23.1 tencentcloud-sdk-python-faceid==3.1.179
 
 port="$("$venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="$(mktemp)"
