@@ -326,7 +326,7 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signals();
     let running = crate::sandbox::start(cfg, shutdown.clone()).await?;
     println!(
-        "kycq sandbox listening on http://{} (Tencent PhoneVerification at POST /)",
+        "kycq sandbox listening on http://{} (Tencent and Alibaba at POST /, the Marketplace at POST /mobile3/check)",
         running.addr
     );
     running.task.await??;

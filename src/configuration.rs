@@ -769,7 +769,8 @@ mod tests {
             s.amqp.url.expose_secret(),
             "amqp://guest:guest@127.0.0.1:5672/%2f"
         );
-        assert_eq!(s.routes.mobile3, vec!["tencent".to_string()]);
+        assert_eq!(s.routes.mobile3, ["tencent", "alibaba", "alimarket"]);
+        assert_eq!(s.routes.id2, ["alibaba"]);
     }
 
     #[test]

@@ -44,14 +44,21 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     settings.database.url =
         SecretString::from(demo_database_url(settings.database.url.expose_secret())?);
     settings.http.listen = String::new();
-    settings.routes.mobile3 = vec!["tencent".into()];
-    let t = &mut settings.providers.tencent;
-    t.endpoint = format!("http://{}", sb.addr);
-    t.secret_id = sandbox_defaults.tencent_secret_id.clone();
-    t.secret_key = Some(sandbox_defaults.tencent_secret_key.clone());
-    t.timeout_ms = 1000;
-    t.rate_per_sec = 200.0;
-    t.burst = 20;
+    // Every provider points at the sandbox with its documented local credentials; mobile3 fails
+    // over tencent → alibaba → alimarket, id2 and id2_period go to alibaba.
+    settings.routes.mobile3 = vec!["tencent".into(), "alibaba".into(), "alimarket".into()];
+    settings.routes.id2 = vec!["alibaba".into()];
+    settings.routes.id2_period = vec!["alibaba".into()];
+    let p = &mut settings.providers;
+    p.tencent.secret_id = sandbox_defaults.tencent_secret_id.clone();
+    p.tencent.secret_key = Some(sandbox_defaults.tencent_secret_key.clone());
+    p.alibaba.access_key_id = sandbox_defaults.alibaba_access_key_id.clone();
+    p.alibaba.access_key_secret = Some(sandbox_defaults.alibaba_access_key_secret.clone());
+    p.alimarket.app_code = Some(sandbox_defaults.alimarket_app_code.clone());
+    for s in [&mut p.tencent, &mut p.alibaba, &mut p.alimarket] {
+        s.endpoint = format!("http://{}", sb.addr);
+        s.timeout_ms = 1000;
+    }
     settings.retry.initial_delay_ms = 100;
     settings.retry.max_delay_ms = 400;
     if settings.pii.key.is_none() {
@@ -71,10 +78,9 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     let batch = sample_batch(&run_id, extra);
     let expected: usize = batch.len();
     println!(
-        "kycq demo — {} requests ({} test identities, {} invalid, 1 duplicate, 1 malformed) against the built-in sandbox at {}",
+        "kycq demo — {} requests ({} documented test identities over 3 providers and 3 checks, 2 invalid, {extra} more matches, 1 duplicate, 1 malformed) against the built-in sandbox at {}",
         expected + 2,
         batch.len() - 2 - extra,
-        2,
         sb.addr
     );
     let bar = ProgressBar::new(expected as u64);
@@ -138,8 +144,8 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every documented test identity (but the skipped ones), two requests kycq's validation
-/// refuses, and `extra` ordinary matches.
+/// Every documented test identity (but the skipped ones) on the mobile3 route, a few on each
+/// provider and check, two requests kycq's validation refuses, and `extra` ordinary matches.
 fn sample_batch(run_id: &str, extra: usize) -> Vec<RequestMessage> {
     let mut out = Vec::new();
     let mut n = 0;
@@ -147,7 +153,7 @@ fn sample_batch(run_id: &str, extra: usize) -> Vec<RequestMessage> {
         n += 1;
         format!("demo-{run_id}-{n:03}")
     };
-    // Vary the identity per run so the sandbox's "once" scenarios start fresh.
+    // Vary the identities per run so the sandbox's "once" scenarios start fresh.
     let variant = u32::from_str_radix(&run_id[..4], 16).unwrap_or(0) % 5000;
     for s in Scenario::ALL
         .iter()
@@ -156,6 +162,35 @@ fn sample_batch(run_id: &str, extra: usize) -> Vec<RequestMessage> {
     {
         let id = identity(s, variant);
         out.push(mobile3(next_id(), &id.name, &id.id_number, &id.mobile));
+    }
+    // Each provider pinned, and the ID checks (Alibaba).
+    let verdicts = [Scenario::Match, Scenario::NameMismatch, Scenario::NoRecord];
+    for (i, provider) in ["alibaba", "alimarket"].into_iter().enumerate() {
+        for s in verdicts {
+            let id = identity(s, variant + 6000 + i as u32);
+            let mut m = mobile3(next_id(), &id.name, &id.id_number, &id.mobile);
+            m.provider = Some(provider.into());
+            out.push(m);
+        }
+    }
+    for (i, s) in verdicts.into_iter().enumerate() {
+        let id = identity(s, variant + 7000 + i as u32);
+        out.push(RequestMessage {
+            request_id: next_id(),
+            check: "id2".into(),
+            name: id.name.clone(),
+            id_number: id.id_number.clone(),
+            ..Default::default()
+        });
+        out.push(RequestMessage {
+            request_id: next_id(),
+            check: "id2_period".into(),
+            name: id.name,
+            id_number: id.id_number,
+            validity_start: Some("20201001".into()),
+            validity_end: Some(if i == 0 { "long-term" } else { "20301001" }.into()),
+            ..Default::default()
+        });
     }
     let ok = identity(Scenario::Match, variant);
     let mut bad_id = ok.id_number.clone();
@@ -253,13 +288,23 @@ fn print_summary(
     );
     println!();
     println!(
-        "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  subject",
-        "request_id", "status", "verdict", "reason_code", "billed", "code", "calls"
+        "{:<18} {:<10} {:<9} {:<9} {:<13} {:<29} {:<7} {:<30} {:>5}  subject",
+        "request_id",
+        "check",
+        "provider",
+        "status",
+        "verdict",
+        "reason_code",
+        "billed",
+        "code",
+        "calls"
     );
     for r in results.values() {
         println!(
-            "{:<22} {:<10} {:<14} {:<26} {:<8} {:<21} {:>5}  {} {} {}",
+            "{:<18} {:<10} {:<9} {:<9} {:<13} {:<29} {:<7} {:<30} {:>5}  {} {} {}",
             r.request_id,
+            r.check.map_or("-", |c| c.as_str()),
+            r.provider.as_deref().unwrap_or("-"),
             r.status.as_str(),
             r.verdict.map_or("-", |v| v.as_str()),
             r.reason_code.as_str(),

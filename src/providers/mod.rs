@@ -1,6 +1,7 @@
 //! The provider seam: every vendor answers through [`Provider`], and every answer is classified
 //! once, as data ([`Classification`]), into the classes of DESIGN.md §5.
 
+pub mod alibaba;
 pub mod alimarket;
 pub mod circuit;
 pub mod registry;

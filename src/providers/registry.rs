@@ -55,6 +55,18 @@ impl Registry {
                 },
             );
         }
+        let a = &s.providers.alibaba;
+        if a.configured("alibaba") {
+            let p = super::alibaba::AlibabaProvider::from_settings(a)?;
+            entries.insert(
+                "alibaba",
+                Entry {
+                    provider: Arc::new(p) as Arc<dyn Provider>,
+                    circuit: Circuit::default(),
+                    cooldown: Duration::from_secs(a.circuit_cooldown_secs),
+                },
+            );
+        }
         let m = &s.providers.alimarket;
         if m.configured("alimarket") {
             let p = super::alimarket::AlimarketProvider::from_settings(m)?;

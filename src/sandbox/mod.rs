@@ -4,10 +4,8 @@
 //! - [`scenarios`]: provider-agnostic scenarios chosen from the ID number, documented test identities, carriers.
 //! - [`ledger`]: every call received (refused ones too), hashed subject keys only, per-identity counters.
 //! - [`tencent`]: Tencent FaceID `PhoneVerification` at `POST /` (told apart by `X-TC-Action`).
+//! - [`alibaba`]: Alibaba cloudauth-intl (three APIs) at `POST /` (told apart by `x-acs-action`).
 //! - [`alimarket`]: the Marketplace `POST /mobile3/check` (AppCode; gateway errors as headers).
-//!
-//! Alibaba (`POST /` with `x-acs-action`) plugs into [`router`] the same way; until then those
-//! calls are answered `404` JSON and recorded.
 //!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
@@ -30,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 
+pub mod alibaba;
 pub mod alimarket;
 pub mod ledger;
 pub mod scenarios;
@@ -140,6 +139,7 @@ pub(crate) enum InjectedFault {
 pub(crate) struct AppState {
     pub(crate) settings: SandboxSettings,
     pub(crate) ledger: Ledger,
+    pub(crate) alibaba_nonces: alibaba::NonceCache,
     faults: Mutex<StdRng>,
     shutdown: CancellationToken,
 }
@@ -190,6 +190,7 @@ pub async fn start(
         faults: Mutex::new(StdRng::seed_from_u64(settings.seed)),
         settings,
         ledger: ledger.clone(),
+        alibaba_nonces: Default::default(),
         shutdown: shutdown.clone(),
     });
     let app = router(state);
@@ -222,15 +223,10 @@ async fn post_root(
 ) -> Response {
     let response = if headers.contains_key("x-tc-action") {
         tencent::handle(&state, &uri, &headers, &body).await
+    } else if headers.contains_key("x-acs-action") {
+        alibaba::handle(&state, &uri, &headers, &body).await
     } else {
-        let (provider, action) = match headers.get("x-acs-action") {
-            Some(action) => (
-                "alibaba",
-                String::from_utf8_lossy(action.as_bytes()).into_owned(),
-            ),
-            None => ("unknown", "POST /".to_owned()),
-        };
-        return unroutable(&state, provider, &action);
+        return unroutable(&state, "unknown", "POST /");
     };
     state.pause(state.settings.latency).await;
     response
@@ -334,6 +330,7 @@ mod tests {
                 ..SandboxSettings::default()
             },
             ledger: Ledger::new(),
+            alibaba_nonces: Default::default(),
             faults: Mutex::new(StdRng::seed_from_u64(seed)),
             shutdown: CancellationToken::new(),
         }

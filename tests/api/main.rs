@@ -2,6 +2,7 @@
 //! kycq's own sandbox. Every test gets its own exchange/queue prefix, database and Redis key
 //! prefix, and removes them when it ends. `TEST_LOG=1` prints the logs.
 
+mod alibaba;
 mod alimarket;
 mod helpers;
 mod pipeline;

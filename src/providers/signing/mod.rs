@@ -3,6 +3,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
+pub mod acs3;
 pub mod tc3;
 
 /// Lower-case hex of the SHA-256 of `data`.
