@@ -158,7 +158,6 @@ mod tests {
     use crate::providers::OutcomeClass;
 
     #[test]
-    #[allow(clippy::type_complexity)]
     fn every_result_code_maps_to_its_class_billing_and_reason() {
         use OutcomeClass::*;
         type Row<'a> = (&'a str, Option<&'a str>, OutcomeClass, Billed, Option<R>);
