@@ -185,10 +185,20 @@ impl Buckets {
             recovery: Duration::from_secs(p.throttle_recovery_secs),
             jitter_margin: Duration::from_millis(p.jitter_margin_ms),
         };
+        // Vendor API names are matched case-insensitively: environment variables arrive
+        // lower-cased (`KYCQ__PROVIDERS__ALIBABA__ACTIONS__ID2METAPERIODVERIFYINTL__RATE_PER_SEC`),
+        // and such an entry overrides the file's entry for the same API. The map iterates the
+        // file's spelling (upper-case first) before the lower-cased one.
         for (action, a) in &p.actions {
+            let canon = action.to_ascii_lowercase();
+            let spelled = self
+                .by_action
+                .get(&(name.to_owned(), canon.clone()))
+                .and_then(|s| s.action.clone())
+                .unwrap_or_else(|| action.clone());
             let spec = BucketSpec {
-                action: Some(action.clone()),
-                key: bucket_key(key_prefix, name, Some(action)),
+                key: bucket_key(key_prefix, name, Some(&spelled)),
+                action: Some(spelled),
                 rate: Rate {
                     per_sec: a.rate_per_sec,
                     burst: a.burst.unwrap_or(p.burst),
@@ -198,7 +208,7 @@ impl Buckets {
                 ..base.clone()
             };
             self.by_action
-                .insert((name.to_owned(), action.clone()), Arc::new(spec));
+                .insert((name.to_owned(), canon), Arc::new(spec));
         }
         self.by_provider.insert(name.to_owned(), Arc::new(base));
     }
@@ -207,7 +217,9 @@ impl Buckets {
     pub fn insert(&mut self, spec: BucketSpec) {
         let spec = Arc::new(spec);
         match spec.action.clone() {
-            Some(a) => self.by_action.insert((spec.provider.clone(), a), spec),
+            Some(a) => self
+                .by_action
+                .insert((spec.provider.clone(), a.to_ascii_lowercase()), spec),
             None => self.by_provider.insert(spec.provider.clone(), spec),
         };
     }
@@ -216,7 +228,7 @@ impl Buckets {
     /// provider's. None for a provider without a section.
     pub fn get(&self, provider: &str, action: &str) -> Option<&Arc<BucketSpec>> {
         self.by_action
-            .get(&(provider.to_owned(), action.to_owned()))
+            .get(&(provider.to_owned(), action.to_ascii_lowercase()))
             .or_else(|| self.by_provider.get(provider))
     }
 
@@ -254,6 +266,26 @@ mod tests {
             "prod-eu:{rl:alibaba:Id2MetaVerifyIntl}"
         );
         assert_eq!(bucket_key("", "tencent", None), "{rl:tencent}");
+    }
+
+    #[test]
+    fn an_api_limit_from_the_environment_overrides_the_files_whatever_its_case() {
+        let s = settings(&[(
+            "KYCQ__PROVIDERS__ALIBABA__ACTIONS__ID2METAPERIODVERIFYINTL__RATE_PER_SEC",
+            "5",
+        )]);
+        let b = Buckets::from_settings(&s.redis.key_prefix, &s.providers);
+        let a = b.get("alibaba", "Id2MetaPeriodVerifyIntl").unwrap();
+        assert_eq!(a.rate.per_sec, 5.0);
+        assert_eq!(a.key, "kycq:{rl:alibaba:Id2MetaPeriodVerifyIntl}");
+        assert_eq!(
+            b.get("alibaba", "id2metaperiodverifyintl").unwrap().key,
+            a.key
+        );
+        assert_eq!(
+            b.get("alibaba", "Id2MetaVerifyIntl").unwrap().rate.per_sec,
+            50.0
+        );
     }
 
     #[test]
