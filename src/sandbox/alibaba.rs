@@ -1089,58 +1089,36 @@ pub fn test_identity(code: &str, variant: u32) -> super::TestIdentity {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
-    use std::time::Duration;
 
     use axum::http::HeaderValue;
     use serde_json::Value;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::check::{decode, Billed, CheckRequest, Decoded, ReasonCode as R};
     use crate::configuration::Settings;
     use crate::providers::alibaba::AlibabaProvider;
     use crate::providers::{OutcomeClass, Provider, ProviderReply};
-    use crate::sandbox::{start, RunningSandbox, SandboxSettings, TestIdentity};
+    use crate::sandbox::{SandboxSettings, TestIdentity};
 
     const KEY_ID: &str = "LTAIkycqsandbox";
     const SECRET: &str = "kycq-sandbox-alibaba-secret";
 
-    struct Sandbox {
-        running: RunningSandbox,
-        shutdown: CancellationToken,
-        client: reqwest::Client,
-    }
+    /// The shared test sandbox, with this module's helpers.
+    struct Sandbox(crate::sandbox::testing::TestSandbox);
 
-    impl Drop for Sandbox {
-        fn drop(&mut self) {
-            self.shutdown.cancel();
+    impl std::ops::Deref for Sandbox {
+        type Target = crate::sandbox::testing::TestSandbox;
+        fn deref(&self) -> &Self::Target {
+            &self.0
         }
     }
 
     async fn spawn_with(settings: SandboxSettings) -> Sandbox {
-        let shutdown = CancellationToken::new();
-        let running = start(
-            SandboxSettings {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..settings
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("sandbox starts");
-        Sandbox {
-            running,
-            shutdown,
-            client: reqwest::Client::new(),
-        }
+        Sandbox(crate::sandbox::testing::spawn_with(settings).await)
     }
 
     async fn spawn() -> Sandbox {
-        spawn_with(SandboxSettings {
-            slow_delay: Duration::from_millis(20),
-            ..SandboxSettings::default()
-        })
-        .await
+        Sandbox(crate::sandbox::testing::spawn().await)
     }
 
     impl Sandbox {

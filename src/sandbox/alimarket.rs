@@ -553,7 +553,6 @@ mod tests {
     use std::time::Duration;
 
     use secrecy::SecretString;
-    use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::check::mask::mask_id_number;
@@ -563,19 +562,17 @@ mod tests {
     use crate::providers::alimarket::{codes, AlimarketProvider};
     use crate::providers::{OutcomeClass, Provider, ProviderReply};
     use crate::sandbox::scenarios::{identity, identity_with_code, TestIdentity};
-    use crate::sandbox::{start, RunningSandbox, SandboxSettings, DEFAULT_ALIMARKET_APP_CODE};
+    use crate::sandbox::{SandboxSettings, DEFAULT_ALIMARKET_APP_CODE};
 
     const APP_CODE: &str = DEFAULT_ALIMARKET_APP_CODE;
 
-    struct Sandbox {
-        running: RunningSandbox,
-        shutdown: CancellationToken,
-        client: reqwest::Client,
-    }
+    /// The shared test sandbox, with this module's helpers.
+    struct Sandbox(crate::sandbox::testing::TestSandbox);
 
-    impl Drop for Sandbox {
-        fn drop(&mut self) {
-            self.shutdown.cancel();
+    impl std::ops::Deref for Sandbox {
+        type Target = crate::sandbox::testing::TestSandbox;
+        fn deref(&self) -> &Self::Target {
+            &self.0
         }
     }
 
@@ -594,29 +591,11 @@ mod tests {
     }
 
     async fn spawn_with(settings: SandboxSettings) -> Sandbox {
-        let shutdown = CancellationToken::new();
-        let running = start(
-            SandboxSettings {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..settings
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("sandbox starts");
-        Sandbox {
-            running,
-            shutdown,
-            client: reqwest::Client::new(),
-        }
+        Sandbox(crate::sandbox::testing::spawn_with(settings).await)
     }
 
     async fn spawn() -> Sandbox {
-        spawn_with(SandboxSettings {
-            slow_delay: Duration::from_millis(20),
-            ..SandboxSettings::default()
-        })
-        .await
+        Sandbox(crate::sandbox::testing::spawn().await)
     }
 
     fn body_for(who: &TestIdentity) -> Vec<u8> {

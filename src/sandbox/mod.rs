@@ -363,3 +363,55 @@ mod tests {
         .expect("shutdown ends the pause");
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A sandbox on a free loopback port for unit tests, stopped when dropped.
+
+    use std::time::Duration;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::{start, RunningSandbox, SandboxSettings};
+
+    /// A running sandbox with an HTTP client.
+    pub(crate) struct TestSandbox {
+        pub running: RunningSandbox,
+        pub shutdown: CancellationToken,
+        pub client: reqwest::Client,
+    }
+
+    impl Drop for TestSandbox {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    /// Start with `settings` on a free port.
+    pub(crate) async fn spawn_with(settings: SandboxSettings) -> TestSandbox {
+        let shutdown = CancellationToken::new();
+        let running = start(
+            SandboxSettings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                ..settings
+            },
+            shutdown.clone(),
+        )
+        .await
+        .expect("sandbox starts");
+        TestSandbox {
+            running,
+            shutdown,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Start with the defaults and a short slow delay.
+    pub(crate) async fn spawn() -> TestSandbox {
+        spawn_with(SandboxSettings {
+            slow_delay: Duration::from_millis(20),
+            ..SandboxSettings::default()
+        })
+        .await
+    }
+}

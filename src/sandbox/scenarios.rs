@@ -236,19 +236,7 @@ pub fn documented() -> Vec<TestIdentity> {
     Scenario::ALL.iter().map(|&s| identity(s, 0)).collect()
 }
 
-/// A mainland carrier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Carrier {
-    /// China Mobile.
-    Cmcc,
-    /// China Unicom.
-    Cucc,
-    /// China Telecom.
-    Ctcc,
-    /// China Broadnet.
-    Cbn,
-}
+pub use crate::check::Carrier;
 
 /// The carrier of an 11-digit mainland mobile number, from its 3-digit prefix.
 pub fn carrier_for(mobile: &str) -> Option<Carrier> {

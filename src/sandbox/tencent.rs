@@ -485,47 +485,27 @@ mod tests {
 
     use super::*;
     use crate::sandbox::scenarios::identity;
-    use crate::sandbox::{start, RunningSandbox, SandboxSettings};
+    use crate::sandbox::{start, SandboxSettings};
 
     const ID: &str = "AKIDkycqsandbox";
     const KEY: &str = "kycq-sandbox-tencent-key";
 
-    struct Sandbox {
-        running: RunningSandbox,
-        shutdown: CancellationToken,
-        client: reqwest::Client,
-    }
+    /// The shared test sandbox, with this module's helpers.
+    struct Sandbox(crate::sandbox::testing::TestSandbox);
 
-    impl Drop for Sandbox {
-        fn drop(&mut self) {
-            self.shutdown.cancel();
+    impl std::ops::Deref for Sandbox {
+        type Target = crate::sandbox::testing::TestSandbox;
+        fn deref(&self) -> &Self::Target {
+            &self.0
         }
     }
 
     async fn spawn_with(settings: SandboxSettings) -> Sandbox {
-        let shutdown = CancellationToken::new();
-        let running = start(
-            SandboxSettings {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..settings
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("sandbox starts");
-        Sandbox {
-            running,
-            shutdown,
-            client: reqwest::Client::new(),
-        }
+        Sandbox(crate::sandbox::testing::spawn_with(settings).await)
     }
 
     async fn spawn() -> Sandbox {
-        spawn_with(SandboxSettings {
-            slow_delay: Duration::from_millis(20),
-            ..SandboxSettings::default()
-        })
-        .await
+        Sandbox(crate::sandbox::testing::spawn().await)
     }
 
     /// How a test call is made; the defaults are a correctly signed `PhoneVerification`.
