@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::circuit::Circuit;
 use super::{Provider, ProviderError};
 use crate::check::CheckKind;
-use crate::configuration::Settings;
+use crate::configuration::{ProviderSettings, Settings};
 
 /// One configured provider with its circuit.
 #[derive(Debug)]
@@ -30,6 +30,24 @@ pub enum RouteError {
     NotEnabled(String),
 }
 
+/// Builds one provider from its settings section.
+type Builder = fn(&ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError>;
+
+/// Every provider kycq knows: a new vendor is one folder and one line here.
+const BUILDERS: [(&str, Builder); 3] = [
+    ("tencent", |s| {
+        Ok(Arc::new(super::tencent::TencentProvider::from_settings(s)?))
+    }),
+    ("alibaba", |s| {
+        Ok(Arc::new(super::alibaba::AlibabaProvider::from_settings(s)?))
+    }),
+    ("alimarket", |s| {
+        Ok(Arc::new(
+            super::alimarket::AlimarketProvider::from_settings(s)?,
+        ))
+    }),
+];
+
 /// Every configured provider, and the routes.
 #[derive(Debug)]
 pub struct Registry {
@@ -43,41 +61,18 @@ impl Registry {
     pub fn from_settings(s: &Settings) -> Result<(Registry, Vec<String>), ProviderError> {
         let mut entries = BTreeMap::new();
         let mut notes = Vec::new();
-        let t = &s.providers.tencent;
-        if t.configured("tencent") {
-            let p = super::tencent::TencentProvider::from_settings(t)?;
-            entries.insert(
-                "tencent",
-                Entry {
-                    provider: Arc::new(p) as Arc<dyn Provider>,
-                    circuit: Circuit::default(),
-                    cooldown: Duration::from_secs(t.circuit_cooldown_secs),
-                },
-            );
-        }
-        let a = &s.providers.alibaba;
-        if a.configured("alibaba") {
-            let p = super::alibaba::AlibabaProvider::from_settings(a)?;
-            entries.insert(
-                "alibaba",
-                Entry {
-                    provider: Arc::new(p) as Arc<dyn Provider>,
-                    circuit: Circuit::default(),
-                    cooldown: Duration::from_secs(a.circuit_cooldown_secs),
-                },
-            );
-        }
-        let m = &s.providers.alimarket;
-        if m.configured("alimarket") {
-            let p = super::alimarket::AlimarketProvider::from_settings(m)?;
-            entries.insert(
-                "alimarket",
-                Entry {
-                    provider: Arc::new(p) as Arc<dyn Provider>,
-                    circuit: Circuit::default(),
-                    cooldown: Duration::from_secs(m.circuit_cooldown_secs),
-                },
-            );
+        for (name, build) in BUILDERS {
+            let settings = s.providers.get(name).expect("every provider has a section");
+            if settings.configured(name) {
+                entries.insert(
+                    name,
+                    Entry {
+                        provider: build(settings)?,
+                        circuit: Circuit::default(),
+                        cooldown: Duration::from_secs(settings.circuit_cooldown_secs),
+                    },
+                );
+            }
         }
         let mut reg = Registry {
             entries,
