@@ -16,20 +16,22 @@ pub fn mask_name(s: &str) -> String {
     out
 }
 
-/// First 3 characters, exactly eleven `*`, last 4 (any input of at least 8 characters); shorter → `***`.
+/// First 3 characters, exactly eleven `*`, last 4 for a 15–18 character input; anything else → `***`.
 pub fn mask_id_number(s: &str) -> String {
-    mask_ends(s, 11)
+    // Only a plausible length shows its ends: on a short or odd input the same 7 characters
+    // would be most of the value.
+    mask_ends(s, 11, 15..=18)
 }
 
-/// First 3 characters, `****`, last 4 (any input of at least 8 characters); shorter → `***`.
+/// First 3 characters, `****`, last 4 for an 11-character input; anything else → `***`.
 pub fn mask_mobile(s: &str) -> String {
-    mask_ends(s, 4)
+    mask_ends(s, 4, 11..=11)
 }
 
 /// Keep the first 3 and last 4 characters around a fixed number of stars, so the length is hidden.
-fn mask_ends(s: &str, stars: usize) -> String {
+fn mask_ends(s: &str, stars: usize, shown_for: std::ops::RangeInclusive<usize>) -> String {
     let chars: Vec<char> = s.chars().collect();
-    if chars.len() < 8 {
+    if !shown_for.contains(&chars.len()) {
         return "***".to_owned();
     }
     let mut out = String::with_capacity(7 * 4 + stars);
@@ -57,9 +59,12 @@ mod tests {
     #[test]
     fn id_numbers() {
         assert_eq!(mask_id_number("11010519491231002X"), "110***********002X");
-        assert_eq!(mask_id_number("11010519491231"), "110***********1231");
-        assert_eq!(mask_id_number("1101051949123100212"), "110***********0212");
-        assert_eq!(mask_id_number("12345678"), "123***********5678");
+        // Old 15-digit numbers still show their ends; other lengths show nothing (on a short
+        // input the ends would be most of it).
+        assert_eq!(mask_id_number("110105491231002"), "110***********1002");
+        assert_eq!(mask_id_number("11010519491231"), "***");
+        assert_eq!(mask_id_number("1101051949123100212"), "***");
+        assert_eq!(mask_id_number("12345678"), "***");
         assert_eq!(mask_id_number("1234567"), "***");
         assert_eq!(mask_id_number(""), "***");
         assert_eq!(mask_id_number("11010519491231002X").chars().count(), 18);
@@ -68,8 +73,9 @@ mod tests {
     #[test]
     fn mobiles() {
         assert_eq!(mask_mobile("13812345678"), "138****5678");
-        assert_eq!(mask_mobile("+8613812345678"), "+86****5678");
-        assert_eq!(mask_mobile("12345678"), "123****5678");
+        assert_eq!(mask_mobile("12345678901"), "123****8901");
+        assert_eq!(mask_mobile("+8613812345678"), "***");
+        assert_eq!(mask_mobile("12345678"), "***");
         assert_eq!(mask_mobile("1381234"), "***");
         assert_eq!(mask_mobile(""), "***");
     }
@@ -92,11 +98,12 @@ mod tests {
             let _ = mask_mobile(s);
         }
         assert_eq!(mask_name("😀😀"), "😀*");
+        assert_eq!(mask_id_number("𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈"), "***");
         assert_eq!(
-            mask_id_number("𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈"),
+            mask_id_number("𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈𠀀𠀁𠀂𠀃𠀄𠀅𠀆𠀇𠀈"),
             "𠀀𠀁𠀂***********𠀅𠀆𠀇𠀈"
         );
-        assert_eq!(mask_mobile("ü1234567ä"), "ü12****567ä");
+        assert_eq!(mask_mobile("ü123456789ä"), "ü12****789ä");
         assert_eq!(mask_mobile("😀😀😀😀😀😀😀"), "***");
     }
 }
