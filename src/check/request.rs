@@ -80,6 +80,27 @@ impl Subject {
         }
     }
 
+    /// `text` with every plaintext field of this subject replaced by its mask: vendor messages
+    /// (errors, descriptions) may echo what they were sent, and they go into results and logs.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        let id = self.id_number.expose();
+        let mut pairs = vec![
+            (id.to_owned(), self.id_number.masked()),
+            (id.to_ascii_lowercase(), self.id_number.masked()),
+            (self.name.expose().to_owned(), self.name.masked()),
+        ];
+        if let Some(m) = &self.mobile {
+            pairs.push((m.expose().to_owned(), m.masked()));
+        }
+        for (plain, masked) in pairs {
+            if !plain.is_empty() && out.contains(&plain) {
+                out = out.replace(&plain, &masked);
+            }
+        }
+        out
+    }
+
     /// Keyed fingerprint of the person (ID number and name) for "have we checked this person
     /// before" look-ups: hex HMAC-SHA256 of `kycq-subject-v1\n<id_number>\n<name>`.
     pub fn fingerprint(&self, key: &[u8]) -> String {
@@ -393,6 +414,21 @@ mod tests {
                 && !dbg.contains("11010519491231002X")
                 && !dbg.contains("13812345678")
         );
+    }
+
+    #[test]
+    fn vendor_text_is_scrubbed_of_the_subject() {
+        let Decoded::Valid(r) = dec(serde_json::json!({
+            "request_id": "r", "check": "mobile3", "name": "张三",
+            "id_number": "11010519491231002X", "mobile": "13812345678"
+        }))
+        .unwrap() else {
+            panic!()
+        };
+        let s = r
+            .subject
+            .scrub("bad IdCard 11010519491231002x for 张三 (13812345678)");
+        assert_eq!(s, "bad IdCard 110***********002X for 张* (138****5678)");
     }
 
     #[test]

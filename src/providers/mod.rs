@@ -201,7 +201,9 @@ pub fn supports(provider: &str, check: CheckKind) -> Option<bool> {
 
 /// Classify a transport error from reqwest: refused or failed before the request was sent is
 /// transient and unbilled; anything after it was sent (timeout, reset) has unknown billing.
-pub fn classify_transport(e: &reqwest::Error) -> ProviderReply {
+pub fn classify_transport(e: reqwest::Error) -> ProviderReply {
+    // reqwest appends the full URL to its messages: query parameters can be personal data.
+    let e = &e.without_url();
     if e.is_connect() || e.is_builder() || e.is_request() && !e.is_timeout() && is_before_send(e) {
         ProviderReply::transport(
             Classification::TRANSIENT,

@@ -385,7 +385,10 @@ impl Processor {
                         }
                     }
                     let t0 = Instant::now();
-                    let reply = entry.provider.call(req).await;
+                    let mut reply = entry.provider.call(req).await;
+                    // Vendor text may echo what it was sent; it goes into results and logs.
+                    reply.detail = req.subject.scrub(&reply.detail);
+                    reply.provider_code = reply.provider_code.map(|c| req.subject.scrub(&c));
                     let elapsed = t0.elapsed();
                     self.store.finish_call(call_id, &reply).await?;
                     record_call(provider, &reply, elapsed);

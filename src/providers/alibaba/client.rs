@@ -423,7 +423,7 @@ impl Provider for AlibabaProvider {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return classify_transport(&e),
+            Err(e) => return classify_transport(e),
         };
         let status = resp.status().as_u16();
         match resp.bytes().await {

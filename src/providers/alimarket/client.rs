@@ -97,7 +97,7 @@ impl AlimarketProvider {
             .header(ACCEPT, "application/json")
             .body(body)
             .build()
-            .map_err(|e| classify_transport(&e))
+            .map_err(|e| classify_transport(e))
     }
 
     /// Classify a non-2xx answer from its status and gateway headers (the body is not needed).
@@ -238,7 +238,7 @@ impl Provider for AlimarketProvider {
         };
         let resp = match self.http.execute(http_request).await {
             Ok(r) => r,
-            Err(e) => return classify_transport(&e),
+            Err(e) => return classify_transport(e),
         };
         let status = resp.status().as_u16();
         if !resp.status().is_success() {

@@ -157,7 +157,7 @@ impl Provider for TencentProvider {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return classify_transport(&e),
+            Err(e) => return classify_transport(e),
         };
         let status = resp.status().as_u16();
         if resp.status().is_server_error() {
