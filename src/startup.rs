@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -70,13 +69,22 @@ pub async fn start_worker(
         )
     };
     let cfg = ConsumerConfig {
-        amqp_url: settings.amqp.url.expose_secret().to_owned(),
+        amqp_url: settings.amqp.url.clone(),
         names: settings.topology.names(),
         prefetch: settings.amqp.prefetch,
         delivery_limit: settings.amqp.delivery_limit,
         concurrency: settings.worker.concurrency,
         shutdown_grace: settings.worker.shutdown_grace(),
         confirm_timeout: Duration::from_secs(settings.amqp.confirm_timeout_secs),
+        call_timeout: Duration::from_millis(
+            settings
+                .providers
+                .all()
+                .iter()
+                .map(|(_, p)| p.timeout_ms)
+                .max()
+                .unwrap_or(0),
+        ),
     };
     info!(worker_id = %worker_id, http = ?http_addr, "worker starting");
     let task = tokio::spawn(worker::run(cfg, processor, state, shutdown));

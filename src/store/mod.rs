@@ -272,6 +272,43 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(result.request_id.clone(), "vanished".into()))
     }
 
+    /// Store a result for a request nobody has claimed (a rejection): insert only. Returns the
+    /// stored result (ours or an earlier one), or None while another delivery of the same
+    /// request_id is being worked on — a rejection never overwrites a claimed request.
+    pub async fn insert_final(
+        &self,
+        result: &CheckResult,
+    ) -> Result<Option<CheckResult>, StoreError> {
+        let json = serde_json::to_value(result).expect("a result serialises");
+        let inserted = sqlx::query(
+            r#"
+            INSERT INTO checks (request_id, check_kind, status, verdict, reason_code, billed, provider,
+                                attempts, result, subject_masked, received_at, completed_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ON CONFLICT (request_id) DO NOTHING
+            RETURNING request_id
+            "#,
+        )
+        .bind(&result.request_id)
+        .bind(result.check.map(CheckKind::as_str))
+        .bind(result.status.as_str())
+        .bind(result.verdict.map(|v| v.as_str()))
+        .bind(result.reason_code.as_str())
+        .bind(result.billed.as_str())
+        .bind(result.provider.as_deref())
+        .bind(result.attempts as i32)
+        .bind(&json)
+        .bind(sqlx::types::Json(&result.subject))
+        .bind(result.received_at)
+        .bind(result.completed_at)
+        .fetch_optional(&self.pool)
+        .await?;
+        if inserted.is_some() {
+            return Ok(Some(result.clone()));
+        }
+        self.stored_result(&result.request_id).await
+    }
+
     /// Journal an outbound call before it is sent. Returns the row id.
     pub async fn begin_call(
         &self,

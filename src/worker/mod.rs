@@ -25,7 +25,7 @@ pub use process::{Disposition, ProcessError, Processor};
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
     /// Broker URL.
-    pub amqp_url: String,
+    pub amqp_url: secrecy::SecretString,
     /// Object names.
     pub names: Names,
     /// basic.qos prefetch.
@@ -38,6 +38,8 @@ pub struct ConsumerConfig {
     pub shutdown_grace: Duration,
     /// Publisher confirm timeout.
     pub confirm_timeout: Duration,
+    /// The longest provider call (its timeout): in-flight calls get this long after a hard stop.
+    pub call_timeout: Duration,
 }
 
 /// Liveness facts the readiness endpoint reports.
@@ -68,6 +70,7 @@ pub async fn run(
     let semaphore = Arc::new(Semaphore::new(cfg.concurrency));
     let mut backoff = Duration::from_millis(200);
     let mut session: Option<(lapin::Connection, lapin::Channel, String)> = None;
+    let mut fatal = None;
     while !shutdown.is_cancelled() {
         match consume(
             &cfg, &processor, &state, &shutdown, &hard_stop, &semaphore, &mut tasks,
@@ -78,12 +81,10 @@ pub async fn run(
                 session = Some(s);
                 break;
             }
-            Err(BrokerError::Inequivalent { kind, name, broker }) => {
-                return Err(WorkerError::Topology(BrokerError::Inequivalent {
-                    kind,
-                    name,
-                    broker,
-                }));
+            Err(e @ BrokerError::Inequivalent { .. }) => {
+                // Operator action needed; finish what is in flight first.
+                fatal = Some(WorkerError::Topology(e));
+                break;
             }
             Err(e) => {
                 state.consuming.store(false, Ordering::SeqCst);
@@ -102,12 +103,12 @@ pub async fn run(
             .basic_cancel(tag, BasicCancelOptions::default())
             .await;
     }
-    drain(&mut tasks, cfg.shutdown_grace, &hard_stop).await;
+    drain(&mut tasks, cfg.shutdown_grace, cfg.call_timeout, &hard_stop).await;
     if let Some((conn, channel, _)) = session {
         let _ = channel.close(200, "shutdown").await;
         let _ = conn.close(200, "shutdown").await;
     }
-    Ok(())
+    fatal.map_or(Ok(()), Err)
 }
 
 /// One connection's life: returns Ok((conn, channel, tag)) when shutdown was requested, Err when
@@ -122,7 +123,7 @@ async fn consume(
     tasks: &mut JoinSet<()>,
 ) -> Result<(lapin::Connection, lapin::Channel, String), BrokerError> {
     let conn = broker::connect(
-        &cfg.amqp_url,
+        secrecy::ExposeSecret::expose_secret(&cfg.amqp_url),
         &format!("kycq worker {}", processor.worker_id),
     )
     .await?;
@@ -177,18 +178,7 @@ async fn consume(
         let stop = hard_stop.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let disposition = match processor.process(&publisher, &delivery, &stop).await {
-                Ok(d) => d,
-                Err(e) => {
-                    error!(error = %e, "processing failed; the delivery returns to the queue");
-                    // Do not spin on a broken dependency.
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    Disposition::Requeue
-                }
-            };
+            let disposition = settle_with_retries(&processor, &publisher, &delivery, &stop).await;
             let res = match disposition {
                 Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                 Disposition::Requeue => {
@@ -208,7 +198,54 @@ async fn consume(
     }
 }
 
-async fn drain(tasks: &mut JoinSet<()>, grace: Duration, hard_stop: &CancellationToken) {
+/// Process one delivery. A failure of kycq's own infrastructure (Postgres, a publish) is retried
+/// here with backoff, holding the delivery: a nack would count towards the quorum queue's
+/// delivery limit and dead-letter a healthy request during an outage. A panic returns it.
+async fn settle_with_retries(
+    processor: &Processor,
+    publisher: &Publisher,
+    delivery: &lapin::message::Delivery,
+    stop: &CancellationToken,
+) -> Disposition {
+    use futures::FutureExt;
+    let lease_owner = processor.lease_owner();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let attempt = std::panic::AssertUnwindSafe(processor.process(
+            publisher,
+            delivery,
+            stop,
+            &lease_owner,
+        ));
+        match attempt.catch_unwind().await {
+            Ok(Ok(d)) => return d,
+            Ok(Err(e)) => {
+                if !publisher.is_connected() {
+                    // This connection is gone: the broker redelivers the message elsewhere.
+                    warn!(error = %e, "processing failed and the broker connection is gone");
+                    return Disposition::Requeue;
+                }
+                error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "processing failed on kycq's own infrastructure; retrying this delivery");
+                tokio::select! {
+                    _ = stop.cancelled() => return Disposition::Requeue,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+            Err(_) => {
+                error!("a processing task panicked; the delivery returns to the queue");
+                return Disposition::Requeue;
+            }
+        }
+    }
+}
+
+async fn drain(
+    tasks: &mut JoinSet<()>,
+    grace: Duration,
+    call_timeout: Duration,
+    hard_stop: &CancellationToken,
+) {
     while tasks.try_join_next().is_some() {}
     if tasks.is_empty() {
         return;
@@ -229,7 +266,9 @@ async fn drain(tasks: &mut JoinSet<()>, grace: Duration, hard_stop: &Cancellatio
     );
     hard_stop.cancel();
     let rest = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), rest)
+    // Calls already sent finish (or time out) on their own: aborting them would turn answers
+    // into billing_unknown.
+    if tokio::time::timeout(call_timeout + Duration::from_secs(2), rest)
         .await
         .is_err()
     {

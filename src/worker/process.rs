@@ -74,6 +74,15 @@ impl Reply {
     }
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 enum RouteOutcome {
     Done(Box<CheckResult>, Option<DeadLetter>),
     Requeue,
@@ -83,20 +92,30 @@ enum RouteOutcome {
 impl Processor {
     /// Process one delivery. `stop` is the hard stop: once cancelled, work not yet sent to a
     /// provider is abandoned and the delivery requeued.
+    ///
+    /// `lease_owner` identifies this delivery's claim: the same for every retry of the same
+    /// delivery (so a retry after an infrastructure error finds its own claim), never shared
+    /// with a redelivery. [`Processor::lease_owner`] makes one.
     pub async fn process(
         &self,
         publisher: &Publisher,
         delivery: &Delivery,
         stop: &CancellationToken,
+        lease_owner: &str,
     ) -> Result<Disposition, ProcessError> {
         let span = tracing::info_span!(
             "check",
             request_id = tracing::field::Empty,
             check = tracing::field::Empty
         );
-        self.process_inner(publisher, delivery, stop, &span)
+        self.process_inner(publisher, delivery, stop, lease_owner, &span)
             .instrument(span.clone())
             .await
+    }
+
+    /// A fresh claim identity for one delivery.
+    pub fn lease_owner(&self) -> String {
+        format!("{}#{}", self.worker_id, uuid::Uuid::new_v4().simple())
     }
 
     async fn process_inner(
@@ -104,6 +123,7 @@ impl Processor {
         publisher: &Publisher,
         delivery: &Delivery,
         stop: &CancellationToken,
+        lease_owner: &str,
         span: &tracing::Span,
     ) -> Result<Disposition, ProcessError> {
         let props = &delivery.properties;
@@ -135,7 +155,7 @@ impl Processor {
         };
         span.record("request_id", decoded.request_id());
         let req = match decoded {
-            Decoded::Rejected(r) => return self.reject(publisher, &r, now, &reply).await,
+            Decoded::Rejected(r) => return self.reject(publisher, &r, now, &reply, stop).await,
             Decoded::Valid(r) => r,
         };
         span.record("check", req.check.as_str());
@@ -149,29 +169,27 @@ impl Processor {
                     reason: msg,
                     subject: req.subject.masked(),
                 };
-                return self.reject(publisher, &r, now, &reply).await;
+                return self.reject(publisher, &r, now, &reply, stop).await;
             }
         };
         let fingerprint = req
             .subject
             .fingerprint(self.pii_key.expose_secret().as_bytes());
-        // The lease belongs to this delivery, not to the worker: a redelivery of the same
-        // message to this same worker (after a reconnect) must not share a live claim.
-        let lease_owner = format!("{}#{}", self.worker_id, uuid::Uuid::new_v4().simple());
         loop {
             let Some(received_at) = self
-                .claim(publisher, &req, &fingerprint, &lease_owner, stop, &reply)
+                .claim(publisher, &req, &fingerprint, lease_owner, stop, &reply)
                 .await?
             else {
                 return Ok(self.finished_or_requeue(stop));
             };
             let lease_lost = Arc::new(AtomicBool::new(false));
-            let renewer = self.spawn_renewer(&req.request_id, &lease_owner, lease_lost.clone());
+            // Aborted when this scope ends, however it ends (a panic included).
+            let _renewer =
+                AbortOnDrop(self.spawn_renewer(&req.request_id, lease_owner, lease_lost.clone()));
             let outcome = self.run(&req, &route, received_at, stop, &lease_lost).await;
-            renewer.abort();
             match outcome? {
                 RouteOutcome::Requeue => {
-                    self.store.release(&req.request_id, &lease_owner).await?;
+                    self.store.release(&req.request_id, lease_owner).await?;
                     return Ok(Disposition::Requeue);
                 }
                 RouteOutcome::LeaseLost => {
@@ -214,16 +232,26 @@ impl Processor {
         }
     }
 
-    /// Store (first writer wins) and publish a `rejected` result.
+    /// Store (insert only: never over a claimed request) and publish a `rejected` result. While
+    /// another delivery of the same request_id is being worked on, wait for its result.
     async fn reject(
         &self,
         publisher: &Publisher,
         r: &Rejection,
         now: DateTime<Utc>,
         reply: &Reply,
+        stop: &CancellationToken,
     ) -> Result<Disposition, ProcessError> {
         let result = CheckResult::rejected(r, now, Utc::now());
-        let stored = self.store.complete(&result, None).await?;
+        let stored = loop {
+            if let Some(stored) = self.store.insert_final(&result).await? {
+                break stored;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return Ok(Disposition::Requeue),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        };
         reply.send(publisher, &stored).await?;
         record_result(&stored);
         info!(reason_code = stored.reason_code.as_str(), reason = %stored.reason, subject = ?stored.subject, "request rejected");

@@ -97,7 +97,7 @@ impl AlimarketProvider {
             .header(ACCEPT, "application/json")
             .body(body)
             .build()
-            .map_err(|e| classify_transport(e))
+            .map_err(classify_transport)
     }
 
     /// Classify a non-2xx answer from its status and gateway headers (the body is not needed).
