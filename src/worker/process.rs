@@ -113,6 +113,24 @@ impl Processor {
             .await
     }
 
+    /// Journal a call's outcome. The answer is held in memory and the write retried for a while:
+    /// giving up here would turn a received (maybe billed) answer into `billing_unknown`.
+    async fn finish_call(&self, call_id: i64, reply: &ProviderReply) -> Result<(), StoreError> {
+        let mut delay = Duration::from_millis(100);
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            match self.store.finish_call(call_id, reply).await {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() + delay < give_up => {
+                    warn!(error = %e, "journaling a call's outcome failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// A fresh claim identity for one delivery.
     pub fn lease_owner(&self) -> String {
         format!("{}#{}", self.worker_id, uuid::Uuid::new_v4().simple())
@@ -418,7 +436,7 @@ impl Processor {
                     reply.detail = req.subject.scrub(&reply.detail);
                     reply.provider_code = reply.provider_code.map(|c| req.subject.scrub(&c));
                     let elapsed = t0.elapsed();
-                    self.store.finish_call(call_id, &reply).await?;
+                    self.finish_call(call_id, &reply).await?;
                     record_call(provider, &reply, elapsed);
                     info!(
                         provider,

@@ -282,6 +282,8 @@ fn scrub(message: &str) -> String {
 /// gateway refusal (provider-wide), anything else (a garbled 200) may have been billed.
 fn not_json(status: u16, why: &str) -> ProviderReply {
     let classification = match status {
+        // A gateway timeout: the backend may have run the check (and billed it).
+        504 => Classification::UNKNOWN,
         500..=599 => Classification::TRANSIENT,
         429 => Classification::THROTTLED,
         400..=499 => Classification::PROVIDER_WIDE,

@@ -160,6 +160,10 @@ impl Provider for TencentProvider {
             Err(e) => return classify_transport(e),
         };
         let status = resp.status().as_u16();
+        if status == 504 {
+            // A gateway timeout: the backend may have run the check (and billed it).
+            return ProviderReply::http_error(Classification::UNKNOWN, status);
+        }
         if resp.status().is_server_error() {
             return ProviderReply::http_error(Classification::TRANSIENT, status);
         }
