@@ -232,39 +232,21 @@ impl Store {
         result: &CheckResult,
         fingerprint: Option<&str>,
     ) -> Result<CheckResult, StoreError> {
-        let json = serde_json::to_value(result).expect("a result serialises");
-        let row = sqlx::query(
-            r#"
-            INSERT INTO checks (request_id, check_kind, status, verdict, reason_code, billed, provider,
-                                attempts, result, subject_masked, subject_fingerprint, received_at,
-                                completed_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        let stored = self
+            .insert_result(
+                result,
+                fingerprint,
+                r#"
             ON CONFLICT (request_id) DO UPDATE
                SET status = EXCLUDED.status, verdict = EXCLUDED.verdict,
                    reason_code = EXCLUDED.reason_code, billed = EXCLUDED.billed,
                    provider = EXCLUDED.provider, attempts = EXCLUDED.attempts,
                    result = EXCLUDED.result, completed_at = EXCLUDED.completed_at,
                    lease_owner = NULL, lease_until = NULL, updated_at = now()
-             WHERE checks.completed_at IS NULL
-            RETURNING request_id
-            "#,
-        )
-        .bind(&result.request_id)
-        .bind(result.check.map(CheckKind::as_str))
-        .bind(result.status.as_str())
-        .bind(result.verdict.map(|v| v.as_str()))
-        .bind(result.reason_code.as_str())
-        .bind(result.billed.as_str())
-        .bind(result.provider.as_deref())
-        .bind(result.attempts as i32)
-        .bind(&json)
-        .bind(sqlx::types::Json(&result.subject))
-        .bind(fingerprint)
-        .bind(result.received_at)
-        .bind(result.completed_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        if row.is_some() {
+             WHERE checks.completed_at IS NULL"#,
+            )
+            .await?;
+        if stored {
             return Ok(result.clone());
         }
         self.stored_result(&result.request_id)
@@ -279,34 +261,50 @@ impl Store {
         &self,
         result: &CheckResult,
     ) -> Result<Option<CheckResult>, StoreError> {
-        let json = serde_json::to_value(result).expect("a result serialises");
-        let inserted = sqlx::query(
-            r#"
-            INSERT INTO checks (request_id, check_kind, status, verdict, reason_code, billed, provider,
-                                attempts, result, subject_masked, received_at, completed_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-            ON CONFLICT (request_id) DO NOTHING
-            RETURNING request_id
-            "#,
-        )
-        .bind(&result.request_id)
-        .bind(result.check.map(CheckKind::as_str))
-        .bind(result.status.as_str())
-        .bind(result.verdict.map(|v| v.as_str()))
-        .bind(result.reason_code.as_str())
-        .bind(result.billed.as_str())
-        .bind(result.provider.as_deref())
-        .bind(result.attempts as i32)
-        .bind(&json)
-        .bind(sqlx::types::Json(&result.subject))
-        .bind(result.received_at)
-        .bind(result.completed_at)
-        .fetch_optional(&self.pool)
-        .await?;
-        if inserted.is_some() {
+        if self
+            .insert_result(result, None, "ON CONFLICT (request_id) DO NOTHING")
+            .await?
+        {
             return Ok(Some(result.clone()));
         }
         self.stored_result(&result.request_id).await
+    }
+
+    /// Insert a finished row with `on_conflict`; true when this call wrote it.
+    async fn insert_result(
+        &self,
+        result: &CheckResult,
+        fingerprint: Option<&str>,
+        on_conflict: &str,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_value(result).expect("a result serialises");
+        let sql = format!(
+            r#"
+            INSERT INTO checks (request_id, check_kind, status, verdict, reason_code, billed, provider,
+                                attempts, result, subject_masked, subject_fingerprint, received_at,
+                                completed_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            {on_conflict}
+            RETURNING request_id
+            "#
+        );
+        let row = sqlx::query(&sql)
+            .bind(&result.request_id)
+            .bind(result.check.map(CheckKind::as_str))
+            .bind(result.status.as_str())
+            .bind(result.verdict.map(|v| v.as_str()))
+            .bind(result.reason_code.as_str())
+            .bind(result.billed.as_str())
+            .bind(result.provider.as_deref())
+            .bind(result.attempts as i32)
+            .bind(&json)
+            .bind(sqlx::types::Json(&result.subject))
+            .bind(fingerprint)
+            .bind(result.received_at)
+            .bind(result.completed_at)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
     }
 
     /// Journal an outbound call before it is sent. Returns the row id.

@@ -433,6 +433,31 @@ fn masked(who: &kycq::sandbox::scenarios::TestIdentity) -> kycq::check::MaskedSu
     }
 }
 
+/// The result another worker stores for a request it holds.
+fn their_result(
+    request_id: &str,
+    who: &kycq::sandbox::scenarios::TestIdentity,
+) -> kycq::check::CheckResult {
+    let now = chrono::Utc::now();
+    kycq::check::CheckResult {
+        request_id: request_id.to_owned(),
+        check: Some(kycq::check::CheckKind::Mobile3),
+        status: Status::Completed,
+        verdict: Some(Verdict::Match),
+        reason_code: ReasonCode::Match,
+        reason: ReasonCode::Match.meaning().into(),
+        billed: Billed::Yes,
+        carrier: None,
+        provider: Some("tencent".into()),
+        provider_code: Some("0".into()),
+        provider_request_id: Some("theirs".into()),
+        attempts: 1,
+        subject: masked(who),
+        received_at: now,
+        completed_at: now,
+    }
+}
+
 #[tokio::test]
 async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_call() {
     let mut app = TestApp::new().await;
@@ -461,24 +486,7 @@ async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_cal
         "no call while another worker holds it"
     );
     // The other worker finishes: its stored result is what this delivery is answered with.
-    let now = chrono::Utc::now();
-    let theirs = kycq::check::CheckResult {
-        request_id: m.request_id.clone(),
-        check: Some(kycq::check::CheckKind::Mobile3),
-        status: Status::Completed,
-        verdict: Some(Verdict::Match),
-        reason_code: ReasonCode::Match,
-        reason: ReasonCode::Match.meaning().into(),
-        billed: Billed::Yes,
-        carrier: None,
-        provider: Some("tencent".into()),
-        provider_code: Some("0".into()),
-        provider_request_id: Some("theirs".into()),
-        attempts: 1,
-        subject: masked(&who),
-        received_at: now,
-        completed_at: now,
-    };
+    let theirs = their_result(&m.request_id, &who);
     store.complete(&theirs, Some("fp")).await.unwrap();
     let r = app.result_of(&m.request_id).await;
     assert_eq!(r.provider_request_id.as_deref(), Some("theirs"));
@@ -511,5 +519,47 @@ async fn a_dead_workers_lease_runs_out_and_the_request_is_taken_over() {
         (Status::Completed, ReasonCode::Match)
     );
     assert_eq!(app.sandbox.ledger.calls_for_id(&who.id_number), 1);
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_rejection_never_overwrites_a_request_another_worker_holds() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let store = kycq::store::Store::from_pool(app.db().await.clone());
+    let who = identity(Scenario::Match, 10);
+    let m = mobile3(&who);
+    store
+        .claim(
+            &m.request_id,
+            kycq::check::CheckKind::Mobile3,
+            &masked(&who),
+            "fp",
+            "other#1",
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    // The same request_id with an invalid field: kycq's validation refuses it, but the request
+    // is being worked on (and may have been billed): the rejection waits for that result.
+    let mut bad = m.clone();
+    bad.mobile = Some("12345678901".into());
+    app.publish(&bad).await;
+    app.assert_no_result_within(Duration::from_millis(1500))
+        .await;
+    let theirs = their_result(&m.request_id, &who);
+    store.complete(&theirs, Some("fp")).await.unwrap();
+    let r = app.result_of(&m.request_id).await;
+    assert_eq!(
+        (r.status, r.billed),
+        (Status::Completed, Billed::Yes),
+        "the billed verdict stands"
+    );
+    let status: String = sqlx::query_scalar("SELECT status FROM checks WHERE request_id = $1")
+        .bind(&m.request_id)
+        .fetch_one(app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(status, "completed");
     app.cleanup().await;
 }
