@@ -1053,21 +1053,7 @@ pub(crate) async fn handle(
         code: &code,
         billed: decided.answer.billed(),
     });
-    tracing::debug!(
-        provider = PROVIDER,
-        action,
-        seq = entry.seq,
-        id_number = entry.id_number_masked.as_deref().unwrap_or(""),
-        http_status = entry.http_status,
-        code = entry.code.as_str(),
-        billed = entry.billed,
-        slow = decided.slow,
-        "sandbox call"
-    );
-    if decided.slow {
-        // Recorded first: a caller that gives up while waiting was still billed.
-        state.pause(state.settings.slow_delay).await;
-    }
+    state.after_record(&entry, None, None, decided.slow).await;
     let host = header_str(headers, "host").unwrap_or("cloudauth-intl.cn-hongkong.aliyuncs.com");
     render(
         &decided.answer,

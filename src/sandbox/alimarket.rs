@@ -517,23 +517,9 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
         code: &code,
         billed: answer.billed(),
     });
-    tracing::debug!(
-        provider = PROVIDER,
-        action = ACTION,
-        seq = entry.seq,
-        id_number = entry.id_number_masked.as_deref().unwrap_or(""),
-        name = %name.as_deref().map(mask_name).unwrap_or_default(),
-        mobile = %mobile.as_deref().map(mask_mobile).unwrap_or_default(),
-        http_status = entry.http_status,
-        code = entry.code.as_str(),
-        billed = entry.billed,
-        slow,
-        "sandbox call"
-    );
-    if slow {
-        // Recorded first: a caller that gives up while waiting was still billed.
-        state.pause(state.settings.slow_delay).await;
-    }
+    state
+        .after_record(&entry, name.as_deref(), mobile.as_deref(), slow)
+        .await;
     render(&answer, mobile.as_deref(), &new_request_id())
 }
 

@@ -165,6 +165,34 @@ impl AppState {
         })
     }
 
+    /// Log one recorded call (masked fields only) and, for the slow scenario, wait before
+    /// answering. The call is recorded first: a caller that gives up while waiting was still
+    /// billed.
+    pub(crate) async fn after_record(
+        &self,
+        entry: &LedgerEntry,
+        name: Option<&str>,
+        mobile: Option<&str>,
+        slow: bool,
+    ) {
+        tracing::debug!(
+            provider = entry.provider.as_str(),
+            action = entry.action.as_str(),
+            seq = entry.seq,
+            id_number = entry.id_number_masked.as_deref().unwrap_or(""),
+            name = %name.map(mask_name).unwrap_or_default(),
+            mobile = %mobile.map(mask_mobile).unwrap_or_default(),
+            http_status = entry.http_status,
+            code = entry.code.as_str(),
+            billed = entry.billed,
+            slow,
+            "sandbox call"
+        );
+        if slow {
+            self.pause(self.settings.slow_delay).await;
+        }
+    }
+
     /// Sleeps for `delay`, cut short by shutdown so a draining server is not held up.
     pub(crate) async fn pause(&self, delay: Duration) {
         if delay.is_zero() {

@@ -455,23 +455,9 @@ pub(crate) async fn handle(
         code: answer.code(),
         billed: answer.billed(),
     });
-    tracing::debug!(
-        provider = PROVIDER,
-        action,
-        seq = entry.seq,
-        id_number = entry.id_number_masked.as_deref().unwrap_or(""),
-        name = %name.as_deref().map(mask_name).unwrap_or_default(),
-        mobile = %phone.as_deref().map(mask_mobile).unwrap_or_default(),
-        http_status = entry.http_status,
-        code = entry.code.as_str(),
-        billed = entry.billed,
-        slow,
-        "sandbox call"
-    );
-    if slow {
-        // Recorded first: a caller that gives up while waiting was still billed.
-        state.pause(state.settings.slow_delay).await;
-    }
+    state
+        .after_record(&entry, name.as_deref(), phone.as_deref(), slow)
+        .await;
     render(&answer, phone.as_deref(), &uuid::Uuid::new_v4().to_string())
 }
 
