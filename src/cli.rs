@@ -226,7 +226,11 @@ pub fn shutdown_on_signals() -> CancellationToken {
 async fn worker(settings: Settings) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signals();
     let running = crate::startup::start_worker(&settings, shutdown.clone()).await?;
-    running.task.await.context("worker task")??;
+    match running.task.await.context("worker task")? {
+        // A refused first connection is a configuration error (exit code 2).
+        Err(crate::worker::WorkerError::Misconfigured(c)) => return Err(c.into()),
+        other => other?,
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

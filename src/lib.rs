@@ -10,6 +10,8 @@
 //! - [`telemetry`]: tracing subscriber (pretty or JSON) and the Prometheus recorder.
 //! - [`providers`]: the [`providers::Provider`] seam, outcome classification as data, routing and
 //!   circuit breaking; one folder per vendor (`wire`, `codes`, `client`) and pure request signing.
+//! - [`fault`]: kycq's own failures (Postgres, RabbitMQ) classified once: transient, deterministic
+//!   for one message (dead-lettered), misconfiguration; the one backoff of infrastructure retries.
 //! - [`retry`]: the retry policy (a plain struct) and the decision taken for each outcome class.
 //! - [`ratelimit`]: the per-provider (or per-API) bucket every outbound call goes through, shared
 //!   by all workers in Redis, with a per-worker governor fallback.
@@ -26,6 +28,7 @@ pub mod broker;
 pub mod check;
 pub mod cli;
 pub mod configuration;
+pub mod fault;
 pub mod ops;
 pub mod providers;
 pub mod ratelimit;

@@ -89,6 +89,7 @@ pub fn decide(c: &Classification) -> Decision {
         OutcomeClass::Verdict
         | OutcomeClass::InvalidField
         | OutcomeClass::IdentityLimit
+        | OutcomeClass::RequestRefused
         | OutcomeClass::UnknownCode => Decision::Finish,
         OutcomeClass::Unknown => Decision::StopBillingUnknown,
         OutcomeClass::Transient => Decision::Retry,
@@ -154,6 +155,7 @@ mod tests {
             decide(&Classification::unknown_code(Billed::Unknown)),
             Decision::Finish
         );
+        assert_eq!(decide(&Classification::request_refused()), Decision::Finish);
         assert_eq!(decide(&Classification::TRANSIENT), Decision::Retry);
         assert_eq!(decide(&Classification::THROTTLED), Decision::Retry);
         assert_eq!(decide(&Classification::PROVIDER_WIDE), Decision::FailOver);

@@ -8,7 +8,8 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::configuration::Settings;
+use crate::configuration::{env_name, ConfigError, Settings};
+use crate::fault::{self, FaultClass, INFRA_BACKOFF};
 use crate::providers::Registry;
 use crate::ratelimit::RedisLimiter;
 use crate::retry::RetryPolicy;
@@ -95,26 +96,33 @@ pub async fn start_worker(
     })
 }
 
-/// Connect to Postgres (creating and migrating the database), retrying while it is down.
+/// Connect to Postgres (creating and migrating the database), retrying while it is down with
+/// the shared backoff. A misconfiguration (the role or password refused, no such database,
+/// missing privileges, failed migrations) stops at once with a [`ConfigError`] naming
+/// `database.url` (exit code 2).
 pub async fn connect_store_with_retry(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<store::Store> {
-    let mut delay = Duration::from_millis(200);
+    let mut delays = INFRA_BACKOFF.delays();
     loop {
-        match store::connect_and_migrate(&settings.database).await {
+        let e = match store::connect_and_migrate(&settings.database).await {
             Ok(s) => return Ok(s),
-            Err(e @ store::StoreError::Migrate(_)) => {
-                return Err(e).context("database migrations failed")
+            Err(e) => e,
+        };
+        if let FaultClass::Misconfigured { key } = fault::classify_store(&e) {
+            return Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                env: env_name(key),
+                reason: format!("Postgres refuses it: {e}"),
             }
-            Err(e) => {
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres unavailable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for postgres"),
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
+            .into());
+        }
+        let delay = delays.next().unwrap_or(INFRA_BACKOFF.max);
+        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres unavailable; retrying");
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for postgres"),
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 }

@@ -4,6 +4,8 @@
 pub mod alibaba;
 pub mod alimarket;
 pub mod circuit;
+pub mod http;
+pub mod outcome;
 pub mod registry;
 pub mod signing;
 pub mod tencent;
@@ -31,6 +33,9 @@ pub enum OutcomeClass {
     Transient,
     /// Credentials, account, activation, quota: open the provider's circuit and fail over.
     ProviderWide,
+    /// The vendor refused this request's parameters (an HTTP 4xx about the request, not the
+    /// credentials): finish `completed` / `invalid_input`; never opens a circuit.
+    RequestRefused,
     /// Sent, answer lost (timeout, reset): may have been billed; never retried.
     Unknown,
     /// The provider answered with a code not in our tables.
@@ -46,6 +51,7 @@ impl OutcomeClass {
             OutcomeClass::IdentityLimit => "identity_limit",
             OutcomeClass::Transient => "transient",
             OutcomeClass::ProviderWide => "provider_wide",
+            OutcomeClass::RequestRefused => "request_refused",
             OutcomeClass::Unknown => "unknown",
             OutcomeClass::UnknownCode => "unknown_code",
         }
@@ -58,6 +64,7 @@ impl OutcomeClass {
             OutcomeClass::Verdict
                 | OutcomeClass::InvalidField
                 | OutcomeClass::IdentityLimit
+                | OutcomeClass::RequestRefused
                 | OutcomeClass::UnknownCode
         )
     }
@@ -88,6 +95,14 @@ impl Classification {
     /// The provider refuses this identity for now (never billed).
     pub const fn identity_limit(reason: ReasonCode) -> Self {
         Self::new(OutcomeClass::IdentityLimit, Billed::No, Some(reason))
+    }
+    /// The vendor refused this request's parameters (never billed): `invalid_request`.
+    pub const fn request_refused() -> Self {
+        Self::new(
+            OutcomeClass::RequestRefused,
+            Billed::No,
+            Some(ReasonCode::InvalidRequest),
+        )
     }
     /// Transient and not billed.
     pub const TRANSIENT: Self = Self::new(OutcomeClass::Transient, Billed::No, None);
@@ -155,9 +170,15 @@ impl ProviderReply {
 }
 
 impl ProviderReply {
-    /// A bare HTTP error status without a vendor body: `provider_code` is `HTTP<status>`.
-    pub fn http_error(classification: Classification, status: u16) -> Self {
-        let mut r = Self::transport(classification, Some(status), format!("HTTP {status}"));
+    /// A whole answer the vendor's tables do not explain, classified by its status alone
+    /// ([`outcome::STATUS_ROWS`]): `provider_code` is `HTTP<status>`.
+    pub fn from_status(status: u16, origin: outcome::Origin, why: &str) -> Self {
+        let row = outcome::status_row(status, origin);
+        let mut r = Self::transport(
+            row.classification,
+            Some(status),
+            format!("HTTP {status}: {why} ({})", row.meaning),
+        );
         r.provider_code = Some(format!("HTTP{status}"));
         r
     }
@@ -197,44 +218,6 @@ pub fn supports(provider: &str, check: CheckKind) -> Option<bool> {
         "alimarket" => Some(check == CheckKind::Mobile3),
         _ => None,
     }
-}
-
-/// Classify a transport error from reqwest: refused or failed before the request was sent is
-/// transient and unbilled; anything after it was sent (timeout, reset) has unknown billing.
-pub fn classify_transport(e: reqwest::Error) -> ProviderReply {
-    // reqwest appends the full URL to its messages: query parameters can be personal data.
-    let e = &e.without_url();
-    if e.is_connect() || e.is_builder() || e.is_request() && !e.is_timeout() && is_before_send(e) {
-        ProviderReply::transport(
-            Classification::TRANSIENT,
-            None,
-            format!("not sent: {}", error_chain(e)),
-        )
-    } else {
-        ProviderReply::transport(
-            Classification::UNKNOWN,
-            None,
-            format!("sent, answer lost: {}", error_chain(e)),
-        )
-    }
-}
-
-fn is_before_send(e: &reqwest::Error) -> bool {
-    // reqwest marks errors while connecting as `is_connect`; a request error without a status is
-    // only "before send" when the connection itself failed. Be conservative: anything else counts
-    // as possibly sent.
-    e.is_connect()
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `host[:port]` exactly as the HTTP client sends it in the `Host` header (signed by vendors).

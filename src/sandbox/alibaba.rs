@@ -1232,7 +1232,15 @@ mod tests {
             ("807", Mobile3) => unknown("401", Billed::Unknown, false),
             ("807", Id2) => unknown("9", Billed::Unknown, false),
             ("807", Id2Period) => unknown("201", Billed::Unknown, true),
-            ("808", _) => (None, Unknown, None, Billed::Unknown, "HTTP200", true, 200),
+            ("808", _) => (
+                Some("HTTP200"),
+                Unknown,
+                None,
+                Billed::Unknown,
+                "HTTP200",
+                true,
+                200,
+            ),
             ("810", _) => err(
                 "MissingParameter",
                 InvalidField,

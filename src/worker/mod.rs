@@ -17,8 +17,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::broker::{self, BrokerError, Publisher};
-use crate::configuration::Names;
+use crate::broker::{self, BrokerError, DeadLetter, Publisher};
+use crate::configuration::{env_name, ConfigError, Names};
+use crate::fault::{FaultClass, INFRA_BACKOFF};
 pub use process::{Disposition, ProcessError, Processor};
 
 /// How the consumer connects and how much it takes at once.
@@ -47,6 +48,29 @@ pub struct ConsumerConfig {
 pub struct WorkerState {
     /// Consuming from the work queue right now.
     pub consuming: AtomicBool,
+    /// A misconfiguration met while processing (cleared by the next success).
+    problem: std::sync::Mutex<Option<String>>,
+}
+
+impl WorkerState {
+    /// What is misconfigured right now, if processing met it.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_problem(&self, why: String) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    fn clear_problem(&self) {
+        let mut p = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+        if p.is_some() {
+            *p = None;
+        }
+    }
 }
 
 /// Why the worker stopped without being asked to.
@@ -55,6 +79,9 @@ pub enum WorkerError {
     /// The topology on the broker conflicts with the configuration: operator action needed.
     #[error(transparent)]
     Topology(BrokerError),
+    /// The broker refused the first connection for good (credentials, virtual host).
+    #[error(transparent)]
+    Misconfigured(crate::configuration::ConfigError),
 }
 
 /// Run until `shutdown` is cancelled: then stop consuming, give in-flight work
@@ -68,7 +95,8 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let semaphore = Arc::new(Semaphore::new(cfg.concurrency));
-    let mut backoff = Duration::from_millis(200);
+    let mut delays = INFRA_BACKOFF.delays();
+    let mut connected_once = false;
     let mut session: Option<(lapin::Connection, lapin::Channel, String)> = None;
     let mut fatal = None;
     while !shutdown.is_cancelled() {
@@ -87,13 +115,31 @@ pub async fn run(
                 break;
             }
             Err(e) => {
-                state.consuming.store(false, Ordering::SeqCst);
-                warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker unavailable; reconnecting");
+                if state.consuming.swap(false, Ordering::SeqCst) {
+                    // It was consuming: a fresh outage starts from the shortest delay.
+                    connected_once = true;
+                    delays = INFRA_BACKOFF.delays();
+                }
+                if let FaultClass::Misconfigured { key } = crate::fault::classify_broker(&e) {
+                    let why = format!("RabbitMQ refuses the connection: {e}");
+                    if !connected_once {
+                        // Nothing runs yet: stop, naming the key (exit code 2).
+                        fatal = Some(WorkerError::Misconfigured(ConfigError::Invalid {
+                            key: key.to_owned(),
+                            env: env_name(key),
+                            reason: why,
+                        }));
+                        break;
+                    }
+                    // Credentials changed under a running worker: keep trying, say why.
+                    state.set_problem(format!("{key} ({}): {why}", env_name(key)));
+                }
+                let delay = delays.next().unwrap_or(INFRA_BACKOFF.max);
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unavailable; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -116,7 +162,7 @@ pub async fn run(
 async fn consume(
     cfg: &ConsumerConfig,
     processor: &Arc<Processor>,
-    state: &WorkerState,
+    state: &Arc<WorkerState>,
     shutdown: &CancellationToken,
     hard_stop: &CancellationToken,
     semaphore: &Arc<Semaphore>,
@@ -175,10 +221,12 @@ async fn consume(
         };
         let processor = processor.clone();
         let publisher = publisher.clone();
+        let state = state.clone();
         let stop = hard_stop.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            let disposition = settle_with_retries(&processor, &publisher, &delivery, &stop).await;
+            let disposition =
+                settle_with_retries(&processor, &publisher, &state, &delivery, &stop).await;
             let res = match disposition {
                 Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
                 Disposition::Requeue => {
@@ -198,18 +246,26 @@ async fn consume(
     }
 }
 
-/// Process one delivery. A failure of kycq's own infrastructure (Postgres, a publish) is retried
-/// here with backoff, holding the delivery: a nack would count towards the quorum queue's
-/// delivery limit and dead-letter a healthy request during an outage. A panic returns it.
+/// Process one delivery. A failure of kycq's own infrastructure (Postgres, a publish) is
+/// classified once ([`crate::fault`]):
+///
+/// - transient or misconfiguration: retried here with the shared backoff, holding the delivery
+///   (a nack would count towards the quorum queue's delivery limit and dead-letter a healthy
+///   request during an outage); a misconfiguration is shown by `/readyz` meanwhile;
+/// - deterministic for this message (a value Postgres refuses, a stored result that cannot be
+///   read): the message is dead-lettered with its reason and acknowledged, never retried.
+///
+/// A panic returns the delivery to the queue.
 async fn settle_with_retries(
     processor: &Processor,
     publisher: &Publisher,
+    state: &WorkerState,
     delivery: &lapin::message::Delivery,
     stop: &CancellationToken,
 ) -> Disposition {
     use futures::FutureExt;
     let lease_owner = processor.lease_owner();
-    let mut backoff = Duration::from_millis(250);
+    let mut delays = INFRA_BACKOFF.delays();
     loop {
         let attempt = std::panic::AssertUnwindSafe(processor.process(
             publisher,
@@ -217,27 +273,77 @@ async fn settle_with_retries(
             stop,
             &lease_owner,
         ));
-        match attempt.catch_unwind().await {
-            Ok(Ok(d)) => return d,
-            Ok(Err(e)) => {
-                if !publisher.is_connected() {
-                    // This connection is gone: the broker redelivers the message elsewhere.
-                    warn!(error = %e, "processing failed and the broker connection is gone");
-                    return Disposition::Requeue;
-                }
-                error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "processing failed on kycq's own infrastructure; retrying this delivery");
-                tokio::select! {
-                    _ = stop.cancelled() => return Disposition::Requeue,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(15));
+        let e = match attempt.catch_unwind().await {
+            Ok(Ok(d)) => {
+                state.clear_problem();
+                return d;
             }
+            Ok(Err(e)) => e,
             Err(_) => {
                 error!("a processing task panicked; the delivery returns to the queue");
                 return Disposition::Requeue;
             }
+        };
+        if !publisher.is_connected() {
+            // This connection is gone: the broker redelivers the message elsewhere.
+            warn!(error = %e, "processing failed and the broker connection is gone");
+            return Disposition::Requeue;
+        }
+        let class = e.class();
+        match class {
+            FaultClass::Deterministic { reason } => {
+                match dead_letter_unprocessable(publisher, delivery, reason, &e).await {
+                    Ok(()) => return Disposition::Ack,
+                    Err(dl) => {
+                        warn!(error = %dl, "dead-lettering an unprocessable message failed; retrying")
+                    }
+                }
+            }
+            FaultClass::Misconfigured { key } => {
+                state.set_problem(format!(
+                    "{key} ({}) looks misconfigured: {e}",
+                    crate::configuration::env_name(key)
+                ));
+            }
+            FaultClass::Transient => {}
+        }
+        let delay = delays.next().unwrap_or(INFRA_BACKOFF.max);
+        error!(error = %e, ?class, retry_in_ms = delay.as_millis() as u64, "processing failed on kycq's own infrastructure; retrying this delivery");
+        tokio::select! {
+            _ = stop.cancelled() => return Disposition::Requeue,
+            _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// Dead-letter a message that fails the same way every time, with its reason.
+async fn dead_letter_unprocessable(
+    publisher: &Publisher,
+    delivery: &lapin::message::Delivery,
+    reason: &'static str,
+    e: &ProcessError,
+) -> Result<(), BrokerError> {
+    let today = chrono::Utc::now().date_naive();
+    let request_id = crate::check::decode(&delivery.data, today)
+        .ok()
+        .map(|d| d.request_id().to_owned());
+    let dl = DeadLetter {
+        reason: reason.to_owned(),
+        detail: e.operator_detail(),
+        attempts: 0,
+        request_id,
+    };
+    publisher
+        .dead_letter(
+            &delivery.data,
+            &delivery.properties,
+            delivery.routing_key.as_str(),
+            &dl,
+        )
+        .await?;
+    metrics::counter!("kycq_dead_letters_total", "reason" => reason).increment(1);
+    error!(reason, detail = %dl.detail, "message dead-lettered: kycq cannot process it (the same every time)");
+    Ok(())
 }
 
 async fn drain(

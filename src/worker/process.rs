@@ -31,7 +31,7 @@ pub enum Disposition {
     Requeue,
 }
 
-/// A failure of kycq's own infrastructure: the delivery goes back to the queue.
+/// A failure of kycq's own infrastructure, classified by [`crate::fault`].
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     /// Postgres.
@@ -40,6 +40,32 @@ pub enum ProcessError {
     /// RabbitMQ.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+impl ProcessError {
+    /// What to do about it.
+    pub fn class(&self) -> crate::fault::FaultClass {
+        match self {
+            ProcessError::Store(e) => crate::fault::classify_store(e),
+            ProcessError::Broker(e) => crate::fault::classify_broker(e),
+        }
+    }
+
+    /// A sentence for an operator (dead-letter detail): what failed, by code, never the values
+    /// (a database's message can quote the value it refused).
+    pub fn operator_detail(&self) -> String {
+        match self {
+            ProcessError::Store(StoreError::Db(sqlx::Error::Database(db))) => {
+                let code = db.code().unwrap_or_default();
+                let meaning = crate::fault::sqlstate_row(&code).map_or("", |r| r.meaning);
+                format!("Postgres refused this message (SQLSTATE {code}: {meaning})")
+            }
+            ProcessError::Store(StoreError::Corrupt(id, _)) => {
+                format!("the stored result of {id} cannot be read back")
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 /// Everything processing needs, shared by every task of a worker.
@@ -653,6 +679,14 @@ fn final_result(
             r.verdict = reason_code.completed_verdict();
             r.reason = reason_code.meaning().to_owned();
         }
+        OutcomeClass::RequestRefused => {
+            r.status = Status::Completed;
+            r.verdict = reason_code.completed_verdict();
+            r.reason = format!(
+                "{provider} refused this request's parameters ({})",
+                reply.detail
+            );
+        }
         OutcomeClass::IdentityLimit => {
             r.reason = reason_code.meaning().to_owned();
         }
@@ -667,7 +701,10 @@ fn final_result(
             );
         }
     }
-    if c.class == OutcomeClass::InvalidField {
+    if matches!(
+        c.class,
+        OutcomeClass::InvalidField | OutcomeClass::RequestRefused
+    ) {
         metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider.to_owned())
             .increment(1);
     }

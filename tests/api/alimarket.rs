@@ -134,6 +134,22 @@ const fn lost(code: Option<&'static str>, sandbox_billed: usize) -> Want {
     }
 }
 
+/// The seller's backend refused this request's parameters: finished as invalid input, one call,
+/// never a circuit.
+const fn refused(code: &'static str) -> Want {
+    Want {
+        status: Status::Completed,
+        verdict: Some(Verdict::InvalidInput),
+        reason: R::InvalidRequest,
+        billed: Billed::No,
+        code: Some(code),
+        calls: 1,
+        sandbox_billed: 0,
+        carrier: None,
+        dead: None,
+    }
+}
+
 /// Misbehaves once, then the vendor answers match.
 const fn second_time_match() -> Want {
     Want {
@@ -169,6 +185,7 @@ fn answers() -> Vec<(String, TestIdentity, Want)> {
         ("877", exhausted("HTTP500")),
         ("878", exhausted("HTTP502")),
         ("879", lost(Some("HTTP504"), 0)),
+        ("880", refused("HTTP400")),
         ("881", verdict(Match, R::Match, Billed::Yes, "1", 1, cmcc)),
         ("882", verdict(Mismatch, R::MismatchUnspecified, Billed::Yes, "2", 1, cmcc)),
         ("883", verdict(NotFound, R::NoRecord, Billed::Yes, "3", 1, cmcc)),
@@ -181,7 +198,7 @@ fn answers() -> Vec<(String, TestIdentity, Want)> {
         ("890", unknown_code(Billed::Unknown, Some("9"), 1, Some(cmcc))),
         ("891", unknown_code(Billed::No, Some("400"), 0, None)),
         ("892", unknown_code(Billed::Unknown, Some("500"), 0, None)),
-        ("893", unknown_code(Billed::Unknown, None, 1, None)),
+        ("893", lost(Some("HTTP200"), 1)),
         ("894", verdict(Match, R::Match, Billed::Yes, "1", 1, Carrier::Cucc)),
         ("895", verdict(Match, R::Match, Billed::Yes, "1", 1, Carrier::Ctcc)),
         ("896", verdict(Match, R::Match, Billed::Yes, "1", 1, Carrier::Cbn)),
@@ -368,7 +385,6 @@ async fn provider_wide_alimarket_answers_fail_over_and_are_never_billed() {
         (identity_with_code("874", 414), "Expired api definition"),
         (identity_with_code("875", 415), "Invalid Api Meta, try deploy again or contact us via ticket"),
         (identity_with_code("876", 416), "Provider Account Overdue"),
-        (identity_with_code("880", 417), "HTTP400"),
     ];
     let mut want = BTreeMap::new();
     for (who, code) in &provider_wide {

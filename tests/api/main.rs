@@ -4,6 +4,7 @@
 
 mod alibaba;
 mod alimarket;
+mod failures;
 mod helpers;
 mod pipeline;
 mod process;

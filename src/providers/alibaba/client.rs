@@ -1,8 +1,6 @@
 //! The Alibaba provider: builds each API's parameters where the official SDK puts them, signs
 //! the call with ACS3-HMAC-SHA256, sends it and classifies the answer with the code tables.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
@@ -13,10 +11,10 @@ use crate::check::identity::format_yyyymmdd;
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 use crate::check::{Carrier, CheckKind, CheckRequest, ReasonCode, ValidityEnd};
 use crate::configuration::ProviderSettings;
+use crate::providers::http::{self, transport_failure};
+use crate::providers::outcome::Origin;
 use crate::providers::signing::{acs3, sha256_hex};
-use crate::providers::{
-    classify_transport, host_header, Classification, Provider, ProviderError, ProviderReply,
-};
+use crate::providers::{host_header, Classification, Provider, ProviderError, ProviderReply};
 
 /// Longest `MerchantBizId` the vendor takes (letters and digits).
 pub const MERCHANT_BIZ_ID_MAX: usize = 32;
@@ -278,27 +276,13 @@ fn scrub(message: &str) -> String {
     out
 }
 
-/// An answer that is not the vendor's JSON: a 5xx is transient, 429 throttled, another 4xx a
-/// gateway refusal (provider-wide), anything else (a garbled 200) may have been billed.
+/// An answer that is not the vendor's JSON (or has no `Code`): the shared status table.
 fn not_json(status: u16, why: &str) -> ProviderReply {
-    let classification = match status {
-        // A gateway timeout: the backend may have run the check (and billed it).
-        504 => Classification::UNKNOWN,
-        500..=599 => Classification::TRANSIENT,
-        429 => Classification::THROTTLED,
-        400..=499 => Classification::PROVIDER_WIDE,
-        _ => {
-            return ProviderReply::transport(
-                Classification::UNKNOWN,
-                Some(status),
-                format!("HTTP {status}: {why}"),
-            )
-        }
-    };
-    let mut reply = ProviderReply::http_error(classification, status);
-    reply.detail = format!("HTTP {status}: {why}");
-    reply
+    ProviderReply::from_status(status, Origin::Backend, why)
 }
+
+/// The header that carries the vendor's request id (kept when a body is cut off).
+const REQUEST_ID_HEADER: &str = "x-acs-request-id";
 
 impl AlibabaProvider {
     /// Build from `[providers.alibaba]` (credentials must be present).
@@ -308,11 +292,7 @@ impl AlibabaProvider {
         // RPC-style APIs live at `/`.
         endpoint.set_path("/");
         endpoint.set_query(None);
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-            .timeout(Duration::from_millis(s.timeout_ms))
-            .build()
-            .map_err(|e| ProviderError::Config(format!("providers.alibaba: {e}")))?;
+        let http = http::client("alibaba", s)?;
         if s.access_key_id.is_empty() {
             return Err(ProviderError::Config(
                 "providers.alibaba.access_key_id is required".into(),
@@ -423,23 +403,13 @@ impl Provider for AlibabaProvider {
         if !signed.body.is_empty() {
             req = req.body(signed.body);
         }
-        let resp = match req.send().await {
+        let request = match req.build() {
             Ok(r) => r,
-            Err(e) => return classify_transport(e),
+            Err(e) => return transport_failure(e),
         };
-        let status = resp.status().as_u16();
-        match resp.bytes().await {
-            Ok(bytes) => Self::classify_response(built.api, status, &bytes),
-            Err(e) if status >= 500 => ProviderReply::transport(
-                Classification::TRANSIENT,
-                Some(status),
-                format!("HTTP {status}, body lost: {e}"),
-            ),
-            Err(e) => ProviderReply::transport(
-                Classification::UNKNOWN,
-                Some(status),
-                format!("response body lost: {e}"),
-            ),
+        match http::exchange(&self.http, request, Some(REQUEST_ID_HEADER)).await {
+            Ok(answer) => Self::classify_response(built.api, answer.status, &answer.body),
+            Err(reply) => reply,
         }
     }
 }
@@ -852,6 +822,15 @@ mod tests {
         assert_eq!(
             class(404, "not found"),
             (OutcomeClass::ProviderWide, Billed::No, false)
+        );
+        // A 400 without the vendor's JSON: this request's parameters, never provider-wide.
+        assert_eq!(
+            class(400, "<html>Bad Request</html>"),
+            (OutcomeClass::RequestRefused, Billed::No, false)
+        );
+        assert_eq!(
+            class(504, "<html>Gateway Timeout</html>"),
+            (OutcomeClass::Unknown, Billed::Unknown, false)
         );
         assert_eq!(
             classify(Api::Mobile3, 404, "x").provider_code.as_deref(),

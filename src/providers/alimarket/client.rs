@@ -1,7 +1,5 @@
 //! The Marketplace provider: sends `POST <endpoint>/mobile3/check` with `Authorization: APPCODE <code>` and classifies the gateway's or the seller's answer with the code tables.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
@@ -9,9 +7,9 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{codes, wire, ACTION, PATH, PROVIDER};
 use crate::check::{Carrier, CheckKind, CheckRequest, ReasonCode};
 use crate::configuration::ProviderSettings;
-use crate::providers::{
-    classify_transport, Classification, Provider, ProviderError, ProviderReply,
-};
+use crate::providers::http::{self, header_text, transport_failure};
+use crate::providers::outcome::{self, Origin};
+use crate::providers::{Classification, Provider, ProviderError, ProviderReply};
 
 /// The body's media type (**[inferred]** charset: the page lists only "POST JSON").
 pub const JSON_UTF8: &str = "application/json; charset=UTF-8";
@@ -45,11 +43,7 @@ impl AlimarketProvider {
     /// Build from `[providers.alimarket]` (the AppCode must be present).
     pub fn from_settings(s: &ProviderSettings) -> Result<Self, ProviderError> {
         let url = check_url(&s.endpoint)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-            .timeout(Duration::from_millis(s.timeout_ms))
-            .build()
-            .map_err(|e| ProviderError::Config(format!("providers.alimarket: {e}")))?;
+        let http = http::client(PROVIDER, s)?;
         let app_code = s
             .app_code
             .clone()
@@ -97,19 +91,27 @@ impl AlimarketProvider {
             .header(ACCEPT, "application/json")
             .body(body)
             .build()
-            .map_err(classify_transport)
+            .map_err(transport_failure)
     }
 
-    /// Classify a non-2xx answer from its status and gateway headers (the body is not needed).
+    /// Classify a non-2xx answer from its status and gateway headers (the body is not needed):
+    /// the gateway's tables first, then the shared status table — with the backend as the
+    /// origin when the gateway sent no error header (the seller's backend answered that status
+    /// about this request).
     pub fn classify_gateway(status: u16, headers: &HeaderMap) -> ProviderReply {
         let message = header_text(headers, ERROR_MESSAGE_HEADER);
         let code = header_text(headers, ERROR_CODE_HEADER);
-        let classification = codes::classify_gateway(status, message.as_deref(), code.as_deref());
-        let origin = if message.is_some() || code.is_some() {
-            "gateway"
-        } else {
-            "backend"
-        };
+        let from_gateway = message.is_some() || code.is_some();
+        let classification = codes::classify_gateway(message.as_deref(), code.as_deref())
+            .unwrap_or_else(|| {
+                let origin = if from_gateway {
+                    Origin::Gateway
+                } else {
+                    Origin::Backend
+                };
+                outcome::status_row(status, origin).classification
+            });
+        let origin = if from_gateway { "gateway" } else { "backend" };
         let detail = match (&message, &code) {
             (Some(m), Some(c)) => format!("{origin} HTTP {status} {c}: {m}"),
             (Some(m), None) => format!("{origin} HTTP {status}: {m}"),
@@ -135,13 +137,10 @@ impl AlimarketProvider {
     ) -> ProviderReply {
         let reply = match wire::parse_reply(body) {
             Ok(r) => r,
-            // An answer arrived and cannot be read: it may be a billed verdict. Never retried.
+            // An answer arrived and cannot be read: the shared status table (a 2xx may be a
+            // billed verdict: billing unknown, never repeated).
             Err(e) => {
-                let mut r = ProviderReply::transport(
-                    Classification::unknown_code(codes::billed_from_is_fee(None)),
-                    Some(status),
-                    e.to_string(),
-                );
+                let mut r = ProviderReply::from_status(status, Origin::Backend, &e.to_string());
                 r.provider_request_id = gateway_request_id;
                 return r;
             }
@@ -189,13 +188,6 @@ fn check_url(endpoint: &str) -> Result<url::Url, ProviderError> {
     url::Url::parse(&joined).map_err(|e| bad(e.to_string()))
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
 /// Vendor text fit for logs and results: cut short, with any run of six or more digits masked
 /// (a vendor echoing an ID or mobile number must not put it in a result).
 fn vendor_text(text: &str) -> String {
@@ -236,27 +228,15 @@ impl Provider for AlimarketProvider {
             Ok(r) => r,
             Err(reply) => return reply,
         };
-        let resp = match self.http.execute(http_request).await {
-            Ok(r) => r,
-            Err(e) => return classify_transport(e),
+        let answer = match http::exchange(&self.http, http_request, Some(REQUEST_ID_HEADER)).await {
+            Ok(a) => a,
+            Err(reply) => return reply,
         };
-        let status = resp.status().as_u16();
-        if !resp.status().is_success() {
-            return Self::classify_gateway(status, resp.headers());
+        if !(200..300).contains(&answer.status) {
+            return Self::classify_gateway(answer.status, &answer.headers);
         }
-        let gateway_request_id = header_text(resp.headers(), REQUEST_ID_HEADER);
-        match resp.bytes().await {
-            Ok(bytes) => Self::classify_body(status, &bytes, gateway_request_id),
-            Err(e) => {
-                let mut reply = ProviderReply::transport(
-                    Classification::UNKNOWN,
-                    Some(status),
-                    format!("response body lost: {e}"),
-                );
-                reply.provider_request_id = gateway_request_id;
-                reply
-            }
-        }
+        let gateway_request_id = answer.header(REQUEST_ID_HEADER);
+        Self::classify_body(answer.status, &answer.body, gateway_request_id)
     }
 }
 
@@ -451,10 +431,6 @@ mod tests {
             ),
             (r#"{"isFee":1,"data":{}}"#, Billed::Yes, None),
             (r#"{}"#, Billed::Unknown, None),
-            // Not readable at all.
-            ("<html>502 Bad Gateway</html>", Billed::Unknown, None),
-            ("", Billed::Unknown, None),
-            ("[1,2]", Billed::Unknown, None),
         ];
         for (json, billed, code) in cases {
             let r = body(json);
@@ -471,6 +447,21 @@ mod tests {
             assert!(c.class.is_final_answer());
             assert_eq!(r.provider_code.as_deref(), *code, "{json}");
             assert!(r.provider_request_id.is_some(), "{json}");
+        }
+    }
+
+    #[test]
+    fn a_2xx_body_that_cannot_be_read_is_billing_unknown_as_for_every_vendor() {
+        for json in ["<html>502 Bad Gateway</html>", "", "[1,2]"] {
+            let r = body(json);
+            let c = r.classification;
+            assert_eq!(
+                (c.class, c.billed),
+                (OutcomeClass::Unknown, Billed::Unknown),
+                "{json}"
+            );
+            assert_eq!(r.provider_code.as_deref(), Some("HTTP200"), "{json}");
+            assert_eq!(r.provider_request_id.as_deref(), Some("GW-1"), "{json}");
         }
     }
 
@@ -578,8 +569,19 @@ mod tests {
             (500, &[], Transient, Billed::No, false, "HTTP500"),
             (502, &[], Transient, Billed::No, false, "HTTP502"),
             (504, &[], Unknown, Billed::Unknown, false, "HTTP504"),
-            (400, &[], ProviderWide, Billed::No, false, "HTTP400"),
+            // The seller's backend refusing this request's parameters: finish it, no circuit.
+            (400, &[], RequestRefused, Billed::No, false, "HTTP400"),
+            (429, &[], Transient, Billed::No, true, "HTTP429"),
             (404, &[], ProviderWide, Billed::No, false, "HTTP404"),
+            // A gateway 400 kycq does not know: finish failed, no circuit.
+            (
+                400,
+                &[("x-ca-error-message", "Invalid Body: x")],
+                UnknownCode,
+                Billed::No,
+                false,
+                "Invalid Body: x",
+            ),
         ];
         for (status, pairs, class, billed, throttled, code) in cases {
             let mut h = headers(pairs);

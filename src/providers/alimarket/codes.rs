@@ -7,7 +7,8 @@
 //!
 //! Signature-mode messages (`Invalid AppKey`, `Invalid Signature, …`, `Timestamp Expired`, …)
 //! are not listed: kycq authenticates with an AppCode only, and any such answer falls to the
-//! status rule (4xx → provider-wide), which is what those rows would say.
+//! shared status table (`providers::outcome`: 400 from the gateway → finished `failed`, 401/403 →
+//! provider-wide).
 
 use crate::check::{Billed, Carrier, ReasonCode};
 use crate::providers::Classification;
@@ -174,29 +175,13 @@ pub const GATEWAY_MESSAGES: &[GatewayRow] = &[
 ];
 
 /// `X-Ca-Error-Code` (VPC-type gateway instances), consulted when the message matched no row.
-/// Only the codes whose meaning differs from the status rule, or says more, are listed.
+/// Only the codes whose meaning differs from the shared status table, or says more, are listed.
 pub const GATEWAY_CODES: &[(&str, u16, Classification, &str)] = &[
     // A 500 that no retry fixes: the API's definition must be redeployed by the seller.
     ("X500ED", 500, PW, "expired API definition"),
     ("X500AM", 500, PW, "invalid API metadata"),
     // The seller's own Alibaba Cloud account is in arrears.
     ("B403OD", 403, PW, "the API provider's account is overdue"),
-];
-
-/// The status rule for a non-2xx answer no row explains — most importantly one without
-/// `X-Ca-Error-Message`, which came from the backend (doc 43906: an empty `X-Ca-Error-Code`
-/// means the status is the backend's). First matching range wins.
-pub const STATUS_RULES: &[(u16, u16, Classification, &str)] = &[
-    // A timeout between gateway and backend: the backend may have run.
-    (
-        504,
-        504,
-        Classification::UNKNOWN,
-        "gateway or backend timeout",
-    ),
-    (500, 599, Classification::TRANSIENT, "server error"),
-    // Refused (4xx, or anything undocumented): the same for every call until someone fixes it.
-    (0, u16::MAX, PW, "refused"),
 ];
 
 /// Billing from `isFee` ([`IS_FEE`]); absent or other values are unknown.
@@ -230,34 +215,20 @@ pub fn find_message(message: &str) -> Option<&'static GatewayRow> {
         })
 }
 
-/// Classify a non-2xx answer: by `X-Ca-Error-Message`, then by `X-Ca-Error-Code`, then by the
-/// status ([`STATUS_RULES`]).
-pub fn classify_gateway(
-    status: u16,
-    message: Option<&str>,
-    error_code: Option<&str>,
-) -> Classification {
+/// Classify a non-2xx answer by the gateway's tables: `X-Ca-Error-Message`, then
+/// `X-Ca-Error-Code`. None when neither explains it: the client then uses the shared status
+/// table (`providers::outcome`), with the gateway as the origin when either header was sent.
+pub fn classify_gateway(message: Option<&str>, error_code: Option<&str>) -> Option<Classification> {
     if let Some(row) = message
         .filter(|m| !m.trim().is_empty())
         .and_then(find_message)
     {
-        return row.classification;
+        return Some(row.classification);
     }
-    if let Some((_, _, c, _)) = error_code
+    error_code
         .map(str::trim)
         .and_then(|code| GATEWAY_CODES.iter().find(|(k, ..)| *k == code))
-    {
-        return *c;
-    }
-    classify_status(status)
-}
-
-/// The status rule alone.
-pub fn classify_status(status: u16) -> Classification {
-    STATUS_RULES
-        .iter()
-        .find(|(lo, hi, ..)| (*lo..=*hi).contains(&status))
-        .map_or(PW, |(_, _, c, _)| *c)
+        .map(|(_, _, c, _)| *c)
 }
 
 #[cfg(test)]
@@ -430,7 +401,7 @@ mod tests {
             ("Async Service", 504, Unknown, Billed::Unknown, false),
         ];
         for (message, status, class, billed, throttled) in expected {
-            let c = classify_gateway(*status, Some(message), None);
+            let c = classify_gateway(Some(message), None).expect("a row");
             assert_eq!(
                 (c.class, c.billed, c.throttled, c.reason_code),
                 (*class, *billed, *throttled, None),
@@ -440,8 +411,8 @@ mod tests {
             assert_eq!(row.status, *status, "{message}: documented status");
             // The message decides, whatever status it came with.
             assert_eq!(
-                classify_gateway(599, Some(message), Some("X500ED")).class,
-                *class
+                classify_gateway(Some(message), Some("X500ED")).map(|c| c.class),
+                Some(*class)
             );
         }
         // Every row of the table is exercised above.
@@ -462,7 +433,7 @@ mod tests {
             find_message("Quota Exhausted")
         );
         assert!(find_message("Invalid AppCode `expired`").is_some());
-        // Close but different messages are not rows: they fall to the status rule.
+        // Close but different messages are not rows: they fall to the shared status table.
         assert!(find_message("Quota").is_none());
         assert!(find_message("Unauthorized access").is_none());
         assert!(find_message("Internal Errors").is_none());
@@ -477,46 +448,21 @@ mod tests {
             ("X500AM", 500, ProviderWide),
             ("B403OD", 403, ProviderWide),
         ] {
-            let c = classify_gateway(status, Some("Expired api definition"), Some(code));
-            assert_eq!((c.class, c.billed), (class, Billed::No), "{code}");
-            assert_eq!(classify_gateway(status, None, Some(code)).class, class);
+            let c = classify_gateway(Some("Expired api definition"), Some(code)).expect("a row");
+            assert_eq!((c.class, c.billed), (class, Billed::No), "{code} {status}");
+            assert_eq!(
+                classify_gateway(None, Some(code)).map(|c| c.class),
+                Some(class)
+            );
         }
         assert_eq!(GATEWAY_CODES.len(), 3);
-        // Unlisted codes use the status rule.
+        // Unlisted messages and codes are left to the shared status table.
         assert_eq!(
-            classify_gateway(400, Some("Invalid Body: x"), Some("I400BD")).class,
-            ProviderWide
+            classify_gateway(Some("Invalid Body: x"), Some("I400BD")),
+            None
         );
-        assert_eq!(classify_gateway(502, None, Some("Z502ZZ")).class, Transient);
-    }
-
-    #[test]
-    fn the_status_rule_covers_backend_answers() {
-        for (status, class, billed) in [
-            (500, Transient, Billed::No),
-            (502, Transient, Billed::No),
-            (503, Transient, Billed::No),
-            (504, Unknown, Billed::Unknown),
-            (599, Transient, Billed::No),
-            (400, ProviderWide, Billed::No),
-            (401, ProviderWide, Billed::No),
-            (404, ProviderWide, Billed::No),
-            (429, ProviderWide, Billed::No),
-            (302, ProviderWide, Billed::No),
-            (600, ProviderWide, Billed::No),
-        ] {
-            for message in [
-                None,
-                Some(""),
-                Some("something the gateway never documented"),
-            ] {
-                let c = classify_gateway(status, message, None);
-                assert_eq!(
-                    (c.class, c.billed, c.throttled),
-                    (class, billed, false),
-                    "{status} {message:?}"
-                );
-            }
-        }
+        assert_eq!(classify_gateway(None, Some("Z502ZZ")), None);
+        assert_eq!(classify_gateway(Some(""), None), None);
+        assert_eq!(classify_gateway(None, None), None);
     }
 }

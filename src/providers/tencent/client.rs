@@ -1,18 +1,16 @@
 //! The Tencent provider: signs `PhoneVerification` with TC3-HMAC-SHA256, sends it, classifies
 //! the answer with the code tables.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{codes, wire, ACTION, SERVICE, VERSION};
 use crate::check::{Carrier, CheckKind, CheckRequest};
 use crate::configuration::ProviderSettings;
+use crate::providers::http::{self, transport_failure};
+use crate::providers::outcome::Origin;
 use crate::providers::signing::tc3;
-use crate::providers::{
-    classify_transport, host_header, Classification, Provider, ProviderError, ProviderReply,
-};
+use crate::providers::{host_header, Classification, Provider, ProviderError, ProviderReply};
 
 const CONTENT_TYPE: &str = "application/json";
 
@@ -40,11 +38,7 @@ impl TencentProvider {
     pub fn from_settings(s: &ProviderSettings) -> Result<Self, ProviderError> {
         let endpoint = url::Url::parse(&s.endpoint)
             .map_err(|e| ProviderError::Config(format!("providers.tencent.endpoint: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-            .timeout(Duration::from_millis(s.timeout_ms))
-            .build()
-            .map_err(|e| ProviderError::Config(format!("providers.tencent: {e}")))?;
+        let http = http::client("tencent", s)?;
         Ok(TencentProvider {
             http,
             host: host_header(&endpoint),
@@ -57,17 +51,13 @@ impl TencentProvider {
         })
     }
 
-    /// Classify a response body that arrived with HTTP 200.
+    /// Classify a whole answer: the API's `Response.Error` or `Response.Result` when the body
+    /// is the API's JSON (whatever the status), else the shared status table.
     pub fn classify_body(status: u16, body: &[u8]) -> ProviderReply {
         let env: wire::Envelope = match serde_json::from_slice(body) {
             Ok(e) => e,
-            // An answer arrived but cannot be read: it may have been a billed verdict.
-            Err(e) => {
-                return ProviderReply::transport(
-                    Classification::UNKNOWN,
-                    Some(status),
-                    format!("unreadable response body: {e}"),
-                )
+            Err(_) => {
+                return ProviderReply::from_status(status, Origin::Backend, "not the API's JSON")
             }
         };
         let r = env.response;
@@ -87,11 +77,13 @@ impl TencentProvider {
             };
         }
         let Some(result) = r.result else {
-            return ProviderReply::transport(
-                Classification::UNKNOWN,
-                Some(status),
-                "response has neither Result nor Error",
+            let mut reply = ProviderReply::from_status(
+                status,
+                Origin::Backend,
+                "the API's JSON without Result or Error",
             );
+            reply.provider_request_id = provider_request_id;
+            return reply;
         };
         let detail = r.result_detail.as_deref().filter(|d| !d.is_empty());
         ProviderReply {
@@ -155,33 +147,14 @@ impl Provider for TencentProvider {
         if let Some(region) = &self.region {
             req = req.header("X-TC-Region", region);
         }
-        let resp = match req.send().await {
+        let request = match req.build() {
             Ok(r) => r,
-            Err(e) => return classify_transport(e),
+            Err(e) => return transport_failure(e),
         };
-        let status = resp.status().as_u16();
-        if status == 504 {
-            // A gateway timeout: the backend may have run the check (and billed it).
-            return ProviderReply::http_error(Classification::UNKNOWN, status);
+        match http::exchange(&self.http, request, None).await {
+            Ok(answer) => Self::classify_body(answer.status, &answer.body),
+            Err(reply) => reply,
         }
-        if resp.status().is_server_error() {
-            return ProviderReply::http_error(Classification::TRANSIENT, status);
-        }
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                return ProviderReply::transport(
-                    Classification::UNKNOWN,
-                    Some(status),
-                    format!("response body lost: {e}"),
-                )
-            }
-        };
-        if status != 200 {
-            // API errors come with 200; anything else is the gateway refusing the request.
-            return ProviderReply::http_error(Classification::PROVIDER_WIDE, status);
-        }
-        Self::classify_body(status, &bytes)
     }
 }
 
@@ -223,5 +196,44 @@ mod tests {
         let r = TencentProvider::classify_body(200, b"<html>");
         assert_eq!(r.classification.class, OutcomeClass::Unknown);
         assert_eq!(r.classification.billed, Billed::Unknown);
+    }
+
+    #[test]
+    fn answers_without_the_api_json_follow_the_shared_status_table() {
+        let class = |status: u16, body: &[u8]| {
+            let r = TencentProvider::classify_body(status, body);
+            (
+                r.classification.class,
+                r.classification.throttled,
+                r.provider_code,
+            )
+        };
+        let code = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            class(429, b"Too Many Requests"),
+            (OutcomeClass::Transient, true, code("HTTP429"))
+        );
+        assert_eq!(
+            class(400, br#"{"code":400}"#),
+            (OutcomeClass::RequestRefused, false, code("HTTP400"))
+        );
+        assert_eq!(
+            class(502, b"Bad Gateway"),
+            (OutcomeClass::Transient, false, code("HTTP502"))
+        );
+        assert_eq!(
+            class(504, b""),
+            (OutcomeClass::Unknown, false, code("HTTP504"))
+        );
+        assert_eq!(
+            class(403, b"<html>"),
+            (OutcomeClass::ProviderWide, false, code("HTTP403"))
+        );
+        // The API's own JSON decides whatever the status.
+        let r = TencentProvider::classify_body(
+            500,
+            br#"{"Response":{"Error":{"Code":"InvalidParameter","Message":"x"},"RequestId":"y"}}"#,
+        );
+        assert_eq!(r.classification.class, OutcomeClass::InvalidField);
     }
 }
