@@ -134,8 +134,10 @@ pub struct EnqueueArgs {
     /// Validity end, YYYYMMDD or long-term (id2_period).
     #[arg(long)]
     pub validity_end: Option<String>,
-    /// Pin a provider.
-    #[arg(long)]
+    /// Pin a provider (one of the vendor registry's names).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+        crate::providers::registry::vendor_names()
+    ))]
     pub provider: Option<String>,
     /// Idempotency key (a new UUID when omitted).
     #[arg(long)]
@@ -184,6 +186,8 @@ pub enum DlqAction {
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli.config_dir)?;
+    // Provider sections and routes are checked against the vendor registry (exit code 2).
+    crate::providers::registry::validate(&settings)?;
     // The demo prints a report of everything that happened, including the expected failures;
     // its log shows errors only (RUST_LOG still wins).
     let level = match cli.command {

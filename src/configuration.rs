@@ -2,6 +2,7 @@
 //! environment variables; validated at start so a bad value names its key.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -29,7 +30,8 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+/// A [`ConfigError::Invalid`] for `key`, with its environment form.
+pub fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         env: env_name(key),
@@ -250,6 +252,15 @@ pub struct RouteSettings {
 }
 
 impl RouteSettings {
+    /// The configured route for a check, to change it (the demo).
+    pub fn for_check_mut(&mut self, check: CheckKind) -> &mut Vec<String> {
+        match check {
+            CheckKind::Mobile3 => &mut self.mobile3,
+            CheckKind::Id2 => &mut self.id2,
+            CheckKind::Id2Period => &mut self.id2_period,
+        }
+    }
+
     /// The configured route for a check.
     pub fn for_check(&self, check: CheckKind) -> &[String] {
         match check {
@@ -260,41 +271,33 @@ impl RouteSettings {
     }
 }
 
-/// `[providers]`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvidersSettings {
-    /// Tencent Cloud FaceID (intl), `PhoneVerification`.
-    pub tencent: ProviderSettings,
-    /// Alibaba Cloud ID Verification (intl, cloudauth-intl 2022-08-09).
-    pub alibaba: ProviderSettings,
-    /// Alibaba Cloud Marketplace three-factor API (AppCode).
-    pub alimarket: ProviderSettings,
-}
+/// `[providers]`: one section per vendor, by the vendor's name. Which names exist, and what
+/// each vendor's own keys mean, is the vendor registry's business (`providers::registry`):
+/// configuration knows only the keys every provider shares.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct ProvidersSettings(pub BTreeMap<String, ProviderSettings>);
 
 impl ProvidersSettings {
     /// Every provider section with its name.
-    pub fn all(&self) -> [(&'static str, &ProviderSettings); 3] {
-        [
-            ("tencent", &self.tencent),
-            ("alibaba", &self.alibaba),
-            ("alimarket", &self.alimarket),
-        ]
+    pub fn all(&self) -> impl Iterator<Item = (&str, &ProviderSettings)> {
+        self.0.iter().map(|(n, s)| (n.as_str(), s))
     }
 
     /// One provider's section by name.
     pub fn get(&self, name: &str) -> Option<&ProviderSettings> {
-        self.all()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, s)| s)
+        self.0.get(name)
+    }
+
+    /// One provider's section by name, to change it (tests, the demo).
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut ProviderSettings> {
+        self.0.get_mut(name)
     }
 }
 
-/// `[providers.<name>]`: endpoint, timeouts, limits and credentials of one provider. Each
-/// provider reads the credential keys of its own protocol; the rest stay empty.
+/// `[providers.<name>]`: endpoint, timeouts and limits every provider has, and the vendor's own
+/// keys (credentials, options), which its folder's `settings.rs` reads and checks.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     /// Base URL (`http://` allowed for the sandbox and staging).
     pub endpoint: String,
@@ -335,27 +338,51 @@ pub struct ProviderSettings {
     /// Per-API limits where the vendor limits per API (key: the vendor action name).
     #[serde(default)]
     pub actions: BTreeMap<String, ActionLimit>,
-    /// Tencent SecretId.
-    #[serde(default)]
-    pub secret_id: String,
-    /// Tencent SecretKey.
-    #[serde(default)]
-    pub secret_key: Option<SecretString>,
-    /// Tencent `X-TC-Region`; empty = not sent (PhoneVerification does not need it).
-    #[serde(default)]
-    pub region: String,
-    /// Alibaba AccessKeyId.
-    #[serde(default)]
-    pub access_key_id: String,
-    /// Alibaba AccessKeySecret.
-    #[serde(default)]
-    pub access_key_secret: Option<SecretString>,
-    /// Alibaba `ParamType` of Mobile3MetaVerifyIntl: `normal` (plaintext) or `md5`.
-    #[serde(default = "default_param_type")]
-    pub param_type: String,
-    /// Marketplace AppCode.
-    #[serde(default)]
-    pub app_code: Option<SecretString>,
+    /// Every other key of the section: the vendor's own (credentials, options). Read with
+    /// [`ProviderSettings::vendor_keys`]; values never show in `Debug`.
+    #[serde(flatten)]
+    pub vendor: VendorKeys,
+}
+
+/// A vendor's own keys of a `[providers.<name>]` section, unread. `Debug` shows the key names
+/// only: values can be credentials.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct VendorKeys(pub BTreeMap<String, config::Value>);
+
+impl fmt::Debug for VendorKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "[REDACTED]")))
+            .finish()
+    }
+}
+
+impl VendorKeys {
+    /// Set one key (the demo and tests point a section at the sandbox).
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.0.insert(key.to_owned(), config::Value::from(value));
+    }
+}
+
+impl ProviderSettings {
+    /// The vendor's own keys of section `[<section>]` as the vendor's typed settings `T`
+    /// (which should deny unknown fields: a typo in any key of the section ends up here). The
+    /// error names the section.
+    pub fn vendor_keys<T: serde::de::DeserializeOwned>(
+        &self,
+        section: &str,
+    ) -> Result<T, ConfigError> {
+        let table: config::Map<String, config::Value> = self
+            .vendor
+            .0
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        config::Value::new(None, config::ValueKind::Table(table))
+            .try_deserialize()
+            .map_err(|e| invalid(section, e.to_string()))
+    }
 }
 
 /// `[providers.<name>.actions.<Action>]`: a bucket of its own for one vendor API.
@@ -393,45 +420,6 @@ fn default_throttle_min_share() -> f64 {
 fn default_throttle_recovery_secs() -> u64 {
     60
 }
-fn default_param_type() -> String {
-    "normal".into()
-}
-
-fn non_empty(s: &Option<SecretString>) -> bool {
-    s.as_ref().is_some_and(|k| !k.expose_secret().is_empty())
-}
-
-impl ProviderSettings {
-    /// Whether the credentials `provider` needs are present.
-    pub fn configured(&self, provider: &str) -> bool {
-        match provider {
-            "tencent" => !self.secret_id.is_empty() && non_empty(&self.secret_key),
-            "alibaba" => !self.access_key_id.is_empty() && non_empty(&self.access_key_secret),
-            "alimarket" => non_empty(&self.app_code),
-            _ => false,
-        }
-    }
-
-    /// Whether some but not all credentials of `provider` are set (a likely mistake).
-    fn half_configured(&self, provider: &str) -> Option<&'static str> {
-        match provider {
-            "tencent" if !self.secret_id.is_empty() && !non_empty(&self.secret_key) => {
-                Some("secret_key")
-            }
-            "tencent" if self.secret_id.is_empty() && non_empty(&self.secret_key) => {
-                Some("secret_id")
-            }
-            "alibaba" if !self.access_key_id.is_empty() && !non_empty(&self.access_key_secret) => {
-                Some("access_key_secret")
-            }
-            "alibaba" if self.access_key_id.is_empty() && non_empty(&self.access_key_secret) => {
-                Some("access_key_id")
-            }
-            _ => None,
-        }
-    }
-}
-
 /// `[sandbox]`: what `kycq sandbox` serves and accepts.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -598,29 +586,17 @@ impl Settings {
         }
         for check in CheckKind::ALL {
             let key = format!("routes.{}", check.as_str());
-            for p in self.routes.for_check(check) {
-                let supported = crate::providers::supports(p, check)
-                    .ok_or_else(|| invalid(&key, format!("unknown provider `{p}`")))?;
-                if !supported {
-                    return Err(invalid(&key, format!("provider `{p}` cannot run {check}")));
-                }
+            if self
+                .routes
+                .for_check(check)
+                .iter()
+                .any(|p| p.trim().is_empty())
+            {
+                return Err(invalid(&key, "holds an empty provider name"));
             }
         }
         for (name, p) in self.providers.all() {
-            let section = format!("providers.{name}");
-            provider_common(&section, p)?;
-            if let Some(missing) = p.half_configured(name) {
-                return Err(invalid(
-                    &format!("{section}.{missing}"),
-                    "is empty while the provider's other credential is set",
-                ));
-            }
-        }
-        if !["normal", "md5"].contains(&self.providers.alibaba.param_type.as_str()) {
-            return Err(invalid(
-                "providers.alibaba.param_type",
-                "must be normal or md5",
-            ));
+            provider_common(&format!("providers.{name}"), p)?;
         }
         if !(0.0..=1.0).contains(&self.sandbox.fault_rate) {
             return Err(invalid("sandbox.fault_rate", "must be between 0 and 1"));
@@ -785,15 +761,20 @@ mod tests {
         .unwrap();
         assert_eq!(s.topology.names().requests, "t1.kyc.requests");
         assert_eq!(s.worker.concurrency, 3);
-        assert_eq!(
-            s.providers
-                .tencent
-                .secret_key
-                .as_ref()
-                .unwrap()
-                .expose_secret(),
-            "12345"
-        );
+        // A vendor key that looks like a number stays text.
+        #[derive(serde::Deserialize)]
+        struct Keys {
+            secret_id: String,
+            secret_key: SecretString,
+        }
+        let keys: Keys = s
+            .providers
+            .get("tencent")
+            .unwrap()
+            .vendor_keys("providers.tencent")
+            .unwrap();
+        assert_eq!(keys.secret_id, "AKID1");
+        assert_eq!(keys.secret_key.expose_secret(), "12345");
     }
 
     #[test]
@@ -809,9 +790,7 @@ mod tests {
             e.contains("amqp.url") && e.contains("KYCQ__AMQP__URL"),
             "{e}"
         );
-        let e = load(&[("KYCQ__ROUTES__ID2", "tencent")])
-            .unwrap_err()
-            .to_string();
+        let e = load(&[("KYCQ__ROUTES__ID2", ",")]).unwrap_err().to_string();
         assert!(e.contains("routes.id2"), "{e}");
         let e = load(&[("KYCQ__AMQP__PREFETCH", "0")])
             .unwrap_err()

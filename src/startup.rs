@@ -81,7 +81,6 @@ pub async fn start_worker(
             settings
                 .providers
                 .all()
-                .iter()
                 .map(|(_, p)| p.timeout_ms)
                 .max()
                 .unwrap_or(0),

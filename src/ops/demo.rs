@@ -11,9 +11,10 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Publisher};
-use crate::check::{Billed, CheckResult};
+use crate::check::{Billed, CheckKind, CheckResult};
 use crate::configuration::Settings;
 use crate::ops::enqueue::{publish, ReplyQueue, RequestMessage};
+use crate::providers::registry::{vendors_for, VENDORS};
 use crate::sandbox::scenarios::{identity, Scenario};
 use crate::sandbox::{self, SandboxSettings};
 
@@ -35,7 +36,6 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     )
     .await
     .context("starting the sandbox")?;
-    let sandbox_defaults = SandboxSettings::default();
     // The demo's own names and database, so it never touches a real deployment's.
     let run_id = format!("{:08x}", rand::random::<u32>());
     settings.topology.prefix = format!("kycq-demo-{run_id}.");
@@ -44,20 +44,25 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     settings.database.url =
         SecretString::from(demo_database_url(settings.database.url.expose_secret())?);
     settings.http.listen = String::new();
-    // Every provider points at the sandbox with its documented local credentials; mobile3 fails
-    // over tencent → alibaba → alimarket, id2 and id2_period go to alibaba.
-    settings.routes.mobile3 = vec!["tencent".into(), "alibaba".into(), "alimarket".into()];
-    settings.routes.id2 = vec!["alibaba".into()];
-    settings.routes.id2_period = vec!["alibaba".into()];
-    let p = &mut settings.providers;
-    p.tencent.secret_id = sandbox_defaults.tencent_secret_id.clone();
-    p.tencent.secret_key = Some(sandbox_defaults.tencent_secret_key.clone());
-    p.alibaba.access_key_id = sandbox_defaults.alibaba_access_key_id.clone();
-    p.alibaba.access_key_secret = Some(sandbox_defaults.alibaba_access_key_secret.clone());
-    p.alimarket.app_code = Some(sandbox_defaults.alimarket_app_code.clone());
-    // The sandbox has no rate limit of its own: the shared buckets run at 200/s (burst 20) and
-    // a "throttled" answer pauses them for 200 ms, so the batch finishes in seconds.
-    for s in [&mut p.tencent, &mut p.alibaba, &mut p.alimarket] {
+    // Every vendor of the registry points at the sandbox with its documented local credentials,
+    // and each check's route tries every vendor that serves it, in registry order (mobile3 fails
+    // over tencent → alibaba → alimarket; id2 and id2_period go to alibaba).
+    for check in CheckKind::ALL {
+        *settings.routes.for_check_mut(check) = vendors_for(check)
+            .iter()
+            .map(|v| v.name.to_owned())
+            .collect();
+    }
+    for v in VENDORS {
+        let s = settings
+            .providers
+            .get_mut(v.name)
+            .with_context(|| format!("config has no [providers.{}] section", v.name))?;
+        for (key, value) in v.sandbox_credentials {
+            s.vendor.set(key, value);
+        }
+        // The sandbox has no rate limit of its own: the shared buckets run at 200/s (burst 20)
+        // and a "throttled" answer pauses them for 200 ms, so the batch finishes in seconds.
         s.endpoint = format!("http://{}", sb.addr);
         s.timeout_ms = 1000;
         s.rate_per_sec = 200.0;
@@ -171,7 +176,13 @@ fn sample_batch(run_id: &str, extra: usize) -> Vec<RequestMessage> {
     }
     // Each provider pinned, and the ID checks (Alibaba).
     let verdicts = [Scenario::Match, Scenario::NameMismatch, Scenario::NoRecord];
-    for (i, provider) in ["alibaba", "alimarket"].into_iter().enumerate() {
+    // Every mobile3 vendor after the head of the route, pinned.
+    let pinned: Vec<&str> = vendors_for(CheckKind::Mobile3)
+        .iter()
+        .skip(1)
+        .map(|v| v.name)
+        .collect();
+    for (i, provider) in pinned.into_iter().enumerate() {
         for s in verdicts {
             let id = identity(s, variant + 6000 + i as u32);
             let mut m = mobile3(next_id(), &id.name, &id.id_number, &id.mobile);

@@ -319,7 +319,14 @@ async fn run_once(
 /// ends, reporting every admission on stdout.
 pub async fn child(settings: &Settings, spec: &LoadSpec, prefix: &str) -> anyhow::Result<()> {
     let mut buckets = Buckets::default();
-    buckets.add_provider(prefix, PROVIDER, &bucket(spec, &settings.providers.tencent));
+    // The bucket's shape comes from the spec; the first provider section gives the rest.
+    let base = settings
+        .providers
+        .all()
+        .next()
+        .map(|(_, p)| p)
+        .context("config has no [providers.<name>] section")?;
+    buckets.add_provider(prefix, PROVIDER, &bucket(spec, base));
     let limiter = Arc::new(RedisLimiter::connect(&settings.redis, buckets).await?);
     let mut out = tokio::io::stdout();
     out.write_all(b"ready\n").await?;

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 
 use super::outcome::{self, Transport};
-use super::{ProviderError, ProviderReply};
-use crate::configuration::ProviderSettings;
+use super::ProviderReply;
+use crate::configuration::{invalid, ConfigError, ProviderSettings};
 
 /// An answer that arrived whole.
 #[derive(Debug)]
@@ -39,13 +39,13 @@ pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The HTTP client of the vendor `name` from its settings: connect and whole-call timeouts, and
 /// redirects never followed (following one could send a billed request twice).
-pub fn client(name: &str, s: &ProviderSettings) -> Result<reqwest::Client, ProviderError> {
+pub fn client(name: &str, s: &ProviderSettings) -> Result<reqwest::Client, ConfigError> {
     reqwest::Client::builder()
         .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
         .timeout(Duration::from_millis(s.timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| ProviderError::Config(format!("providers.{name}: {e}")))
+        .map_err(|e| invalid(&format!("providers.{name}"), e.to_string()))
 }
 
 /// Send `request` and read the whole answer. A failure is classified by the shared transport

@@ -9,6 +9,7 @@ pub mod outcome;
 pub mod registry;
 pub mod signing;
 pub mod tencent;
+pub mod vendor;
 
 use std::fmt;
 
@@ -184,14 +185,6 @@ impl ProviderReply {
     }
 }
 
-/// Why a provider could not be built from its settings.
-#[derive(Debug, thiserror::Error)]
-pub enum ProviderError {
-    /// Bad endpoint or client settings.
-    #[error("{0}")]
-    Config(String),
-}
-
 /// One identity-verification vendor.
 #[async_trait]
 pub trait Provider: Send + Sync + 'static {
@@ -207,16 +200,6 @@ pub trait Provider: Send + Sync + 'static {
 impl fmt::Debug for dyn Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Provider({})", self.name())
-    }
-}
-
-/// Which checks each known provider can run: `None` for an unknown provider name.
-pub fn supports(provider: &str, check: CheckKind) -> Option<bool> {
-    match provider {
-        "tencent" => Some(check == CheckKind::Mobile3),
-        "alibaba" => Some(true),
-        "alimarket" => Some(check == CheckKind::Mobile3),
-        _ => None,
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::circuit::Circuit;
-use super::{Provider, ProviderError};
+use super::vendor::Vendor;
+use super::Provider;
 use crate::check::CheckKind;
-use crate::configuration::{ProviderSettings, Settings};
+use crate::configuration::{invalid, ConfigError, Settings};
 
 /// One configured provider with its circuit.
 #[derive(Debug)]
@@ -30,24 +31,6 @@ pub enum RouteError {
     NotEnabled(String),
 }
 
-/// Builds one provider from its settings section.
-type Builder = fn(&ProviderSettings) -> Result<Arc<dyn Provider>, ProviderError>;
-
-/// Every provider kycq knows: a new vendor is one folder and one line here.
-const BUILDERS: [(&str, Builder); 3] = [
-    ("tencent", |s| {
-        Ok(Arc::new(super::tencent::TencentProvider::from_settings(s)?))
-    }),
-    ("alibaba", |s| {
-        Ok(Arc::new(super::alibaba::AlibabaProvider::from_settings(s)?))
-    }),
-    ("alimarket", |s| {
-        Ok(Arc::new(
-            super::alimarket::AlimarketProvider::from_settings(s)?,
-        ))
-    }),
-];
-
 /// Every configured provider, and the routes.
 #[derive(Debug)]
 pub struct Registry {
@@ -55,21 +38,88 @@ pub struct Registry {
     routes: BTreeMap<CheckKind, Vec<&'static str>>,
 }
 
+/// Every vendor kycq knows, in the order the default routes try them: a new vendor is one
+/// folder (`providers/<name>/`) and one line here.
+pub const VENDORS: &[&Vendor] = &[
+    &super::tencent::VENDOR,
+    &super::alibaba::VENDOR,
+    &super::alimarket::VENDOR,
+];
+
+/// The vendor of this name.
+pub fn vendor(name: &str) -> Option<&'static Vendor> {
+    VENDORS.iter().copied().find(|v| v.name == name)
+}
+
+/// Every vendor's name, in registry order.
+pub fn vendor_names() -> Vec<&'static str> {
+    VENDORS.iter().map(|v| v.name).collect()
+}
+
+/// The vendors that serve `check`, in registry order.
+pub fn vendors_for(check: CheckKind) -> Vec<&'static Vendor> {
+    VENDORS
+        .iter()
+        .copied()
+        .filter(|v| v.serves(check))
+        .collect()
+}
+
+/// Checks the parts of the settings only the registry understands: every `[providers.<name>]`
+/// section names a known vendor and its vendor keys are right, and every route names a vendor
+/// that serves its check. Errors name the key (exit code 2).
+pub fn validate(s: &Settings) -> Result<(), ConfigError> {
+    Registry::from_settings(s).map(|_| ())
+}
+
 impl Registry {
     /// Build every provider that has credentials. Returns the notes worth logging at start
     /// (providers skipped for want of credentials, checks left without a provider).
-    pub fn from_settings(s: &Settings) -> Result<(Registry, Vec<String>), ProviderError> {
+    pub fn from_settings(s: &Settings) -> Result<(Registry, Vec<String>), ConfigError> {
+        for (name, _) in s.providers.all() {
+            if vendor(name).is_none() {
+                return Err(invalid(
+                    &format!("providers.{name}"),
+                    format!("unknown provider (known: {})", vendor_names().join(", ")),
+                ));
+            }
+        }
+        for check in CheckKind::ALL {
+            let key = format!("routes.{}", check.as_str());
+            for name in s.routes.for_check(check) {
+                match vendor(name) {
+                    None => {
+                        return Err(invalid(
+                            &key,
+                            format!(
+                                "unknown provider `{name}` (known: {})",
+                                vendor_names().join(", ")
+                            ),
+                        ))
+                    }
+                    Some(v) if !v.serves(check) => {
+                        return Err(invalid(
+                            &key,
+                            format!("provider `{name}` cannot run {check}"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         let mut entries = BTreeMap::new();
         let mut notes = Vec::new();
-        for (name, build) in BUILDERS {
-            let settings = s.providers.get(name).expect("every provider has a section");
-            if settings.configured(name) {
+        for v in VENDORS {
+            let Some(section) = s.providers.get(v.name) else {
+                continue;
+            };
+            if let Some(provider) = (v.build)(section)? {
                 entries.insert(
-                    name,
+                    v.name,
                     Entry {
-                        provider: build(settings)?,
+                        provider,
                         circuit: Circuit::default(),
-                        cooldown: Duration::from_secs(settings.circuit_cooldown_secs),
+                        cooldown: Duration::from_secs(section.circuit_cooldown_secs),
                     },
                 );
             }
@@ -127,6 +177,12 @@ impl Registry {
         let names: Vec<&'static str> = match pinned {
             Some(p) => match self.entries.get_key_value(p) {
                 Some((k, e)) if e.provider.action(check).is_some() => vec![*k],
+                _ if vendor(p).is_none() => {
+                    return Err(RouteError::NotEnabled(format!(
+                        "provider {p} is unknown (known: {})",
+                        vendor_names().join(", ")
+                    )))
+                }
                 _ => {
                     return Err(RouteError::NotEnabled(format!(
                         "provider {p} is not available for {check} on this deployment"
@@ -167,5 +223,116 @@ impl Registry {
     /// One provider's entry.
     pub fn get(&self, name: &str) -> Option<&Entry> {
         self.entries.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(env: &[(&str, &str)]) -> Settings {
+        let map = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::load_with(std::path::Path::new("config"), None, Some(map)).expect("settings")
+    }
+
+    fn error(env: &[(&str, &str)]) -> String {
+        validate(&settings(env)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn names_checks_and_default_routes_come_from_the_vendor_list() {
+        assert_eq!(vendor_names(), ["tencent", "alibaba", "alimarket"]);
+        let names = |c| vendors_for(c).iter().map(|v| v.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(CheckKind::Mobile3),
+            ["tencent", "alibaba", "alimarket"]
+        );
+        assert_eq!(names(CheckKind::Id2), ["alibaba"]);
+        assert_eq!(names(CheckKind::Id2Period), ["alibaba"]);
+        // Every vendor has a section in the shipped configuration, and its defaults are valid.
+        let s = settings(&[]);
+        for v in VENDORS {
+            assert!(s.providers.get(v.name).is_some(), "{}", v.name);
+            assert!(!v.apis.is_empty() && !v.title.is_empty());
+        }
+        let (reg, notes) = Registry::from_settings(&s).unwrap();
+        assert!(
+            reg.provider_names().is_empty(),
+            "no credentials, no provider"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("no credentials")),
+            "{notes:?}"
+        );
+    }
+
+    #[test]
+    fn credentials_build_the_provider_and_routes_hold_it() {
+        let mut env = Vec::new();
+        for v in VENDORS {
+            for (k, val) in v.sandbox_credentials {
+                env.push((
+                    format!("KYCQ__PROVIDERS__{}__{}", v.name, k).to_uppercase(),
+                    val.to_string(),
+                ));
+            }
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (reg, notes) = Registry::from_settings(&settings(&env)).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(reg.provider_names(), ["alibaba", "alimarket", "tencent"]);
+        let route = reg.route(CheckKind::Mobile3, None).unwrap();
+        let names: Vec<_> = route.iter().map(|e| e.provider.name()).collect();
+        assert_eq!(names, ["tencent", "alibaba", "alimarket"]);
+        for v in VENDORS {
+            let p = &reg.get(v.name).unwrap().provider;
+            for check in CheckKind::ALL {
+                assert_eq!(p.action(check), v.action(check), "{} {check}", v.name);
+            }
+        }
+        let e = reg.route(CheckKind::Id2, Some("tencent")).unwrap_err();
+        assert!(e.to_string().contains("not available"), "{e}");
+        let e = reg.route(CheckKind::Id2, Some("acme")).unwrap_err();
+        assert!(e.to_string().contains("unknown"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_section_or_route_names_its_key() {
+        let e = error(&[("KYCQ__ROUTES__ID2", "tencent")]);
+        assert!(
+            e.contains("routes.id2") && e.contains("cannot run id2"),
+            "{e}"
+        );
+        let e = error(&[("KYCQ__ROUTES__MOBILE3", "tencent,acme")]);
+        assert!(
+            e.contains("routes.mobile3") && e.contains("unknown provider `acme`"),
+            "{e}"
+        );
+        let e = error(&[("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "AKID1")]);
+        assert!(e.contains("KYCQ__PROVIDERS__TENCENT__SECRET_KEY"), "{e}");
+        let e = error(&[("KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_SECRET", "s")]);
+        assert!(e.contains("providers.alibaba.access_key_id"), "{e}");
+        let e = error(&[("KYCQ__PROVIDERS__ALIBABA__PARAM_TYPE", "sha1")]);
+        assert!(e.contains("providers.alibaba.param_type"), "{e}");
+        let e = error(&[("KYCQ__PROVIDERS__TENCENT__SECRETKEY", "x")]);
+        assert!(
+            e.contains("providers.tencent") && e.contains("secretkey"),
+            "{e}"
+        );
+        let e = error(&[
+            ("KYCQ__PROVIDERS__ACME__ENDPOINT", "https://acme.example"),
+            ("KYCQ__PROVIDERS__ACME__CONNECT_TIMEOUT_MS", "1"),
+            ("KYCQ__PROVIDERS__ACME__TIMEOUT_MS", "1"),
+            ("KYCQ__PROVIDERS__ACME__RATE_PER_SEC", "1"),
+            ("KYCQ__PROVIDERS__ACME__BURST", "1"),
+            ("KYCQ__PROVIDERS__ACME__CIRCUIT_COOLDOWN_SECS", "1"),
+        ]);
+        assert!(
+            e.contains("providers.acme") && e.contains("unknown provider"),
+            "{e}"
+        );
     }
 }

@@ -1128,7 +1128,7 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
             let settings = Settings::load_with(Path::new("config"), None, Some(env)).unwrap();
-            AlibabaProvider::from_settings(&settings.providers.alibaba).unwrap()
+            AlibabaProvider::from_settings(settings.providers.get("alibaba").unwrap()).unwrap()
         }
 
         fn provider(&self) -> AlibabaProvider {

@@ -653,7 +653,7 @@ mod tests {
                 Some(env.into_iter().collect()),
             )
             .unwrap();
-            AlimarketProvider::from_settings(&settings.providers.alimarket).unwrap()
+            AlimarketProvider::from_settings(settings.providers.get("alimarket").unwrap()).unwrap()
         }
     }
 

@@ -627,12 +627,9 @@ fn resume_from_journal(
     None
 }
 
+/// The registry's `'static` name of a journaled provider.
 fn leak_name(name: &str) -> &'static str {
-    crate::check::request::KNOWN_PROVIDERS
-        .iter()
-        .find(|p| **p == name)
-        .copied()
-        .unwrap_or("unknown")
+    crate::providers::registry::vendor(name).map_or("unknown", |v| v.name)
 }
 
 fn base_result(

@@ -6,15 +6,16 @@ use chrono::{DateTime, Utc};
 use md5::{Digest, Md5};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{codes, wire, Api, ParamType, DOC_TYPE_RESIDENT_ID, LONG_TERM, VERSION};
+use super::settings::AlibabaSettings;
+use super::{codes, wire, Api, ParamType, DOC_TYPE_RESIDENT_ID, LONG_TERM, VENDOR, VERSION};
 use crate::check::identity::format_yyyymmdd;
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 use crate::check::{Carrier, CheckKind, CheckRequest, ReasonCode, ValidityEnd};
-use crate::configuration::ProviderSettings;
+use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http::{self, transport_failure};
 use crate::providers::outcome::Origin;
 use crate::providers::signing::{acs3, sha256_hex};
-use crate::providers::{host_header, Classification, Provider, ProviderError, ProviderReply};
+use crate::providers::{host_header, Classification, Provider, ProviderReply};
 
 /// Longest `MerchantBizId` the vendor takes (letters and digits).
 pub const MERCHANT_BIZ_ID_MAX: usize = 32;
@@ -285,29 +286,33 @@ fn not_json(status: u16, why: &str) -> ProviderReply {
 const REQUEST_ID_HEADER: &str = "x-acs-request-id";
 
 impl AlibabaProvider {
-    /// Build from `[providers.alibaba]` (credentials must be present).
-    pub fn from_settings(s: &ProviderSettings) -> Result<Self, ProviderError> {
-        let mut endpoint = url::Url::parse(&s.endpoint)
-            .map_err(|e| ProviderError::Config(format!("providers.alibaba.endpoint: {e}")))?;
+    /// Build from `[providers.alibaba]` and Alibaba's keys of it.
+    pub fn new(section: &ProviderSettings, s: AlibabaSettings) -> Result<Self, ConfigError> {
+        let key = |k: &str| format!("{}.{k}", VENDOR.section());
+        let mut endpoint = url::Url::parse(&section.endpoint)
+            .map_err(|e| invalid(&key("endpoint"), e.to_string()))?;
         // RPC-style APIs live at `/`.
         endpoint.set_path("/");
         endpoint.set_query(None);
-        let http = http::client("alibaba", s)?;
-        if s.access_key_id.is_empty() {
-            return Err(ProviderError::Config(
-                "providers.alibaba.access_key_id is required".into(),
-            ));
+        if s.access_key_id.trim().is_empty() {
+            return Err(invalid(&key("access_key_id"), "is required"));
         }
+        let param_type = s.param_type()?;
         Ok(AlibabaProvider {
-            http,
+            http: http::client(VENDOR.name, section)?,
             host: host_header(&endpoint),
             endpoint,
-            access_key_id: s.access_key_id.clone(),
-            access_key_secret: s.access_key_secret.clone().ok_or_else(|| {
-                ProviderError::Config("providers.alibaba.access_key_secret is required".into())
-            })?,
-            param_type: ParamType::from_setting(&s.param_type),
+            access_key_id: s.access_key_id,
+            access_key_secret: s
+                .access_key_secret
+                .ok_or_else(|| invalid(&key("access_key_secret"), "is required"))?,
+            param_type,
         })
+    }
+
+    /// Build from `[providers.alibaba]` alone (its credentials must be set).
+    pub fn from_settings(section: &ProviderSettings) -> Result<Self, ConfigError> {
+        Self::new(section, AlibabaSettings::from_section(section)?)
     }
 
     /// The `ParamType` used for Mobile3MetaVerifyIntl.
@@ -369,11 +374,11 @@ impl AlibabaProvider {
 #[async_trait]
 impl Provider for AlibabaProvider {
     fn name(&self) -> &'static str {
-        "alibaba"
+        VENDOR.name
     }
 
     fn action(&self, check: CheckKind) -> Option<&'static str> {
-        Some(Api::for_check(check).action())
+        VENDOR.action(check)
     }
 
     async fn call(&self, request: &CheckRequest) -> ProviderReply {
@@ -881,7 +886,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let p = AlibabaProvider::from_settings(&settings.providers.alibaba).unwrap();
+        let p = AlibabaProvider::from_settings(settings.providers.get("alibaba").unwrap()).unwrap();
         assert_eq!(p.param_type(), ParamType::Md5);
         let shown = format!("{p:?}");
         assert!(

@@ -3,11 +3,34 @@
 
 pub mod client;
 pub mod codes;
+pub mod settings;
 pub mod wire;
 
 pub use client::AlibabaProvider;
 
 use crate::check::CheckKind;
+use crate::providers::vendor::Vendor;
+
+/// The vendor, as the registry lists it.
+pub const VENDOR: Vendor = Vendor {
+    name: "alibaba",
+    title: "Alibaba Cloud ID Verification (international, cloudauth-intl)",
+    apis: &[
+        (CheckKind::Mobile3, "Mobile3MetaVerifyIntl"),
+        (CheckKind::Id2, "Id2MetaVerifyIntl"),
+        (CheckKind::Id2Period, "Id2MetaPeriodVerifyIntl"),
+    ],
+    build: settings::build,
+    sandbox_credentials: &[
+        ("access_key_id", SANDBOX_ACCESS_KEY_ID),
+        ("access_key_secret", SANDBOX_ACCESS_KEY_SECRET),
+    ],
+};
+
+/// The AccessKeyId `kycq sandbox` accepts by default (documented, local, not a credential).
+pub const SANDBOX_ACCESS_KEY_ID: &str = "LTAIkycqsandbox";
+/// The AccessKeySecret `kycq sandbox` accepts by default (documented, local, not a credential).
+pub const SANDBOX_ACCESS_KEY_SECRET: &str = "kycq-sandbox-alibaba-secret";
 
 /// API version of every action.
 pub const VERSION: &str = "2022-08-09";
@@ -42,13 +65,14 @@ impl Api {
         }
     }
 
-    /// The `x-acs-action` name.
+    /// The `x-acs-action` name (from [`VENDOR`]'s API list).
     pub fn action(self) -> &'static str {
-        match self {
-            Api::Mobile3 => "Mobile3MetaVerifyIntl",
-            Api::Id2 => "Id2MetaVerifyIntl",
-            Api::Id2Period => "Id2MetaPeriodVerifyIntl",
-        }
+        let check = match self {
+            Api::Mobile3 => CheckKind::Mobile3,
+            Api::Id2 => CheckKind::Id2,
+            Api::Id2Period => CheckKind::Id2Period,
+        };
+        VENDOR.action(check).expect("Alibaba serves every check")
     }
 
     /// The API from its `x-acs-action` name.
@@ -76,13 +100,11 @@ pub enum ParamType {
 }
 
 impl ParamType {
-    /// From `providers.alibaba.param_type` (validated at load: `normal` or `md5`).
-    pub fn from_setting(s: &str) -> ParamType {
-        if s.eq_ignore_ascii_case("md5") {
-            ParamType::Md5
-        } else {
-            ParamType::Normal
-        }
+    /// From `providers.alibaba.param_type`: `normal` or `md5` (any case), else None.
+    pub fn parse(s: &str) -> Option<ParamType> {
+        [ParamType::Normal, ParamType::Md5]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
     }
 
     /// The wire value.

@@ -4,12 +4,13 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{codes, wire, ACTION, PATH, PROVIDER};
+use super::settings::AlimarketSettings;
+use super::{codes, wire, PATH, PROVIDER, VENDOR};
 use crate::check::{Carrier, CheckKind, CheckRequest, ReasonCode};
-use crate::configuration::ProviderSettings;
+use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http::{self, header_text, transport_failure};
 use crate::providers::outcome::{self, Origin};
-use crate::providers::{Classification, Provider, ProviderError, ProviderReply};
+use crate::providers::{Classification, Provider, ProviderReply};
 
 /// The body's media type (**[inferred]** charset: the page lists only "POST JSON").
 pub const JSON_UTF8: &str = "application/json; charset=UTF-8";
@@ -40,22 +41,23 @@ impl std::fmt::Debug for AlimarketProvider {
 }
 
 impl AlimarketProvider {
-    /// Build from `[providers.alimarket]` (the AppCode must be present).
-    pub fn from_settings(s: &ProviderSettings) -> Result<Self, ProviderError> {
-        let url = check_url(&s.endpoint)?;
-        let http = http::client(PROVIDER, s)?;
+    /// Build from `[providers.alimarket]` and the Marketplace's key of it.
+    pub fn new(section: &ProviderSettings, s: AlimarketSettings) -> Result<Self, ConfigError> {
+        let url = check_url(&section.endpoint)?;
         let app_code = s
             .app_code
-            .clone()
             .filter(|c| !c.expose_secret().trim().is_empty())
-            .ok_or_else(|| {
-                ProviderError::Config("providers.alimarket.app_code is required".into())
-            })?;
+            .ok_or_else(|| invalid(&format!("{}.app_code", VENDOR.section()), "is required"))?;
         Ok(AlimarketProvider {
-            http,
+            http: http::client(PROVIDER, section)?,
             url,
             app_code,
         })
+    }
+
+    /// Build from `[providers.alimarket]` alone (the AppCode must be set).
+    pub fn from_settings(section: &ProviderSettings) -> Result<Self, ConfigError> {
+        Self::new(section, AlimarketSettings::from_section(section)?)
     }
 
     /// The URL calls go to: the endpoint with `/mobile3/check` appended.
@@ -178,8 +180,8 @@ impl AlimarketProvider {
 }
 
 /// The endpoint joined with [`PATH`]; `http://` is allowed (sandbox, staging).
-fn check_url(endpoint: &str) -> Result<url::Url, ProviderError> {
-    let bad = |e: String| ProviderError::Config(format!("providers.alimarket.endpoint: {e}"));
+fn check_url(endpoint: &str) -> Result<url::Url, ConfigError> {
+    let bad = |e: String| invalid(&format!("{}.endpoint", VENDOR.section()), e);
     let base = url::Url::parse(endpoint.trim()).map_err(|e| bad(e.to_string()))?;
     if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
         return Err(bad("an http(s) URL with a host is required".into()));
@@ -216,11 +218,11 @@ fn vendor_text(text: &str) -> String {
 #[async_trait]
 impl Provider for AlimarketProvider {
     fn name(&self) -> &'static str {
-        PROVIDER
+        VENDOR.name
     }
 
     fn action(&self, check: CheckKind) -> Option<&'static str> {
-        (check == CheckKind::Mobile3).then_some(ACTION)
+        VENDOR.action(check)
     }
 
     async fn call(&self, request: &CheckRequest) -> ProviderReply {
@@ -258,9 +260,13 @@ mod tests {
         )
         .expect("default settings load")
         .providers
-        .alimarket;
+        .get("alimarket")
+        .unwrap()
+        .clone();
         s.endpoint = endpoint.to_owned();
-        s.app_code = app_code.map(SecretString::from);
+        if let Some(code) = app_code {
+            s.vendor.set("app_code", code);
+        }
         s
     }
 

@@ -2,15 +2,32 @@
 //!
 //! Sources: DESIGN.md §1, PROVIDERS.md §5, the product page (vendor-docs/003_*).
 //!
+//! - [`settings`]: the section's own key (the AppCode) and the registry's builder.
 //! - [`wire`]: the JSON request body and the response envelope (lenient about number/string).
 //! - [`codes`]: `data.result` values and the API gateway's error messages and codes, as data.
 //! - [`client`]: [`AlimarketProvider`], which sends the call and classifies what came back.
 
 pub mod client;
 pub mod codes;
+pub mod settings;
 pub mod wire;
 
 pub use client::AlimarketProvider;
+
+use crate::check::CheckKind;
+use crate::providers::vendor::Vendor;
+
+/// The vendor, as the registry lists it.
+pub const VENDOR: Vendor = Vendor {
+    name: PROVIDER,
+    title: "Alibaba Cloud Marketplace operator three-factor V2 (AppCode)",
+    apis: &[(CheckKind::Mobile3, ACTION)],
+    build: settings::build,
+    sandbox_credentials: &[("app_code", SANDBOX_APP_CODE)],
+};
+
+/// The AppCode `kycq sandbox` accepts by default (documented, local, not a credential).
+pub const SANDBOX_APP_CODE: &str = "kycq-sandbox-appcode";
 
 /// The provider's name in config, requests and results.
 pub const PROVIDER: &str = "alimarket";

@@ -4,13 +4,14 @@
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{codes, wire, ACTION, SERVICE, VERSION};
+use super::settings::TencentSettings;
+use super::{codes, wire, SERVICE, VENDOR, VERSION};
 use crate::check::{Carrier, CheckKind, CheckRequest};
-use crate::configuration::ProviderSettings;
+use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http::{self, transport_failure};
 use crate::providers::outcome::Origin;
 use crate::providers::signing::tc3;
-use crate::providers::{host_header, Classification, Provider, ProviderError, ProviderReply};
+use crate::providers::{host_header, Classification, Provider, ProviderReply};
 
 const CONTENT_TYPE: &str = "application/json";
 
@@ -34,21 +35,27 @@ impl std::fmt::Debug for TencentProvider {
 }
 
 impl TencentProvider {
-    /// Build from `[providers.tencent]` (credentials must be present).
-    pub fn from_settings(s: &ProviderSettings) -> Result<Self, ProviderError> {
-        let endpoint = url::Url::parse(&s.endpoint)
-            .map_err(|e| ProviderError::Config(format!("providers.tencent.endpoint: {e}")))?;
-        let http = http::client("tencent", s)?;
+    /// Build from `[providers.tencent]` and Tencent's keys of it.
+    pub fn new(section: &ProviderSettings, s: TencentSettings) -> Result<Self, ConfigError> {
+        let key = format!("{}.endpoint", VENDOR.section());
+        let endpoint =
+            url::Url::parse(&section.endpoint).map_err(|e| invalid(&key, e.to_string()))?;
+        let secret_key = s
+            .secret_key
+            .ok_or_else(|| invalid(&format!("{}.secret_key", VENDOR.section()), "is required"))?;
         Ok(TencentProvider {
-            http,
+            http: http::client(VENDOR.name, section)?,
             host: host_header(&endpoint),
             endpoint,
-            secret_id: s.secret_id.clone(),
-            secret_key: s.secret_key.clone().ok_or_else(|| {
-                ProviderError::Config("providers.tencent.secret_key is required".into())
-            })?,
-            region: Some(s.region.clone()).filter(|r| !r.is_empty()),
+            secret_id: s.secret_id,
+            secret_key,
+            region: Some(s.region).filter(|r| !r.is_empty()),
         })
+    }
+
+    /// Build from `[providers.tencent]` alone (its credentials must be set).
+    pub fn from_settings(section: &ProviderSettings) -> Result<Self, ConfigError> {
+        Self::new(section, TencentSettings::from_section(section)?)
     }
 
     /// Classify a whole answer: the API's `Response.Error` or `Response.Result` when the body
@@ -103,11 +110,11 @@ impl TencentProvider {
 #[async_trait]
 impl Provider for TencentProvider {
     fn name(&self) -> &'static str {
-        "tencent"
+        VENDOR.name
     }
 
     fn action(&self, check: CheckKind) -> Option<&'static str> {
-        (check == CheckKind::Mobile3).then_some(ACTION)
+        VENDOR.action(check)
     }
 
     async fn call(&self, request: &CheckRequest) -> ProviderReply {
@@ -139,7 +146,7 @@ impl Provider for TencentProvider {
             .http
             .post(self.endpoint.clone())
             .header("Content-Type", CONTENT_TYPE)
-            .header("X-TC-Action", ACTION)
+            .header("X-TC-Action", super::ACTION)
             .header("X-TC-Version", VERSION)
             .header("X-TC-Timestamp", signed.timestamp.to_string())
             .header("Authorization", signed.authorization)

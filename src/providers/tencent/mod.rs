@@ -2,9 +2,30 @@
 
 pub mod client;
 pub mod codes;
+pub mod settings;
 pub mod wire;
 
 pub use client::TencentProvider;
+
+use crate::check::CheckKind;
+use crate::providers::vendor::Vendor;
+
+/// The vendor, as the registry lists it.
+pub const VENDOR: Vendor = Vendor {
+    name: "tencent",
+    title: "Tencent Cloud FaceID (international), PhoneVerification",
+    apis: &[(CheckKind::Mobile3, ACTION)],
+    build: settings::build,
+    sandbox_credentials: &[
+        ("secret_id", SANDBOX_SECRET_ID),
+        ("secret_key", SANDBOX_SECRET_KEY),
+    ],
+};
+
+/// The SecretId `kycq sandbox` accepts by default (documented, local, not a credential).
+pub const SANDBOX_SECRET_ID: &str = "AKIDkycqsandbox";
+/// The SecretKey `kycq sandbox` accepts by default (documented, local, not a credential).
+pub const SANDBOX_SECRET_KEY: &str = "kycq-sandbox-tencent-key";
 
 /// API service name (TC3 credential scope).
 pub const SERVICE: &str = "faceid";
