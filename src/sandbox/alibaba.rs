@@ -16,7 +16,9 @@
 //! codes 800–849 ([`VENDOR_CODES`]), which produce every code of the Alibaba tables, then the
 //! shared scenarios (`scenarios.rs`) rendered by [`scenario_answer`]. With `ParamType=md5` the
 //! sequence code is looked up from the MD5 of the ID number among the documented identities
-//! (variants 0..=999 of every code); an unknown hash answers a match.
+//! (variants 0..=999 of every code); an unknown hash answers a match. The HTTP-layer scenarios
+//! 934–937 are the same for every API and vendor: [`Answer::Http`] delegates them to
+//! [`super::http_fault`].
 //!
 //! Billing (the ledger) follows the vendor tables: Mobile3/Id2 BizCode 1 and 2 are billed, 3 is
 //! not; every Id2MetaPeriodVerifyIntl SubCode is billed (202 included); errors are not billed;
@@ -31,6 +33,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::ExposeSecret;
 use serde_json::{json, Map};
 
+use super::http_fault::HttpFault;
 use super::ledger::CallRecord;
 use super::scenarios::{
     carrier_for, identity, identity_with_code, sequence_code, Carrier, Scenario,
@@ -88,6 +91,8 @@ pub enum Answer {
     },
     /// A body that is not the vendor's JSON (a gateway page), with this HTTP status.
     Garbled(u16),
+    /// An HTTP-layer fault, the same for every vendor and API (unbilled).
+    Http(HttpFault),
 }
 
 impl Answer {
@@ -118,10 +123,12 @@ impl Answer {
             Answer::Result(Outcome::Period { .. }) => true,
             Answer::Error { .. } => false,
             Answer::Garbled(status) => *status == 200,
+            Answer::Http(fault) => fault.billed(),
         }
     }
 
-    /// The code the ledger records: SubCode, else BizCode; the error `Code`; or `HTTP<status>`.
+    /// The code the ledger records: SubCode, else BizCode; the error `Code`; `HTTP<status>`; or
+    /// the fault's [`HttpFault::ledger_code`].
     pub fn code(&self) -> String {
         match self {
             Answer::Result(Outcome::Mobile3 { sub, .. } | Outcome::Period { sub, .. }) => {
@@ -130,6 +137,7 @@ impl Answer {
             Answer::Result(Outcome::Id2 { biz }) => (*biz).to_owned(),
             Answer::Error { code, .. } => (*code).to_owned(),
             Answer::Garbled(status) => format!("HTTP{status}"),
+            Answer::Http(fault) => fault.ledger_code().to_owned(),
         }
     }
 
@@ -140,6 +148,7 @@ impl Answer {
         match self {
             Answer::Result(_) => 200,
             Answer::Garbled(status) => *status,
+            Answer::Http(fault) => fault.status().as_u16(),
             Answer::Error { code, .. } => match *code {
                 "InvalidParameter" if !period => 401,
                 "Forbidden.ExceptionRepeatedInvoke" if period => 401,
@@ -482,6 +491,12 @@ pub fn scenario_answer(api: Api, scenario: Scenario, attempt: u64) -> Answer {
         Scenario::UnknownCode => verdict((("2", "205"), "4", ("N", "224"))),
         Scenario::ProviderWide => Answer::error("Forbidden.AccountAccessDenied"),
         Scenario::BusyOnce | Scenario::ThrottledOnce | Scenario::Http500Once => verdict(MATCH),
+        Scenario::Http502CutOff
+        | Scenario::Http429Once
+        | Scenario::Http400Backend
+        | Scenario::Http504CutOff => scenario
+            .http_fault(attempt)
+            .map_or_else(|| verdict(MATCH), Answer::Http),
     }
 }
 
@@ -1028,6 +1043,7 @@ pub fn render(
             )
                 .into_response();
         }
+        Answer::Http(fault) => return fault.render(),
     };
     (status, axum::Json(body)).into_response()
 }
@@ -1362,6 +1378,26 @@ mod tests {
             (Scenario::ProviderWide, _) => {
                 err("Forbidden.AccountAccessDenied", ProviderWide, None, 403)
             }
+            (
+                Scenario::Http502CutOff
+                | Scenario::Http429Once
+                | Scenario::Http400Backend
+                | Scenario::Http504CutOff,
+                _,
+            ) => unreachable!("{s:?} is answered at the HTTP layer: see expected_http_fault"),
+        }
+    }
+
+    /// The HTTP-layer scenarios, the same for every API (the shared answers of `http_fault`),
+    /// written out independently: (HTTP status, ledger code, billed) of the first call. What
+    /// kycq's client makes of them is its own HTTP table's business (not asserted here).
+    fn expected_http_fault(s: Scenario) -> Option<(u16, &'static str, bool)> {
+        match s {
+            Scenario::Http502CutOff => Some((502, "HTTP502-cut", false)),
+            Scenario::Http429Once => Some((429, "HTTP429", false)),
+            Scenario::Http400Backend => Some((400, "HTTP400", false)),
+            Scenario::Http504CutOff => Some((504, "HTTP504-cut", false)),
+            _ => None,
         }
     }
 
@@ -1453,7 +1489,10 @@ mod tests {
         let sandbox = spawn().await;
         let provider = sandbox.provider();
         for (n, api) in Api::ALL.into_iter().enumerate() {
-            for s in Scenario::ALL {
+            for s in Scenario::ALL
+                .into_iter()
+                .filter(|s| expected_http_fault(*s).is_none())
+            {
                 let who = identity(s, 20 + n as u32);
                 call_and_check(
                     &sandbox,
@@ -1608,7 +1647,8 @@ mod tests {
     }
 
     impl Sandbox {
-        async fn send(&self, raw: Raw) -> (u16, Value) {
+        /// The response as it arrives (the body not read yet).
+        async fn send_response(&self, raw: Raw) -> reqwest::Response {
             let mut url = format!("http://{}/", self.running.addr);
             if !raw.query.is_empty() {
                 url = format!("{url}?{}", raw.query);
@@ -1617,10 +1657,99 @@ mod tests {
             for (n, v) in raw.headers {
                 req = req.header(n, v);
             }
-            let resp = req.body(raw.body).send().await.unwrap();
+            req.body(raw.body).send().await.unwrap()
+        }
+
+        async fn send(&self, raw: Raw) -> (u16, Value) {
+            let resp = self.send_response(raw).await;
             let status = resp.status().as_u16();
             (status, resp.json().await.unwrap_or(Value::Null))
         }
+    }
+
+    #[tokio::test]
+    async fn http_faults_render_for_each_api_after_the_signature_check() {
+        let sandbox = spawn().await;
+        let mut calls = 0;
+        for (n, api) in Api::ALL.into_iter().enumerate() {
+            for s in Scenario::ALL {
+                let Some((status, code, billed)) = expected_http_fault(s) else {
+                    continue;
+                };
+                let what = format!("{s:?} {api:?}");
+                let who = identity(s, 60 + n as u32);
+                let fault = crate::sandbox::http_fault::testing::expected_fault(s, 1).unwrap();
+                let r = raw(
+                    &sandbox,
+                    api,
+                    &who,
+                    Utc::now(),
+                    &format!("f{n}{}", s.code()),
+                );
+                let response = sandbox.send_response(r).await;
+                assert_eq!(response.status().as_u16(), status, "{what}");
+                crate::sandbox::http_fault::testing::assert_answer(response, fault).await;
+                calls += 1;
+                let entry = sandbox.last();
+                assert_eq!(
+                    (entry.provider.as_str(), entry.action.as_str()),
+                    ("alibaba", api.action()),
+                    "{what}"
+                );
+                assert_eq!(
+                    (entry.http_status, entry.code.as_str(), entry.billed),
+                    (status, code, billed),
+                    "{what}"
+                );
+                assert_eq!(
+                    entry.subject_key,
+                    Some(sha256_hex(who.id_number.as_bytes())),
+                    "{what}"
+                );
+                // The second call for the identity: 935 matches, the others fault again.
+                let r = raw(
+                    &sandbox,
+                    api,
+                    &who,
+                    Utc::now(),
+                    &format!("g{n}{}", s.code()),
+                );
+                let (again, v) = sandbox.send(r).await;
+                calls += 1;
+                if s == Scenario::Http429Once {
+                    assert_eq!(
+                        (again, v["Code"].as_str()),
+                        (200, Some("Success")),
+                        "{what}"
+                    );
+                } else {
+                    assert_eq!(again, status, "{what}");
+                }
+                // A bad signature is refused in Alibaba's format first.
+                let mut r = raw(
+                    &sandbox,
+                    api,
+                    &who,
+                    Utc::now(),
+                    &format!("h{n}{}", s.code()),
+                );
+                set(
+                    &mut r,
+                    "authorization",
+                    "ACS3-HMAC-SHA256 Credential=LTAIkycqsandbox,SignedHeaders=host,Signature=00",
+                );
+                let (refused, v) = sandbox.send(r).await;
+                calls += 1;
+                assert_eq!(
+                    (refused, v["Code"].as_str()),
+                    (400, Some("IncompleteSignature")),
+                    "{what}"
+                );
+            }
+        }
+        assert_eq!(sandbox.running.ledger.len(), calls);
+        // Only the matches of 935's second calls are billed.
+        assert_eq!(sandbox.running.ledger.billed_count(), Api::ALL.len());
     }
 
     fn set(raw: &mut Raw, name: &str, value: &str) {

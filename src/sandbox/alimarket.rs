@@ -25,6 +25,11 @@
 //! 200 whose body is garbled stands for a billed answer **[inferred]**; gateway refusals and
 //! backend errors are not billed — the 504 `Async Service` included, since the FAQ counts 2xx
 //! only (kycq still treats a 504 as billing unknown: it cannot see the seller's side).
+//!
+//! The HTTP-layer scenarios 934–937 are the same for every vendor: [`Answer::Http`] delegates
+//! them to [`super::http_fault`]. A cut-off body and the backend's 400 passed through the
+//! gateway, so they carry `X-Ca-Request-Id` (and no `X-Ca-Error-*`); the bare 429 stands for
+//! something in front of the gateway and carries no gateway header at all.
 
 use std::sync::Arc;
 
@@ -36,6 +41,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
+use super::http_fault::HttpFault;
 use super::ledger::CallRecord;
 use super::scenarios::{carrier_for, sequence_code, Carrier, Scenario};
 use super::{AppState, InjectedFault};
@@ -107,6 +113,8 @@ pub enum Answer {
         /// HTTP status.
         status: u16,
     },
+    /// An HTTP-layer fault, the same for every vendor (unbilled).
+    Http(HttpFault),
 }
 
 const fn result(result: u8, is_fee: IsFee) -> Answer {
@@ -210,6 +218,7 @@ impl Answer {
             Answer::NoResult { is_fee, .. } => *is_fee == IsFee::One,
             Answer::Unreadable => true,
             Answer::Gateway { .. } | Answer::Backend { .. } => false,
+            Answer::Http(fault) => fault.billed(),
         }
     }
 
@@ -218,11 +227,12 @@ impl Answer {
         match self {
             Answer::Result { .. } | Answer::NoResult { .. } | Answer::Unreadable => 200,
             Answer::Gateway { status, .. } | Answer::Backend { status } => *status,
+            Answer::Http(fault) => fault.status().as_u16(),
         }
     }
 
     /// The code the ledger records: `data.result`, the seller's `code`, the gateway message,
-    /// `unreadable`, or `HTTP<status>`.
+    /// `unreadable`, `HTTP<status>`, or the fault's [`HttpFault::ledger_code`].
     pub fn code(&self) -> String {
         match self {
             Answer::Result { result, .. } => result.to_string(),
@@ -230,6 +240,7 @@ impl Answer {
             Answer::Unreadable => "unreadable".to_owned(),
             Answer::Gateway { message, .. } => (*message).to_owned(),
             Answer::Backend { status } => format!("HTTP{status}"),
+            Answer::Http(fault) => fault.ledger_code().to_owned(),
         }
     }
 }
@@ -350,6 +361,12 @@ pub fn scenario_answer(scenario: Scenario, attempt: u64) -> Answer {
         Scenario::BusyOnce | Scenario::ThrottledOnce | Scenario::Http500Once => {
             result(1, IsFee::One)
         }
+        Scenario::Http502CutOff
+        | Scenario::Http429Once
+        | Scenario::Http400Backend
+        | Scenario::Http504CutOff => scenario
+            .http_fault(attempt)
+            .map_or(result(1, IsFee::One), Answer::Http),
     }
 }
 
@@ -432,6 +449,13 @@ pub fn render(answer: &Answer, mobile: Option<&str>, request_id: &str) -> Respon
             format!("backend error {code}"),
         )
             .into_response(),
+        Answer::Http(fault) => {
+            let mut response = fault.render();
+            if !matches!(fault, HttpFault::Bare { .. }) {
+                insert(response.headers_mut(), "x-ca-request-id", request_id);
+            }
+            return response;
+        }
     };
     *response.status_mut() = status;
     insert(response.headers_mut(), "x-ca-request-id", request_id);
@@ -562,9 +586,11 @@ mod tests {
         }
     }
 
-    /// What came back: status, `X-Ca-Error-Message`, `X-Ca-Error-Code`, body.
+    /// What came back: status, `X-Ca-Request-Id`, `X-Ca-Error-Message`, `X-Ca-Error-Code`,
+    /// body (`<body error: …>` when it could not be read).
     struct Reply {
         status: u16,
+        request_id: Option<String>,
         message: Option<String>,
         code: Option<String>,
         body: String,
@@ -596,8 +622,12 @@ mod tests {
             format!("http://{}/mobile3/check", self.running.addr)
         }
 
-        /// One raw call; `authorization` None sends no header.
-        async fn post(&self, authorization: Option<&str>, body: Vec<u8>) -> Reply {
+        /// One raw call, the response as it arrives; `authorization` None sends no header.
+        async fn post_response(
+            &self,
+            authorization: Option<&str>,
+            body: Vec<u8>,
+        ) -> reqwest::Response {
             let mut request = self
                 .client
                 .post(self.url())
@@ -607,27 +637,49 @@ mod tests {
                 request = request.header("Authorization", value);
             }
             let response = request.send().await.expect("sandbox answers");
+            if let Some(id) = response.headers().get("x-ca-request-id") {
+                let id = id.to_str().unwrap();
+                assert_eq!(id.len(), 36, "{id}");
+                assert_eq!(id, id.to_uppercase());
+            }
+            response
+        }
+
+        /// One raw call; every answer but the bare HTTP 429 carries `X-Ca-Request-Id`.
+        async fn post(&self, authorization: Option<&str>, body: Vec<u8>) -> Reply {
+            let response = self.post_response(authorization, body).await;
             let text = |name: &str| {
                 response
                     .headers()
                     .get(name)
                     .map(|v| v.to_str().unwrap().to_owned())
             };
-            let request_id = text("x-ca-request-id").expect("X-Ca-Request-Id on every answer");
-            assert_eq!(request_id.len(), 36, "{request_id}");
-            assert_eq!(request_id, request_id.to_uppercase());
+            let request_id = text("x-ca-request-id");
             let (message, code) = (text("x-ca-error-message"), text("x-ca-error-code"));
             let status = response.status().as_u16();
+            assert!(
+                request_id.is_some() || status == 429,
+                "X-Ca-Request-Id on every answer through the gateway"
+            );
             Reply {
                 status,
+                request_id,
                 message,
                 code,
-                body: response.text().await.unwrap(),
+                body: response
+                    .text()
+                    .await
+                    .unwrap_or_else(|e| format!("<body error: {e}>")),
             }
         }
 
         async fn check(&self, who: &TestIdentity) -> Reply {
             self.post(Some(&format!("APPCODE {APP_CODE}")), body_for(who))
+                .await
+        }
+
+        async fn check_response(&self, who: &TestIdentity) -> reqwest::Response {
+            self.post_response(Some(&format!("APPCODE {APP_CODE}")), body_for(who))
                 .await
         }
 
@@ -812,14 +864,16 @@ mod tests {
         assert_eq!(sandbox.running.ledger.billed_count(), 0);
     }
 
+    /// What kycq's client makes of an answer: class, billing, reason.
+    type Client = (OutcomeClass, Billed, Option<R>);
+
     /// Per shared scenario, written out independently of `scenario_answer`: HTTP status, ledger
-    /// code, billed by the seller; then what kycq makes of it: class, billing, reason.
-    fn expected(s: Scenario) -> (u16, &'static str, bool, OutcomeClass, Billed, Option<R>) {
+    /// code, billed by the seller; then what kycq makes of it, where this module pins it (the
+    /// HTTP-layer scenarios 934–937 are left to the client's own HTTP table).
+    fn expected(s: Scenario) -> (u16, &'static str, bool, Option<Client>) {
         use OutcomeClass::*;
         let unknown = (UnknownCode, Billed::No, Some(R::UnknownProviderCode));
-        let row = |status, code, billed, (class, kb, reason): (OutcomeClass, Billed, Option<R>)| {
-            (status, code, billed, class, kb, reason)
-        };
+        let row = |status, code, billed, client: Client| (status, code, billed, Some(client));
         match s {
             Scenario::Match | Scenario::Slow => {
                 row(200, "1", true, (Verdict, Billed::Yes, Some(R::Match)))
@@ -870,6 +924,10 @@ mod tests {
                 false,
                 (ProviderWide, Billed::No, None),
             ),
+            Scenario::Http502CutOff => (502, "HTTP502-cut", false, None),
+            Scenario::Http429Once => (429, "HTTP429", false, None),
+            Scenario::Http400Backend => (400, "HTTP400", false, None),
+            Scenario::Http504CutOff => (504, "HTTP504-cut", false, None),
         }
     }
 
@@ -878,19 +936,30 @@ mod tests {
         let sandbox = spawn().await;
         let provider = sandbox.provider(5_000);
         for scenario in Scenario::ALL {
-            let (status, code, billed, class, kycq_billed, reason) = expected(scenario);
+            let (status, code, billed, client) = expected(scenario);
             // Raw, on variant 1; through kycq's client, on variant 2 (first calls both).
-            let reply = sandbox.check(&identity(scenario, 1)).await;
-            assert_eq!(reply.status, status, "{scenario:?}: {}", reply.body);
+            if let Some(fault) = crate::sandbox::http_fault::testing::expected_fault(scenario, 1) {
+                let response = sandbox.check_response(&identity(scenario, 1)).await;
+                assert_eq!(response.status().as_u16(), status, "{scenario:?}");
+                let headers =
+                    crate::sandbox::http_fault::testing::assert_answer(response, fault).await;
+                assert_fault_headers(&headers, scenario);
+            } else {
+                let reply = sandbox.check(&identity(scenario, 1)).await;
+                assert_eq!(reply.status, status, "{scenario:?}: {}", reply.body);
+                if status != 200 && code != "HTTP500" {
+                    assert_eq!(reply.message.as_deref(), Some(code), "{scenario:?}");
+                }
+            }
             let entry = last_entry(&sandbox);
             assert_eq!(
-                (entry.code.as_str(), entry.billed),
-                (code, billed),
+                (entry.http_status, entry.code.as_str(), entry.billed),
+                (status, code, billed),
                 "{scenario:?}"
             );
-            if status != 200 && code != "HTTP500" {
-                assert_eq!(reply.message.as_deref(), Some(code), "{scenario:?}");
-            }
+            let Some((class, kycq_billed, reason)) = client else {
+                continue;
+            };
             let r = provider.call(&check_request(&identity(scenario, 2))).await;
             let c = r.classification;
             assert_eq!(
@@ -910,6 +979,67 @@ mod tests {
         }
     }
 
+    /// The gateway headers of an HTTP-layer fault: never `X-Ca-Error-*` (the gateway did not
+    /// refuse); `X-Ca-Request-Id` when the answer passed through the gateway, i.e. all but the
+    /// bare 429.
+    fn assert_fault_headers(headers: &HeaderMap, scenario: Scenario) {
+        assert!(
+            headers.get("x-ca-error-message").is_none() && headers.get("x-ca-error-code").is_none(),
+            "{scenario:?}: {headers:?}"
+        );
+        assert_eq!(
+            headers.get("x-ca-request-id").is_some(),
+            scenario != Scenario::Http429Once,
+            "{scenario:?}: {headers:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn http_faults_are_the_shared_answers_after_the_app_code_check() {
+        let sandbox = spawn().await;
+        for scenario in [
+            Scenario::Http502CutOff,
+            Scenario::Http429Once,
+            Scenario::Http400Backend,
+            Scenario::Http504CutOff,
+        ] {
+            let (status, code, billed, _) = expected(scenario);
+            let who = identity(scenario, 9);
+            // The gateway's AppCode check comes first, in the gateway's form.
+            let reply = sandbox.post(Some("APPCODE wrong"), body_for(&who)).await;
+            assert_eq!(
+                (reply.status, reply.message.as_deref()),
+                (403, Some("Unauthorized")),
+                "{scenario:?}"
+            );
+            let fault = crate::sandbox::http_fault::testing::expected_fault(scenario, 1).unwrap();
+            let response = sandbox.check_response(&who).await;
+            let headers = crate::sandbox::http_fault::testing::assert_answer(response, fault).await;
+            assert_fault_headers(&headers, scenario);
+            let entry = last_entry(&sandbox);
+            assert_eq!(
+                (entry.http_status, entry.code.as_str(), entry.billed),
+                (status, code, billed),
+                "{scenario:?}"
+            );
+            assert_eq!(entry.id_number_masked, Some(mask_id_number(&who.id_number)));
+        }
+        // The backend's 400 is JSON, but not the seller's envelope, and no gateway refusal.
+        let reply = sandbox.check(&identity(Scenario::Http400Backend, 10)).await;
+        assert_eq!(
+            (
+                reply.status,
+                reply.message.as_deref(),
+                reply.code.as_deref()
+            ),
+            (400, None, None)
+        );
+        assert!(reply.request_id.is_some(), "passed through the gateway");
+        let v = reply.json();
+        assert!(v.get("isFee").is_none() && v.get("data").is_none(), "{v}");
+        assert_eq!(sandbox.running.ledger.billed_count(), 0);
+    }
+
     #[tokio::test]
     async fn once_scenarios_misbehave_on_the_first_call_only() {
         let sandbox = spawn().await;
@@ -917,9 +1047,17 @@ mod tests {
             Scenario::BusyOnce,
             Scenario::ThrottledOnce,
             Scenario::Http500Once,
+            Scenario::Http429Once,
         ] {
             let who = identity(scenario, 5);
-            assert_ne!(sandbox.check(&who).await.status, 200, "{scenario:?}");
+            let first = sandbox.check(&who).await;
+            assert_ne!(first.status, 200, "{scenario:?}");
+            // Only the bare 429 comes from in front of the gateway, without its request id.
+            assert_eq!(
+                first.request_id.is_none(),
+                scenario == Scenario::Http429Once,
+                "{scenario:?}"
+            );
             for _ in 0..2 {
                 let reply = sandbox.check(&who).await;
                 assert_eq!(reply.status, 200, "{scenario:?}");

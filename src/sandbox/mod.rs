@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`scenarios`]: provider-agnostic scenarios chosen from the ID number, documented test identities, carriers.
+//! - [`http_fault`]: the HTTP-layer answers every vendor gives alike (scenarios 934–937).
 //! - [`ledger`]: every call received (refused ones too), hashed subject keys only, per-identity counters.
 //! - [`tencent`]: Tencent FaceID `PhoneVerification` at `POST /` (told apart by `X-TC-Action`).
 //! - [`alibaba`]: Alibaba cloudauth-intl (three APIs) at `POST /` (told apart by `x-acs-action`).
@@ -30,10 +31,12 @@ use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 
 pub mod alibaba;
 pub mod alimarket;
+pub mod http_fault;
 pub mod ledger;
 pub mod scenarios;
 pub mod tencent;
 
+pub use http_fault::HttpFault;
 pub use ledger::{Ledger, LedgerEntry};
 pub use scenarios::{Scenario, TestIdentity};
 

@@ -51,6 +51,17 @@ pub enum Scenario {
     Http500,
     /// 933: HTTP 500 on the first call for this identity, then match.
     Http500Once,
+    /// 934: HTTP 502 whose body is cut off: the connection closes before `Content-Length`
+    /// bytes arrived (see [`super::http_fault`]).
+    Http502CutOff,
+    /// 935: a bare HTTP 429 (no vendor JSON, no gateway headers) on the first call for this
+    /// identity, then match.
+    Http429Once,
+    /// 936: HTTP 400 with a backend's own JSON, not the vendor's envelope (and, for the
+    /// Marketplace, no gateway error headers).
+    Http400Backend,
+    /// 937: HTTP 504 whose body is cut off, like 934.
+    Http504CutOff,
     /// 941: match, answered after the configured slow delay.
     Slow,
     /// 951: the vendor answers a code not in its documented table.
@@ -61,7 +72,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, `Match` first, in code order.
-    pub const ALL: [Scenario; 22] = [
+    pub const ALL: [Scenario; 26] = [
         Scenario::Match,
         Scenario::NameMismatch,
         Scenario::IdNumberMismatch,
@@ -81,6 +92,10 @@ impl Scenario {
         Scenario::InternalError,
         Scenario::Http500,
         Scenario::Http500Once,
+        Scenario::Http502CutOff,
+        Scenario::Http429Once,
+        Scenario::Http400Backend,
+        Scenario::Http504CutOff,
         Scenario::Slow,
         Scenario::UnknownCode,
         Scenario::ProviderWide,
@@ -115,6 +130,10 @@ impl Scenario {
             Scenario::InternalError => "931",
             Scenario::Http500 => "932",
             Scenario::Http500Once => "933",
+            Scenario::Http502CutOff => "934",
+            Scenario::Http429Once => "935",
+            Scenario::Http400Backend => "936",
+            Scenario::Http504CutOff => "937",
             Scenario::Slow => "941",
             Scenario::UnknownCode => "951",
             Scenario::ProviderWide => "961",
@@ -145,6 +164,14 @@ impl Scenario {
             Scenario::InternalError => "the provider's internal error (always)",
             Scenario::Http500 => "HTTP 500 (always)",
             Scenario::Http500Once => "HTTP 500 on the first call for this identity, then match",
+            Scenario::Http502CutOff => "HTTP 502, the connection cut off in the middle of the body",
+            Scenario::Http429Once => {
+                "a bare HTTP 429 on the first call for this identity, then match"
+            }
+            Scenario::Http400Backend => {
+                "HTTP 400 with a backend's own JSON, not the provider's (always)"
+            }
+            Scenario::Http504CutOff => "HTTP 504, the connection cut off in the middle of the body",
             Scenario::Slow => "match, answered after the configured slow delay",
             Scenario::UnknownCode => "a result code not in the provider's documented table",
             Scenario::ProviderWide => "the provider account is in arrears (provider-wide)",
@@ -155,7 +182,10 @@ impl Scenario {
     pub fn is_once(self) -> bool {
         matches!(
             self,
-            Scenario::BusyOnce | Scenario::ThrottledOnce | Scenario::Http500Once
+            Scenario::BusyOnce
+                | Scenario::ThrottledOnce
+                | Scenario::Http500Once
+                | Scenario::Http429Once
         )
     }
 }

@@ -5,6 +5,8 @@
 //! authorization header → timestamp within 300 s → SecretId → signature → action and version →
 //! body → the vendor's own field checks (`-6`/`-7`/`-8`) → injected fault → the scenario.
 //! Billing follows PROVIDERS.md §6.2: only `Result` `0` and `-4` are charged.
+//! The HTTP-layer scenarios 934–937 are not in Tencent's format: [`Answer::Http`] delegates
+//! them to [`super::http_fault`].
 
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +15,7 @@ use chrono::Utc;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
+use super::http_fault::HttpFault;
 use super::ledger::CallRecord;
 use super::scenarios::{carrier_for, Carrier, Scenario};
 use super::{AppState, InjectedFault};
@@ -50,6 +53,8 @@ pub enum Answer {
     },
     /// HTTP 500 with a plain-text body.
     Http500,
+    /// An HTTP-layer fault, the same for every vendor (unbilled).
+    Http(HttpFault),
 }
 
 impl Answer {
@@ -76,29 +81,30 @@ impl Answer {
 
     /// Whether the vendor charges for this answer: `Result` `0` or `-4` only.
     pub fn billed(&self) -> bool {
-        matches!(
-            self,
-            Answer::Result {
-                result: "0" | "-4",
-                ..
-            }
-        )
+        match self {
+            Answer::Result { result, .. } => matches!(*result, "0" | "-4"),
+            Answer::Error { .. } | Answer::Http500 => false,
+            Answer::Http(fault) => fault.billed(),
+        }
     }
 
     /// The HTTP status it is sent with.
     pub fn http_status(&self) -> StatusCode {
         match self {
             Answer::Http500 => StatusCode::INTERNAL_SERVER_ERROR,
+            Answer::Http(fault) => fault.status(),
             _ => StatusCode::OK,
         }
     }
 
-    /// The code the ledger records: the `Result`, the `Error.Code`, or `HTTP500`.
+    /// The code the ledger records: the `Result`, the `Error.Code`, `HTTP500`, or the fault's
+    /// [`HttpFault::ledger_code`].
     pub fn code(&self) -> &'static str {
         match self {
             Answer::Result { result, .. } => result,
             Answer::Error { code, .. } => code,
             Answer::Http500 => "HTTP500",
+            Answer::Http(fault) => fault.ledger_code(),
         }
     }
 }
@@ -310,6 +316,12 @@ pub fn scenario_answer(scenario: Scenario, attempt: u64) -> Answer {
         Scenario::BusyOnce | Scenario::ThrottledOnce | Scenario::Http500Once => {
             Answer::result("0")
         }
+        Scenario::Http502CutOff
+        | Scenario::Http429Once
+        | Scenario::Http400Backend
+        | Scenario::Http504CutOff => scenario
+            .http_fault(attempt)
+            .map_or_else(|| Answer::result("0"), Answer::Http),
     }
 }
 
@@ -386,6 +398,7 @@ pub fn render(answer: &Answer, mobile: Option<&str>, request_id: &str) -> Respon
             "Internal Server Error",
         )
             .into_response(),
+        Answer::Http(fault) => fault.render(),
     }
 }
 
@@ -470,6 +483,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::sandbox::http_fault;
     use crate::sandbox::scenarios::identity;
     use crate::sandbox::{start, SandboxSettings};
 
@@ -532,7 +546,8 @@ mod tests {
     }
 
     impl Sandbox {
-        async fn send(&self, call: Call) -> (u16, String) {
+        /// The response as it arrives (the body not read yet).
+        async fn send_response(&self, call: Call) -> reqwest::Response {
             let host = self.running.addr.to_string();
             let signed = tc3::sign_json_post(
                 call.secret_id,
@@ -543,8 +558,7 @@ mod tests {
                 &call.body,
                 call.timestamp,
             );
-            let response = self
-                .client
+            self.client
                 .post(format!("http://{host}/"))
                 .header("X-TC-Action", call.action)
                 .header("X-TC-Version", call.version)
@@ -557,9 +571,19 @@ mod tests {
                 .body(call.sent_body.unwrap_or(call.body))
                 .send()
                 .await
-                .expect("sandbox answers");
+                .expect("sandbox answers")
+        }
+
+        /// Status and body text; a body that cannot be read (a cut-off answer) reads as
+        /// `<body error: …>`, which no JSON check accepts.
+        async fn send(&self, call: Call) -> (u16, String) {
+            let response = self.send_response(call).await;
             let status = response.status().as_u16();
-            (status, response.text().await.unwrap())
+            let text = response
+                .text()
+                .await
+                .unwrap_or_else(|e| format!("<body error: {e}>"));
+            (status, text)
         }
 
         async fn send_json(&self, call: Call) -> Value {
@@ -573,6 +597,12 @@ mod tests {
             self.send(Call::for_identity(&who.name, &who.id_number, &who.mobile))
                 .await
         }
+
+        async fn check_response(&self, scenario: Scenario, variant: u32) -> reqwest::Response {
+            let who = identity(scenario, variant);
+            self.send_response(Call::for_identity(&who.name, &who.id_number, &who.mobile))
+                .await
+        }
     }
 
     fn error_code(v: &Value) -> &str {
@@ -580,7 +610,8 @@ mod tests {
     }
 
     /// The expected outcome per scenario, written out independently of `scenario_answer`:
-    /// (HTTP status, Result or Error.Code or HTTP500, ResultDetail, billed).
+    /// (HTTP status, Result or Error.Code or HTTP500 or the HTTP fault's ledger code,
+    /// ResultDetail, billed).
     fn expected(s: Scenario) -> (u16, &'static str, Option<&'static str>, bool) {
         match s {
             Scenario::Match | Scenario::Slow => (200, "0", None, true),
@@ -603,6 +634,10 @@ mod tests {
             Scenario::InternalError => (200, "InternalError", None, false),
             Scenario::ProviderWide => (200, "UnauthorizedOperation.Arrears", None, false),
             Scenario::Http500 | Scenario::Http500Once => (500, "HTTP500", None, false),
+            Scenario::Http502CutOff => (502, "HTTP502-cut", None, false),
+            Scenario::Http429Once => (429, "HTTP429", None, false),
+            Scenario::Http400Backend => (400, "HTTP400", None, false),
+            Scenario::Http504CutOff => (504, "HTTP504-cut", None, false),
         }
     }
 
@@ -610,8 +645,16 @@ mod tests {
     async fn every_scenario_answers_as_documented_and_is_billed_accordingly() {
         let sandbox = spawn().await;
         for (i, scenario) in Scenario::ALL.into_iter().enumerate() {
-            let (status, text) = sandbox.check(scenario, 0).await;
             let (want_status, want_code, want_detail, want_billed) = expected(scenario);
+            if let Some(fault) = http_fault::testing::expected_fault(scenario, 1) {
+                // Not in Tencent's format: the shared HTTP-layer answer.
+                let response = sandbox.check_response(scenario, 0).await;
+                assert_eq!(response.status().as_u16(), want_status, "{scenario:?}");
+                http_fault::testing::assert_answer(response, fault).await;
+                assert_ledger(&sandbox, scenario, i, want_status, want_code, want_billed);
+                continue;
+            }
+            let (status, text) = sandbox.check(scenario, 0).await;
             assert_eq!(status, want_status, "{scenario:?}: {text}");
             if want_status == 500 {
                 assert_eq!(text, "Internal Server Error");
@@ -647,23 +690,77 @@ mod tests {
                     assert!(response.get("Result").is_none());
                 }
             }
-            let entries = sandbox.running.ledger.entries();
-            assert_eq!(entries.len(), i + 1);
-            let entry = entries.last().unwrap();
-            assert_eq!(entry.provider, "tencent");
-            assert_eq!(entry.action, "PhoneVerification");
-            assert_eq!(entry.http_status, want_status);
-            assert_eq!(entry.code, want_code, "{scenario:?}");
-            assert_eq!(entry.billed, want_billed, "{scenario:?}");
-            let who = identity(scenario, 0);
-            assert_eq!(
-                entry.subject_key.as_deref(),
-                Some(sha256_hex(who.id_number.as_bytes()).as_str())
-            );
-            assert_eq!(sandbox.running.ledger.calls_for_id(&who.id_number), 1);
+            assert_ledger(&sandbox, scenario, i, want_status, want_code, want_billed);
         }
         let billed = Scenario::ALL.iter().filter(|s| expected(**s).3).count();
         assert_eq!(sandbox.running.ledger.billed_count(), billed);
+    }
+
+    /// The ledger holds `n + 1` calls and the last is the first call of `scenario`'s variant 0.
+    fn assert_ledger(
+        sandbox: &Sandbox,
+        scenario: Scenario,
+        n: usize,
+        want_status: u16,
+        want_code: &str,
+        want_billed: bool,
+    ) {
+        let entries = sandbox.running.ledger.entries();
+        assert_eq!(entries.len(), n + 1);
+        let entry = entries.last().unwrap();
+        assert_eq!(entry.provider, "tencent");
+        assert_eq!(entry.action, "PhoneVerification");
+        assert_eq!(entry.http_status, want_status, "{scenario:?}");
+        assert_eq!(entry.code, want_code, "{scenario:?}");
+        assert_eq!(entry.billed, want_billed, "{scenario:?}");
+        let who = identity(scenario, 0);
+        assert_eq!(
+            entry.subject_key.as_deref(),
+            Some(sha256_hex(who.id_number.as_bytes()).as_str())
+        );
+        assert_eq!(sandbox.running.ledger.calls_for_id(&who.id_number), 1);
+    }
+
+    #[tokio::test]
+    async fn http_faults_are_the_shared_answers_after_authentication() {
+        let sandbox = spawn().await;
+        for scenario in [
+            Scenario::Http502CutOff,
+            Scenario::Http429Once,
+            Scenario::Http400Backend,
+            Scenario::Http504CutOff,
+        ] {
+            let (want_status, want_code, _, _) = expected(scenario);
+            let fault = http_fault::testing::expected_fault(scenario, 1).unwrap();
+            let response = sandbox.check_response(scenario, 3).await;
+            http_fault::testing::assert_answer(response, fault).await;
+            let entry = sandbox.running.ledger.entries().pop().unwrap();
+            assert_eq!(
+                (entry.http_status, entry.code.as_str(), entry.billed),
+                (want_status, want_code, false),
+                "{scenario:?}"
+            );
+            // The second call: 935 matches, the others fault again.
+            let (status, text) = sandbox.check(scenario, 3).await;
+            if scenario == Scenario::Http429Once {
+                assert_eq!(status, 200);
+                assert!(text.contains(r#""Result":"0""#), "{text}");
+            } else {
+                assert_eq!(status, want_status, "{scenario:?}");
+            }
+            // A wrong signature is refused in Tencent's format first, and recorded as such.
+            let who = identity(scenario, 4);
+            let call = Call {
+                secret_key: "wrong",
+                ..Call::for_identity(&who.name, &who.id_number, &who.mobile)
+            };
+            refused(&sandbox, call, "AuthFailure.SignatureFailure").await;
+        }
+        assert_eq!(
+            sandbox.running.ledger.billed_count(),
+            1,
+            "the 935 match only"
+        );
     }
 
     #[tokio::test]
@@ -683,6 +780,7 @@ mod tests {
             Scenario::BusyOnce,
             Scenario::ThrottledOnce,
             Scenario::Http500Once,
+            Scenario::Http429Once,
         ] {
             let (want_status, want_code, _, _) = expected(scenario);
             let (status, text) = sandbox.check(scenario, 7).await;

@@ -236,6 +236,17 @@ fn want(check: &str, code: &str) -> Want {
         "921" | "813" => exhausted("Throttling.Api"),
         "931" | "815" => exhausted("InternalError"),
         "932" => exhausted("HTTP500"),
+        // HTTP-layer faults (sandbox/http_fault.rs), the same for every API. A status followed by
+        // a cut-off body was sent and its answer lost: billing unknown, never called again.
+        "934" | "937" => failed(R::BillingUnknown, Billed::Unknown, None, 1, 0),
+        // A bare 429 is retried; the second call matches.
+        "935" => match_on_second(check),
+        // A backend refusing the request's parameters: this request is invalid, one call, and
+        // the provider stays available (its circuit is not opened).
+        "936" => Want {
+            code: None,
+            ..invalid()
+        },
         "941" => failed(R::BillingUnknown, Billed::Unknown, None, 1, 1),
         "951" | "806" => pair(
             unknown_code("205", Billed::Yes, true),
