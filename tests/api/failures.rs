@@ -1,13 +1,190 @@
-//! kycq's own failures through the real pipeline: a message Postgres refuses is dead-lettered
-//! (never retried, never holding a slot), and a configuration the broker or Postgres refuses
-//! stops the worker at start with exit code 2 naming the key.
+//! Failures through the real pipeline and the sandbox: every vendor's HTTP-layer answers end
+//! the same way (one shared outcome table); a message Postgres refuses is dead-lettered (never
+//! retried, never holding a slot); a configuration the broker or Postgres refuses stops the
+//! worker at start with exit code 2 naming the key.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kycq::check::{ReasonCode, Status};
-use kycq::sandbox::scenarios::{identity, Scenario};
+use kycq::check::{Billed, CheckResult, ReasonCode, Status, Verdict};
+use kycq::providers::registry::VENDORS;
+use kycq::sandbox::ledger::subject_key;
+use kycq::sandbox::scenarios::{identity, Scenario, TestIdentity};
+use sqlx::Row;
 
 use crate::helpers::{mobile3, TestApp};
+
+/// Every vendor of the registry pointed at this test's sandbox with its documented local
+/// credentials, generous limits, and a circuit cool-down far longer than the test: a circuit
+/// opened by mistake holds every later request of that provider.
+fn every_vendor_env(app: &TestApp) -> Vec<(String, String)> {
+    let mut env = vec![(
+        "KYCQ__ROUTES__MOBILE3".to_owned(),
+        VENDORS.iter().map(|v| v.name).collect::<Vec<_>>().join(","),
+    )];
+    for v in VENDORS {
+        let p = format!("KYCQ__PROVIDERS__{}__", v.name.to_uppercase());
+        let mut set = |k: &str, val: String| env.push((format!("{p}{}", k.to_uppercase()), val));
+        set("endpoint", format!("http://{}", app.sandbox.addr));
+        set("rate_per_sec", "1000".into());
+        set("burst", "100".into());
+        set("throttle_cooldown_ms", "20".into());
+        set("circuit_cooldown_secs", "600".into());
+        for (k, val) in v.sandbox_credentials {
+            set(k, val.to_string());
+        }
+    }
+    env
+}
+
+/// The journal of one request: (provider, outcome, billed, provider_code), in call order.
+async fn journal(app: &TestApp, request_id: &str) -> Vec<(String, String, String, Option<String>)> {
+    sqlx::query(
+        "SELECT provider, outcome, billed, provider_code FROM provider_calls \
+         WHERE request_id = $1 ORDER BY attempt",
+    )
+    .bind(request_id)
+    .fetch_all(app.db().await)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| {
+        (
+            r.get("provider"),
+            r.get("outcome"),
+            r.get("billed"),
+            r.get("provider_code"),
+        )
+    })
+    .collect()
+}
+
+/// Calls the sandbox received for one identity.
+fn sandbox_calls(app: &TestApp, who: &TestIdentity) -> usize {
+    let key = subject_key(&who.id_number);
+    app.sandbox
+        .ledger
+        .entries()
+        .iter()
+        .filter(|e| e.subject_key.as_deref() == Some(key.as_str()))
+        .count()
+}
+
+fn outcome(r: &CheckResult) -> (Status, Option<Verdict>, ReasonCode, Billed, u32) {
+    (r.status, r.verdict, r.reason_code, r.billed, r.attempts)
+}
+
+/// The HTTP-layer answers of the sandbox (codes 934–937), pinned to each vendor in turn:
+/// - a status line and a body cut off (502 or 504): billing unknown, one call, dead-lettered;
+/// - a bare 429: throttled for every vendor, retried, then a match;
+/// - a backend 400 about this request: `completed` / `invalid_input`, one call, and the
+///   vendor's circuit stays closed (a match right after it is answered by the same vendor).
+#[tokio::test]
+async fn http_layer_answers_end_the_same_way_for_every_vendor() {
+    let mut app = TestApp::new().await;
+    let env = every_vendor_env(&app);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    app.start_worker_with(&pairs).await;
+    type Want = (Status, Option<Verdict>, ReasonCode, Billed, u32);
+    let lost: Want = (
+        Status::Failed,
+        None,
+        ReasonCode::BillingUnknown,
+        Billed::Unknown,
+        1,
+    );
+    let table: [(Scenario, Want, &str); 4] = [
+        (Scenario::Http502CutOff, lost, "unknown"),
+        (Scenario::Http504CutOff, lost, "unknown"),
+        (
+            Scenario::Http429Once,
+            (
+                Status::Completed,
+                Some(Verdict::Match),
+                ReasonCode::Match,
+                Billed::Yes,
+                2,
+            ),
+            "transient",
+        ),
+        (
+            Scenario::Http400Backend,
+            (
+                Status::Completed,
+                Some(Verdict::InvalidInput),
+                ReasonCode::InvalidRequest,
+                Billed::No,
+                1,
+            ),
+            "request_refused",
+        ),
+    ];
+    let mut sent = BTreeMap::new();
+    for (i, v) in VENDORS.iter().enumerate() {
+        for (j, (scenario, want, first_outcome)) in table.iter().enumerate() {
+            let who = identity(*scenario, 50 + (i * 10 + j) as u32);
+            let mut m = mobile3(&who);
+            m.provider = Some(v.name.to_owned());
+            app.publish(&m).await;
+            sent.insert(
+                m.request_id.clone(),
+                (v.name, *scenario, who, *want, *first_outcome),
+            );
+        }
+    }
+    let ids: Vec<String> = sent.keys().cloned().collect();
+    let got = app.results_for(&ids, Duration::from_secs(60)).await;
+    let mut lost_count = 0;
+    for (id, results) in &got {
+        let (vendor, scenario, who, want, first_outcome) = &sent[id];
+        let r = &results[0];
+        let what = format!("{vendor} {scenario:?}: {}", r.reason);
+        assert_eq!(outcome(r), *want, "{what}");
+        assert_eq!(r.provider.as_deref(), Some(*vendor), "{what}");
+        let calls = journal(&app, id).await;
+        assert_eq!(calls.len() as u32, want.4, "{what}: {calls:?}");
+        assert_eq!(calls[0].0, *vendor, "{what}");
+        assert_eq!(calls[0].1, *first_outcome, "{what}: {calls:?}");
+        // The sandbox saw exactly the calls kycq journaled: nothing was called twice.
+        assert_eq!(sandbox_calls(&app, who), calls.len(), "{what}");
+        match scenario {
+            Scenario::Http429Once => assert_eq!(calls[0].3.as_deref(), Some("HTTP429"), "{what}"),
+            Scenario::Http400Backend => {
+                assert_eq!(r.provider_code.as_deref(), Some("HTTP400"), "{what}")
+            }
+            _ => {
+                lost_count += 1;
+                assert_eq!(calls[0].2, "unknown", "{what}");
+            }
+        }
+    }
+    // A backend 400 opened no circuit: a match pinned to each vendor right after is answered by
+    // that vendor (a circuit opened for 600 s would hold it past the timeout).
+    let mut after = BTreeMap::new();
+    for (i, v) in VENDORS.iter().enumerate() {
+        let mut m = mobile3(&identity(Scenario::Match, 90 + i as u32));
+        m.provider = Some(v.name.to_owned());
+        app.publish(&m).await;
+        after.insert(m.request_id.clone(), v.name);
+    }
+    let ids: Vec<String> = after.keys().cloned().collect();
+    for (id, results) in app.results_for(&ids, Duration::from_secs(30)).await {
+        let r = &results[0];
+        assert_eq!(
+            (r.status, r.reason_code, r.provider.as_deref()),
+            (Status::Completed, ReasonCode::Match, Some(after[&id])),
+            "{}",
+            r.reason
+        );
+    }
+    let dead = app.wait_dead_letters(lost_count, T).await;
+    assert_eq!(dead.len(), lost_count, "{dead:?}");
+    assert!(
+        dead.iter().all(|(d, _)| d.reason == "billing_unknown"),
+        "{dead:?}"
+    );
+    app.cleanup().await;
+}
 
 const T: Duration = Duration::from_secs(30);
 
