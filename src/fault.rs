@@ -8,9 +8,8 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-
 use crate::broker::BrokerError;
+use crate::retry::Backoff;
 use crate::store::StoreError;
 
 /// What to do about one failure of kycq's own infrastructure.
@@ -134,35 +133,11 @@ pub fn classify_broker(e: &BrokerError) -> FaultClass {
     }
 }
 
-/// The shared backoff of every retry of kycq's own infrastructure: 200 ms doubling to 10 s,
-/// jittered, without end (the caller bounds it by a stop signal or a deadline).
-pub const INFRA_BACKOFF: Backoff = Backoff {
-    min: Duration::from_millis(200),
-    max: Duration::from_secs(10),
-};
-
-/// An exponential backoff with full-range jitter between `min` and `max`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backoff {
-    /// The first delay.
-    pub min: Duration,
-    /// The largest delay.
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delays, endless, jittered (each in `[d, 2d]` of the doubling base, capped at `max`).
-    pub fn delays(self) -> impl Iterator<Item = Duration> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min)
-            .with_max_delay(self.max)
-            .with_factor(2.0)
-            .without_max_times()
-            .with_jitter()
-            .build()
-            .map(move |d| d.min(self.max))
-    }
-}
+/// The shared backoff of every retry of kycq's own infrastructure (reconnecting to RabbitMQ,
+/// connecting to Postgres, retrying a delivery whose processing failed): 200 ms doubling to
+/// 10 s, jittered, without end — each use is bounded by the worker's stop signal.
+pub const INFRA_BACKOFF: Backoff =
+    Backoff::doubling(Duration::from_millis(200), Duration::from_secs(10));
 
 #[cfg(test)]
 mod tests {
@@ -253,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_shared_backoff_doubles_within_its_bounds_and_never_ends() {
-        let d: Vec<Duration> = INFRA_BACKOFF.delays().take(12).collect();
+        let d: Vec<Duration> = INFRA_BACKOFF.delays(Some(3)).take(12).collect();
         assert_eq!(d.len(), 12);
         assert!(
             d[0] >= INFRA_BACKOFF.min && d[0] <= 2 * INFRA_BACKOFF.min,

@@ -1,12 +1,63 @@
-//! Retry policy as data and the one decision table that turns a classified reply into the next
-//! step (DESIGN.md §5): finish, retry the same provider, fail over, or stop with billing unknown.
+//! Waiting and retrying as data: the one [`Backoff`] type every wait loop of kycq uses, the
+//! provider [`RetryPolicy`] built on it, and the decision table that turns a classified reply
+//! into the next step: finish, retry the same provider, fail over, or stop with billing unknown.
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBuilder};
 
 use crate::configuration::RetrySettings;
 use crate::providers::{Classification, OutcomeClass};
+
+/// The one backoff type: delays from `min`, multiplied by `factor` up to `max`, each drawn in
+/// `[d, 2d]` (capped at `max`) when `jitter` is set, ending after `max_times` delays (`None`:
+/// endless — the caller bounds it, by a stop signal or a deadline, and says how in its docs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    /// The first delay.
+    pub min: Duration,
+    /// The largest delay.
+    pub max: Duration,
+    /// Growth per delay.
+    pub factor: f32,
+    /// Random jitter (thundering herds).
+    pub jitter: bool,
+    /// How many delays at most.
+    pub max_times: Option<usize>,
+}
+
+impl Backoff {
+    /// Exponential doubling from `min` to `max`, jittered, endless.
+    pub const fn doubling(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            factor: 2.0,
+            jitter: true,
+            max_times: None,
+        }
+    }
+
+    /// The delays. `seed` fixes the jitter (tests); None draws it at random.
+    pub fn delays(self, seed: Option<u64>) -> impl Iterator<Item = Duration> {
+        let mut b = ExponentialBuilder::default()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(self.factor);
+        b = match self.max_times {
+            Some(n) => b.with_max_times(n),
+            None => b.without_max_times(),
+        };
+        if self.jitter {
+            b = match seed {
+                Some(s) => b.with_jitter().with_jitter_seed(s),
+                None => b.with_jitter(),
+            };
+        }
+        let max = self.max;
+        b.build().map(move |d| d.min(max))
+    }
+}
 
 /// How transient failures are retried. Defaults: 4 calls per provider, 200 ms doubling to 5 s,
 /// jittered, at most 60 s per request.
@@ -54,19 +105,19 @@ impl RetryPolicy {
 
     /// The delays between calls to one provider (`max_attempts - 1` of them). `seed` fixes the
     /// jitter (tests); None draws it at random.
-    pub fn delays(&self, seed: Option<u64>) -> ExponentialBackoff {
-        let mut b = ExponentialBuilder::default()
-            .with_min_delay(self.initial_delay)
-            .with_max_delay(self.max_delay)
-            .with_factor(self.multiplier)
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize);
-        if self.jitter {
-            b = match seed {
-                Some(s) => b.with_jitter().with_jitter_seed(s),
-                None => b.with_jitter(),
-            };
+    pub fn delays(&self, seed: Option<u64>) -> impl Iterator<Item = Duration> {
+        self.backoff().delays(seed)
+    }
+
+    /// As a [`Backoff`].
+    pub fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.initial_delay,
+            max: self.max_delay,
+            factor: self.multiplier,
+            jitter: self.jitter,
+            max_times: Some(self.max_attempts.saturating_sub(1) as usize),
         }
-        b.build()
     }
 }
 

@@ -103,7 +103,7 @@ pub async fn connect_store_with_retry(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<store::Store> {
-    let mut delays = INFRA_BACKOFF.delays();
+    let mut delays = INFRA_BACKOFF.delays(None);
     loop {
         let e = match store::connect_and_migrate(&settings.database).await {
             Ok(s) => return Ok(s),

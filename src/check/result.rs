@@ -6,8 +6,9 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::outcome::{OutcomeClass, ProviderReply};
 use super::reason::{ReasonCode, Status, Verdict};
-use super::request::{CheckKind, Rejection};
+use super::request::{CheckKind, CheckRequest, Rejection};
 
 /// Whether the provider charged for the call that produced a result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -169,6 +170,99 @@ impl CheckResult {
             provider_request_id: None,
             attempts: 0,
             subject: r.subject.clone(),
+            received_at,
+            completed_at: now,
+        }
+    }
+
+    /// The result of a provider's final answer about the request (a verdict, an invalid field,
+    /// a refusal of this request's parameters, an identity limit, or a code not in kycq's
+    /// tables), from `provider` after `attempts` calls.
+    pub fn answered(
+        req: &CheckRequest,
+        provider: &str,
+        reply: &ProviderReply,
+        attempts: u32,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> CheckResult {
+        let c = &reply.classification;
+        let reason_code = c.reason_code.unwrap_or(ReasonCode::UnknownProviderCode);
+        let mut r = Self::from_call(req, provider, reply, attempts, received_at, now);
+        r.reason_code = reason_code;
+        match c.class {
+            OutcomeClass::Verdict | OutcomeClass::InvalidField => {
+                r.status = Status::Completed;
+                r.verdict = reason_code.completed_verdict();
+                r.reason = reason_code.meaning().to_owned();
+            }
+            OutcomeClass::RequestRefused => {
+                r.status = Status::Completed;
+                r.verdict = reason_code.completed_verdict();
+                r.reason = format!(
+                    "{provider} refused this request's parameters ({})",
+                    reply.detail
+                );
+            }
+            OutcomeClass::IdentityLimit => r.reason = reason_code.meaning().to_owned(),
+            _ => {
+                r.reason = format!(
+                    "{provider} answered code {}, which is not in kycq's tables ({}); billing {}",
+                    reply.provider_code.as_deref().unwrap_or("?"),
+                    reply.detail,
+                    reply.classification.billed.as_str()
+                );
+            }
+        }
+        r
+    }
+
+    /// A `failed` result with `reason_code` and `billed`, the last provider reply named in
+    /// the reason (`retries_exhausted`, `billing_unknown`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn failed(
+        req: &CheckRequest,
+        provider: &str,
+        reply: &ProviderReply,
+        attempts: u32,
+        reason_code: ReasonCode,
+        billed: Billed,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> CheckResult {
+        let mut r = Self::from_call(req, provider, reply, attempts, received_at, now);
+        r.reason_code = reason_code;
+        r.billed = billed;
+        r.reason = format!(
+            "{} (last: {provider}: {})",
+            reason_code.meaning(),
+            reply.detail
+        );
+        r
+    }
+
+    fn from_call(
+        req: &CheckRequest,
+        provider: &str,
+        reply: &ProviderReply,
+        attempts: u32,
+        received_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> CheckResult {
+        CheckResult {
+            request_id: req.request_id.clone(),
+            check: Some(req.check),
+            status: Status::Failed,
+            verdict: None,
+            reason_code: ReasonCode::UnknownProviderCode,
+            reason: String::new(),
+            billed: reply.classification.billed,
+            carrier: reply.carrier,
+            provider: Some(provider.to_owned()),
+            provider_code: reply.provider_code.clone(),
+            provider_request_id: reply.provider_request_id.clone(),
+            attempts,
+            subject: req.subject.masked(),
             received_at,
             completed_at: now,
         }

@@ -18,7 +18,7 @@
 //! gateways use (Alibaba Cloud API Gateway error codes, help.aliyun.com/document_detail/43906;
 //! Tencent Cloud API 3.0 common errors, cloud.tencent.com/document/api/1007/31323).
 
-use super::Classification;
+use super::{Classification, ProviderReply};
 use crate::check::Billed;
 
 /// How a call failed below HTTP (no whole answer arrived).
@@ -163,6 +163,21 @@ pub const STATUS_ROWS: &[StatusRow] = &[
     status(500, 599, Any, TRANSIENT, "the vendor's server failed: try again", RFC),
     status(0, u16::MAX, Any, UNKNOWN, "an unexpected status: the request may have run", DESIGN_UNKNOWN),
 ];
+
+impl ProviderReply {
+    /// A whole answer the vendor's tables do not explain, classified by its status alone
+    /// ([`STATUS_ROWS`]): `provider_code` is `HTTP<status>`.
+    pub fn from_status(status: u16, origin: Origin, why: &str) -> Self {
+        let row = status_row(status, origin);
+        let mut r = Self::transport(
+            row.classification,
+            Some(status),
+            format!("HTTP {status}: {why} ({})", row.meaning),
+        );
+        r.provider_code = Some(format!("HTTP{status}"));
+        r
+    }
+}
 
 /// The row of a transport failure.
 pub fn transport(failure: Transport) -> &'static TransportRow {

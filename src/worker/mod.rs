@@ -1,6 +1,7 @@
 //! The consumer: connects (and reconnects with backoff), declares the topology, consumes with
 //! prefetch and bounded concurrency, and drains in-flight work on shutdown.
 
+pub mod plan;
 pub mod process;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,7 +96,7 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let semaphore = Arc::new(Semaphore::new(cfg.concurrency));
-    let mut delays = INFRA_BACKOFF.delays();
+    let mut delays = INFRA_BACKOFF.delays(None);
     let mut connected_once = false;
     let mut session: Option<(lapin::Connection, lapin::Channel, String)> = None;
     let mut fatal = None;
@@ -118,7 +119,7 @@ pub async fn run(
                 if state.consuming.swap(false, Ordering::SeqCst) {
                     // It was consuming: a fresh outage starts from the shortest delay.
                     connected_once = true;
-                    delays = INFRA_BACKOFF.delays();
+                    delays = INFRA_BACKOFF.delays(None);
                 }
                 if let FaultClass::Misconfigured { key } = crate::fault::classify_broker(&e) {
                     let why = format!("RabbitMQ refuses the connection: {e}");
@@ -265,7 +266,7 @@ async fn settle_with_retries(
 ) -> Disposition {
     use futures::FutureExt;
     let lease_owner = processor.lease_owner();
-    let mut delays = INFRA_BACKOFF.delays();
+    let mut delays = INFRA_BACKOFF.delays(None);
     loop {
         let attempt = std::panic::AssertUnwindSafe(processor.process(
             publisher,

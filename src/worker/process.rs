@@ -13,14 +13,26 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::broker::{BrokerError, DeadLetter, Publisher};
-use crate::check::{
-    decode, Billed, CheckRequest, CheckResult, Decoded, ReasonCode, Rejection, Status,
-};
+use crate::check::{decode, Billed, CheckRequest, CheckResult, Decoded, ReasonCode, Rejection};
 use crate::providers::registry::{Entry, RouteError};
-use crate::providers::{OutcomeClass, ProviderReply, Registry};
+use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
 use crate::ratelimit::{Limiter, Saturated};
-use crate::retry::{decide, Decision, RetryPolicy};
-use crate::store::{Claim, JournaledCall, Store, StoreError};
+use crate::retry::{Backoff, RetryPolicy};
+use crate::store::{Claim, Store, StoreError};
+
+use super::plan::{self, Finish, Plan, Step};
+
+/// Retrying the journal write of a call's outcome: 100 ms doubling to 5 s, jittered, for at
+/// most [`JOURNAL_RETRY_FOR`].
+pub const JOURNAL_RETRY: Backoff =
+    Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
+/// How long a received answer is held while its journal write is retried.
+pub const JOURNAL_RETRY_FOR: Duration = Duration::from_secs(60);
+/// Waiting for a request another delivery holds (its lease, or its result before a rejection
+/// is stored): 50 ms doubling to 1 s, jittered, never past the holder's lease; bounded by the
+/// worker's stop signal and by the lease (a dead holder's lease runs out).
+pub const HELD_ELSEWHERE_WAIT: Backoff =
+    Backoff::doubling(Duration::from_millis(50), Duration::from_secs(1));
 
 /// What to do with the delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,20 +151,22 @@ impl Processor {
             .await
     }
 
-    /// Journal a call's outcome. The answer is held in memory and the write retried for a while:
-    /// giving up here would turn a received (maybe billed) answer into `billing_unknown`.
+    /// Journal a call's outcome. The answer is held in memory and the write retried with
+    /// [`JOURNAL_RETRY`] for at most [`JOURNAL_RETRY_FOR`]: giving up here would turn a received
+    /// (maybe billed) answer into `billing_unknown`.
     async fn finish_call(&self, call_id: i64, reply: &ProviderReply) -> Result<(), StoreError> {
-        let mut delay = Duration::from_millis(100);
-        let give_up = Instant::now() + Duration::from_secs(60);
+        let give_up = Instant::now() + JOURNAL_RETRY_FOR;
+        let mut delays = JOURNAL_RETRY.delays(None);
         loop {
             match self.store.finish_call(call_id, reply).await {
                 Ok(()) => return Ok(()),
-                Err(e) if Instant::now() + delay < give_up => {
-                    warn!(error = %e, "journaling a call's outcome failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                Err(e) => return Err(e),
+                Err(e) => match delays.next() {
+                    Some(d) if Instant::now() + d < give_up => {
+                        warn!(error = %e, "journaling a call's outcome failed; retrying");
+                        tokio::time::sleep(d).await;
+                    }
+                    _ => return Err(e),
+                },
             }
         }
     }
@@ -287,13 +301,15 @@ impl Processor {
         stop: &CancellationToken,
     ) -> Result<Disposition, ProcessError> {
         let result = CheckResult::rejected(r, now, Utc::now());
+        let mut delays = HELD_ELSEWHERE_WAIT.delays(None);
         let stored = loop {
             if let Some(stored) = self.store.insert_final(&result).await? {
                 break stored;
             }
+            let d = delays.next().unwrap_or(HELD_ELSEWHERE_WAIT.max);
             tokio::select! {
                 _ = stop.cancelled() => return Ok(Disposition::Requeue),
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(d) => {}
             }
         };
         reply.send(publisher, &stored).await?;
@@ -313,6 +329,7 @@ impl Processor {
         stop: &CancellationToken,
         reply: &Reply,
     ) -> Result<Option<DateTime<Utc>>, ProcessError> {
+        let mut delays = HELD_ELSEWHERE_WAIT.delays(None);
         loop {
             match self
                 .store
@@ -345,9 +362,11 @@ impl Processor {
                     return Ok(None);
                 }
                 Claim::Leased { owner, until } => {
-                    // A live worker renews its lease; a dead one's lease runs out and we take over.
+                    // A live worker renews its lease; a dead one's lease runs out and we take
+                    // over: never wait past its end.
                     let left = (until - Utc::now()).to_std().unwrap_or_default();
-                    let wait = left.min(Duration::from_secs(1)) + Duration::from_millis(50);
+                    let step = delays.next().unwrap_or(HELD_ELSEWHERE_WAIT.max);
+                    let wait = step.min(left + Duration::from_millis(50));
                     tracing::debug!(%owner, ?wait, "request is being worked on by another worker");
                     tokio::select! {
                         _ = stop.cancelled() => return Ok(None),
@@ -385,7 +404,8 @@ impl Processor {
         })
     }
 
-    /// Finish from the journal, or walk the route.
+    /// Finish from the journal, or walk the route: the pure [`Plan`] says what happens next,
+    /// this loop does the IO.
     async fn run(
         &self,
         req: &CheckRequest,
@@ -395,165 +415,159 @@ impl Processor {
         lease_lost: &AtomicBool,
     ) -> Result<RouteOutcome, ProcessError> {
         let prior = self.store.calls(&req.request_id).await?;
-        if let Some(done) = resume_from_journal(req, &prior, received_at) {
+        let attempts = plan::journaled_attempts(&prior);
+        if let Some(done) = plan::resume(&prior) {
             info!(
                 calls = prior.len(),
                 "finished from the call journal without calling again"
             );
-            return Ok(done);
+            return Ok(finished(req, done, attempts, received_at));
         }
-        let mut attempt = prior.iter().map(|c| c.attempt as u32).max().unwrap_or(0);
-        let started = Instant::now();
-        let mut last: Option<(&'static str, ProviderReply)> = None;
-        let mut saw_transient = false;
+        let entry = |name: &str| {
+            *route
+                .iter()
+                .find(|e| e.provider.name() == name)
+                .expect("the plan walks this route")
+        };
+        let names = route.iter().map(|e| e.provider.name()).collect();
+        let mut plan = Plan::new(names, self.policy, attempts, Instant::now(), None);
+        let mut last_called = "";
         loop {
-            for entry in route {
-                if !entry.circuit.is_available(Instant::now()) {
-                    continue;
-                }
-                let provider = entry.provider.name();
-                let action = entry
-                    .provider
-                    .action(req.check)
-                    .expect("routes only hold supporting providers");
-                let mut delays = self.policy.delays(None);
-                loop {
-                    if stop.is_cancelled() {
-                        return Ok(RouteOutcome::Requeue);
-                    }
-                    let Some(waited) = self.admit(provider, action, stop).await else {
-                        return Ok(RouteOutcome::Requeue);
+            let now = Instant::now();
+            match plan.next(now, |p| entry(p).circuit.reopens_at(now)) {
+                Step::Call(provider) => {
+                    last_called = provider;
+                    let e = entry(provider);
+                    let attempt = plan.attempts() + 1;
+                    let reply = match self.call(req, e, attempt, stop, lease_lost).await? {
+                        Called::Replied(reply) => reply,
+                        Called::Stopped => return Ok(RouteOutcome::Requeue),
+                        Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
                     };
-                    metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
-                        .record(waited.as_secs_f64());
-                    if lease_lost.load(Ordering::SeqCst) {
-                        return Ok(RouteOutcome::LeaseLost);
-                    }
-                    let admitted = Instant::now();
-                    attempt += 1;
-                    let call_id = self
-                        .store
-                        .begin_call(&req.request_id, provider, action, attempt, &self.worker_id)
-                        .await?;
-                    // A slow journal write (Postgres stalling) must not bunch calls at the
-                    // vendor: a call later than its bucket allows after the slot takes a fresh
-                    // one. Stopped meanwhile: journaled as not sent, then requeued.
-                    if admitted.elapsed() > self.limiter.max_lateness(provider, action) {
-                        metrics::counter!("kycq_ratelimit_late_total", "provider" => provider)
-                            .increment(1);
-                        tracing::debug!(
-                            provider,
-                            late_ms = admitted.elapsed().as_millis() as u64,
-                            "journal write outlasted the slot's margin: taking a fresh slot"
-                        );
-                        if self.admit(provider, action, stop).await.is_none() {
-                            let not_sent = ProviderReply::transport(
-                                crate::providers::Classification::TRANSIENT,
-                                None,
-                                "not sent: the worker stopped while waiting for a fresh slot",
-                            );
-                            self.store.finish_call(call_id, &not_sent).await?;
-                            return Ok(RouteOutcome::Requeue);
-                        }
-                    }
-                    let t0 = Instant::now();
-                    let mut reply = entry.provider.call(req).await;
-                    // Vendor text may echo what it was sent; it goes into results and logs.
-                    reply.detail = req.subject.scrub(&reply.detail);
-                    reply.provider_code = reply.provider_code.map(|c| req.subject.scrub(&c));
-                    let elapsed = t0.elapsed();
-                    self.finish_call(call_id, &reply).await?;
-                    record_call(provider, &reply, elapsed);
-                    info!(
-                        provider,
-                        action,
-                        attempt,
-                        outcome = reply.classification.class.as_str(),
-                        billed = reply.classification.billed.as_str(),
-                        code = reply.provider_code.as_deref().unwrap_or(""),
-                        http_status = reply.http_status,
-                        ms = elapsed.as_millis() as u64,
-                        "provider call"
-                    );
-                    if reply.classification.throttled {
-                        self.limiter.throttled(provider, action).await;
-                    }
-                    match decide(&reply.classification) {
-                        Decision::Finish => {
-                            entry.circuit.reset();
-                            let r = final_result(req, provider, &reply, attempt, received_at);
-                            return Ok(RouteOutcome::Done(Box::new(r), None));
-                        }
-                        Decision::StopBillingUnknown => {
-                            return Ok(billing_unknown(
-                                req,
-                                provider,
-                                &reply,
-                                attempt,
-                                received_at,
-                            ));
-                        }
-                        Decision::Retry => {
-                            saw_transient = true;
-                            last = Some((provider, reply));
-                            match delays.next() {
-                                Some(d) if started.elapsed() + d <= self.policy.max_elapsed => {
-                                    metrics::counter!("kycq_retries_total", "provider" => provider)
-                                        .increment(1);
-                                    tokio::select! {
-                                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
-                                        _ = tokio::time::sleep(d) => {}
-                                    }
-                                }
-                                _ => break,
-                            }
-                        }
-                        Decision::FailOver => {
+                    match plan.record(provider, reply, Instant::now()) {
+                        plan::Circuit::Keep => {}
+                        plan::Circuit::Reset => e.circuit.reset(),
+                        plan::Circuit::Trip => {
                             warn!(
                                 provider,
-                                cooldown_s = entry.cooldown.as_secs(),
+                                cooldown_s = e.cooldown.as_secs(),
                                 "provider-wide failure: circuit opened"
                             );
                             metrics::counter!("kycq_circuit_open_total", "provider" => provider)
                                 .increment(1);
-                            entry.circuit.trip(Instant::now(), entry.cooldown);
-                            last = Some((provider, reply));
-                            break;
+                            e.circuit.trip(Instant::now(), e.cooldown);
                         }
                     }
                 }
-            }
-            if saw_transient {
-                let (provider, reply) = last.expect("a transient failure was recorded");
-                return Ok(failed(
-                    req,
-                    provider,
-                    &reply,
-                    attempt,
-                    received_at,
-                    ReasonCode::RetriesExhausted,
-                    Billed::No,
-                    Some("retries_exhausted"),
-                ));
-            }
-            // Every provider of the route is out (provider-wide failures): the request waits,
-            // unacknowledged, until a circuit lets calls through again.
-            let now = Instant::now();
-            let reopen = route
-                .iter()
-                .filter_map(|e| e.circuit.reopens_at(now))
-                .min()
-                .unwrap_or(now + Duration::from_secs(1));
-            warn!(
-                wait_s = (reopen - now).as_secs(),
-                "no provider available for this check; waiting"
-            );
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
-                _ = tokio::time::sleep_until(reopen) => {}
+                Step::Sleep(d) => {
+                    metrics::counter!("kycq_retries_total", "provider" => last_called).increment(1);
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+                Step::WaitForCircuit(until) => {
+                    // Every provider of the route is out (provider-wide failures): the request
+                    // waits, unacknowledged, until a circuit lets calls through again.
+                    warn!(
+                        wait_s = until.saturating_duration_since(now).as_secs(),
+                        "no provider available for this check; waiting"
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                }
+                Step::Finish(f) => return Ok(finished(req, f, plan.attempts(), received_at)),
             }
         }
     }
+
+    /// One call to `entry`'s provider as attempt `attempt`: a slot in the shared bucket, the
+    /// journal row written before it is sent, the call, its outcome journaled.
+    async fn call(
+        &self,
+        req: &CheckRequest,
+        entry: &Entry,
+        attempt: u32,
+        stop: &CancellationToken,
+        lease_lost: &AtomicBool,
+    ) -> Result<Called, ProcessError> {
+        let provider = entry.provider.name();
+        let action = entry
+            .provider
+            .action(req.check)
+            .expect("routes only hold supporting providers");
+        if stop.is_cancelled() {
+            return Ok(Called::Stopped);
+        }
+        let Some(waited) = self.admit(provider, action, stop).await else {
+            return Ok(Called::Stopped);
+        };
+        metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
+            .record(waited.as_secs_f64());
+        if lease_lost.load(Ordering::SeqCst) {
+            return Ok(Called::LeaseLost);
+        }
+        let admitted = Instant::now();
+        let call_id = self
+            .store
+            .begin_call(&req.request_id, provider, action, attempt, &self.worker_id)
+            .await?;
+        // A slow journal write (Postgres stalling) must not bunch calls at the vendor: a call
+        // later than its bucket allows after the slot takes a fresh one. Stopped meanwhile:
+        // journaled as not sent, then requeued.
+        if admitted.elapsed() > self.limiter.max_lateness(provider, action) {
+            metrics::counter!("kycq_ratelimit_late_total", "provider" => provider).increment(1);
+            tracing::debug!(
+                provider,
+                late_ms = admitted.elapsed().as_millis() as u64,
+                "journal write outlasted the slot's margin: taking a fresh slot"
+            );
+            if self.admit(provider, action, stop).await.is_none() {
+                let not_sent = ProviderReply::transport(
+                    Classification::TRANSIENT,
+                    None,
+                    "not sent: the worker stopped while waiting for a fresh slot",
+                );
+                self.store.finish_call(call_id, &not_sent).await?;
+                return Ok(Called::Stopped);
+            }
+        }
+        let t0 = Instant::now();
+        let mut reply = entry.provider.call(req).await;
+        // Vendor text may echo what it was sent; it goes into results and logs.
+        reply.detail = req.subject.scrub(&reply.detail);
+        reply.provider_code = reply.provider_code.map(|c| req.subject.scrub(&c));
+        let elapsed = t0.elapsed();
+        self.finish_call(call_id, &reply).await?;
+        record_call(provider, &reply, elapsed);
+        info!(
+            provider,
+            action,
+            attempt,
+            outcome = reply.classification.class.as_str(),
+            billed = reply.classification.billed.as_str(),
+            code = reply.provider_code.as_deref().unwrap_or(""),
+            http_status = reply.http_status,
+            ms = elapsed.as_millis() as u64,
+            "provider call"
+        );
+        if reply.classification.throttled {
+            self.limiter.throttled(provider, action).await;
+        }
+        Ok(Called::Replied(reply))
+    }
+}
+
+/// How one call went.
+enum Called {
+    /// The provider replied (or the failure was classified).
+    Replied(ProviderReply),
+    /// The worker is stopping; nothing was sent.
+    Stopped,
+    /// Another worker took the request over.
+    LeaseLost,
 }
 
 impl Processor {
@@ -584,175 +598,65 @@ impl Processor {
     }
 }
 
-/// A request taken over after a crash: decide from the journal whether it can be finished
-/// without calling anybody again.
-fn resume_from_journal(
+/// The result (and dead letter) a finished plan ends with; counted and logged.
+fn finished(
     req: &CheckRequest,
-    prior: &[JournaledCall],
+    f: Finish,
+    attempts: u32,
     received_at: DateTime<Utc>,
-) -> Option<RouteOutcome> {
-    let attempts = prior.iter().map(|c| c.attempt as u32).max().unwrap_or(0);
-    for call in prior {
-        let provider: &'static str = leak_name(&call.provider);
-        match &call.reply {
-            None => {
-                // Sent (or about to be) when the previous worker stopped: it may have been billed.
-                let reply = ProviderReply::transport(
-                    crate::providers::Classification::UNKNOWN,
-                    None,
-                    "a call was in flight when the previous worker stopped",
-                );
-                return Some(billing_unknown(
-                    req,
-                    provider,
-                    &reply,
-                    attempts,
-                    received_at,
-                ));
+) -> RouteOutcome {
+    let now = Utc::now();
+    let failed = |provider: &str, reply: &ProviderReply, reason: ReasonCode, billed, dl: &str| {
+        let r = CheckResult::failed(
+            req,
+            provider,
+            reply,
+            attempts,
+            reason,
+            billed,
+            received_at,
+            now,
+        );
+        let dead = DeadLetter {
+            reason: dl.into(),
+            detail: r.reason.clone(),
+            attempts,
+            request_id: Some(req.request_id.clone()),
+        };
+        RouteOutcome::Done(Box::new(r), Some(dead))
+    };
+    match f {
+        Finish::Answered(provider, reply) => {
+            let c = &reply.classification;
+            match c.class {
+                OutcomeClass::InvalidField | OutcomeClass::RequestRefused => {
+                    metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider)
+                        .increment(1);
+                }
+                OutcomeClass::UnknownCode => {
+                    metrics::counter!("kycq_unknown_provider_codes_total", "provider" => provider, "code" => reply.provider_code.clone().unwrap_or_default()).increment(1);
+                    warn!(provider, code = reply.provider_code.as_deref().unwrap_or(""), detail = %reply.detail, "provider answered a code not in kycq's tables");
+                }
+                _ => {}
             }
-            Some(reply) => match decide(&reply.classification) {
-                Decision::Finish => {
-                    return Some(RouteOutcome::Done(
-                        Box::new(final_result(req, provider, reply, attempts, received_at)),
-                        None,
-                    ))
-                }
-                Decision::StopBillingUnknown => {
-                    return Some(billing_unknown(req, provider, reply, attempts, received_at))
-                }
-                Decision::Retry | Decision::FailOver => {}
-            },
+            let r = CheckResult::answered(req, provider, &reply, attempts, received_at, now);
+            RouteOutcome::Done(Box::new(r), None)
         }
+        Finish::BillingUnknown(provider, reply) => failed(
+            provider,
+            &reply,
+            ReasonCode::BillingUnknown,
+            Billed::Unknown,
+            "billing_unknown",
+        ),
+        Finish::RetriesExhausted(provider, reply) => failed(
+            provider,
+            &reply,
+            ReasonCode::RetriesExhausted,
+            Billed::No,
+            "retries_exhausted",
+        ),
     }
-    None
-}
-
-/// The registry's `'static` name of a journaled provider.
-fn leak_name(name: &str) -> &'static str {
-    crate::providers::registry::vendor(name).map_or("unknown", |v| v.name)
-}
-
-fn base_result(
-    req: &CheckRequest,
-    provider: &str,
-    reply: &ProviderReply,
-    attempts: u32,
-    received_at: DateTime<Utc>,
-) -> CheckResult {
-    CheckResult {
-        request_id: req.request_id.clone(),
-        check: Some(req.check),
-        status: Status::Failed,
-        verdict: None,
-        reason_code: ReasonCode::UnknownProviderCode,
-        reason: String::new(),
-        billed: reply.classification.billed,
-        carrier: reply.carrier,
-        provider: Some(provider.to_owned()),
-        provider_code: reply.provider_code.clone(),
-        provider_request_id: reply.provider_request_id.clone(),
-        attempts,
-        subject: req.subject.masked(),
-        received_at,
-        completed_at: Utc::now(),
-    }
-}
-
-/// The result of a final answer (verdict, invalid field, identity limit, unknown code).
-fn final_result(
-    req: &CheckRequest,
-    provider: &str,
-    reply: &ProviderReply,
-    attempts: u32,
-    received_at: DateTime<Utc>,
-) -> CheckResult {
-    let c = &reply.classification;
-    let reason_code = c.reason_code.unwrap_or(ReasonCode::UnknownProviderCode);
-    let mut r = base_result(req, provider, reply, attempts, received_at);
-    r.reason_code = reason_code;
-    match c.class {
-        OutcomeClass::Verdict | OutcomeClass::InvalidField => {
-            r.status = Status::Completed;
-            r.verdict = reason_code.completed_verdict();
-            r.reason = reason_code.meaning().to_owned();
-        }
-        OutcomeClass::RequestRefused => {
-            r.status = Status::Completed;
-            r.verdict = reason_code.completed_verdict();
-            r.reason = format!(
-                "{provider} refused this request's parameters ({})",
-                reply.detail
-            );
-        }
-        OutcomeClass::IdentityLimit => {
-            r.reason = reason_code.meaning().to_owned();
-        }
-        _ => {
-            metrics::counter!("kycq_unknown_provider_codes_total", "provider" => provider.to_owned(), "code" => reply.provider_code.clone().unwrap_or_default()).increment(1);
-            warn!(provider, code = reply.provider_code.as_deref().unwrap_or(""), detail = %reply.detail, "provider answered a code not in kycq's tables");
-            r.reason = format!(
-                "{provider} answered code {}, which is not in kycq's tables ({}); billing {}",
-                reply.provider_code.as_deref().unwrap_or("?"),
-                reply.detail,
-                reply.classification.billed.as_str()
-            );
-        }
-    }
-    if matches!(
-        c.class,
-        OutcomeClass::InvalidField | OutcomeClass::RequestRefused
-    ) {
-        metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider.to_owned())
-            .increment(1);
-    }
-    r
-}
-
-#[allow(clippy::too_many_arguments)]
-fn failed(
-    req: &CheckRequest,
-    provider: &str,
-    reply: &ProviderReply,
-    attempts: u32,
-    received_at: DateTime<Utc>,
-    reason_code: ReasonCode,
-    billed: Billed,
-    dead_letter: Option<&str>,
-) -> RouteOutcome {
-    let mut r = base_result(req, provider, reply, attempts, received_at);
-    r.reason_code = reason_code;
-    r.billed = billed;
-    r.reason = format!(
-        "{} (last: {provider}: {})",
-        reason_code.meaning(),
-        reply.detail
-    );
-    let dl = dead_letter.map(|reason| DeadLetter {
-        reason: reason.into(),
-        detail: r.reason.clone(),
-        attempts,
-        request_id: Some(req.request_id.clone()),
-    });
-    RouteOutcome::Done(Box::new(r), dl)
-}
-
-fn billing_unknown(
-    req: &CheckRequest,
-    provider: &str,
-    reply: &ProviderReply,
-    attempts: u32,
-    received_at: DateTime<Utc>,
-) -> RouteOutcome {
-    failed(
-        req,
-        provider,
-        reply,
-        attempts,
-        received_at,
-        ReasonCode::BillingUnknown,
-        Billed::Unknown,
-        Some("billing_unknown"),
-    )
 }
 
 fn record_call(provider: &'static str, reply: &ProviderReply, elapsed: Duration) {

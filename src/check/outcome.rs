@@ -1,0 +1,158 @@
+//! What a provider call came to, in the domain's terms: the classes of a classified answer
+//! (verdict, invalid field, transient, provider-wide, billing unknown, …), with billing and the
+//! shared reason code. Vendors classify into these (`providers`); results are built from them
+//! ([`super::result`]). Holds no personal data: replies are journaled.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Billed, Carrier, ReasonCode};
+
+/// The classes of DESIGN.md §5: what an outcome means for billing, retries and the result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeClass {
+    /// An answer about the identity (match, mismatch, no record, unsupported range).
+    Verdict,
+    /// The provider says a field is invalid.
+    InvalidField,
+    /// The provider refuses more checks of this identity for now.
+    IdentityLimit,
+    /// Busy, throttled, 5xx, connection refused before sending: retry, then fail over.
+    Transient,
+    /// Credentials, account, activation, quota: open the provider's circuit and fail over.
+    ProviderWide,
+    /// The vendor refused this request's parameters (an HTTP 4xx about the request, not the
+    /// credentials): finish `completed` / `invalid_input`; never opens a circuit.
+    RequestRefused,
+    /// Sent, answer lost (timeout, reset): may have been billed; never retried.
+    Unknown,
+    /// The provider answered with a code not in our tables.
+    UnknownCode,
+}
+
+impl OutcomeClass {
+    /// The name stored in `provider_calls.outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeClass::Verdict => "verdict",
+            OutcomeClass::InvalidField => "invalid_field",
+            OutcomeClass::IdentityLimit => "identity_limit",
+            OutcomeClass::Transient => "transient",
+            OutcomeClass::ProviderWide => "provider_wide",
+            OutcomeClass::RequestRefused => "request_refused",
+            OutcomeClass::Unknown => "unknown",
+            OutcomeClass::UnknownCode => "unknown_code",
+        }
+    }
+
+    /// Whether this class ends the request with the provider's answer (no retry, no failover).
+    pub fn is_final_answer(self) -> bool {
+        matches!(
+            self,
+            OutcomeClass::Verdict
+                | OutcomeClass::InvalidField
+                | OutcomeClass::IdentityLimit
+                | OutcomeClass::RequestRefused
+                | OutcomeClass::UnknownCode
+        )
+    }
+}
+
+/// One row of a vendor's code table: class, billing and the shared reason code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Classification {
+    /// What to do.
+    pub class: OutcomeClass,
+    /// Whether the vendor charged.
+    pub billed: Billed,
+    /// The shared reason code of a final answer.
+    pub reason_code: Option<ReasonCode>,
+    /// The vendor said "throttled" (the shared bucket cools down).
+    pub throttled: bool,
+}
+
+impl Classification {
+    /// A verdict.
+    pub const fn verdict(reason: ReasonCode, billed: Billed) -> Self {
+        Self::new(OutcomeClass::Verdict, billed, Some(reason))
+    }
+    /// The provider says a field is invalid (never billed).
+    pub const fn invalid_field(reason: ReasonCode) -> Self {
+        Self::new(OutcomeClass::InvalidField, Billed::No, Some(reason))
+    }
+    /// The provider refuses this identity for now (never billed).
+    pub const fn identity_limit(reason: ReasonCode) -> Self {
+        Self::new(OutcomeClass::IdentityLimit, Billed::No, Some(reason))
+    }
+    /// The vendor refused this request's parameters (never billed): `invalid_request`.
+    pub const fn request_refused() -> Self {
+        Self::new(
+            OutcomeClass::RequestRefused,
+            Billed::No,
+            Some(ReasonCode::InvalidRequest),
+        )
+    }
+    /// Transient and not billed.
+    pub const TRANSIENT: Self = Self::new(OutcomeClass::Transient, Billed::No, None);
+    /// Throttled by the vendor: transient, not billed, cool the bucket down.
+    pub const THROTTLED: Self = Classification {
+        throttled: true,
+        ..Self::TRANSIENT
+    };
+    /// Provider-wide and not billed.
+    pub const PROVIDER_WIDE: Self = Self::new(OutcomeClass::ProviderWide, Billed::No, None);
+    /// Sent and lost: billing unknown.
+    pub const UNKNOWN: Self = Self::new(OutcomeClass::Unknown, Billed::Unknown, None);
+    /// A code not in the tables, with what is known about its billing.
+    pub const fn unknown_code(billed: Billed) -> Self {
+        Self::new(
+            OutcomeClass::UnknownCode,
+            billed,
+            Some(ReasonCode::UnknownProviderCode),
+        )
+    }
+
+    const fn new(class: OutcomeClass, billed: Billed, reason_code: Option<ReasonCode>) -> Self {
+        Classification {
+            class,
+            billed,
+            reason_code,
+            throttled: false,
+        }
+    }
+}
+
+/// What one provider call came back with, classified. Holds no personal data: it is journaled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderReply {
+    /// Class, billing, reason.
+    pub classification: Classification,
+    /// HTTP status, when a response arrived.
+    pub http_status: Option<u16>,
+    /// The vendor's most specific code (see DESIGN.md §3 `provider_code`).
+    pub provider_code: Option<String>,
+    /// The vendor's request id.
+    pub provider_request_id: Option<String>,
+    /// Normalised carrier.
+    pub carrier: Option<Carrier>,
+    /// A short description for logs and the result's `reason` (vendor text; never PII).
+    pub detail: String,
+}
+
+impl ProviderReply {
+    /// A reply that never reached the vendor or whose answer could not be read.
+    pub fn transport(
+        classification: Classification,
+        http_status: Option<u16>,
+        detail: impl Into<String>,
+    ) -> Self {
+        ProviderReply {
+            classification,
+            http_status,
+            provider_code: None,
+            provider_request_id: None,
+            carrier: None,
+            detail: detail.into(),
+        }
+    }
+}
