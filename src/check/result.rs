@@ -116,6 +116,46 @@ pub struct MaskedSubject {
     pub mobile: Option<String>,
 }
 
+/// What a result built from provider calls is made of.
+#[derive(Clone, Copy, Debug)]
+pub struct FromCall<'a> {
+    /// The request.
+    pub request: &'a CheckRequest,
+    /// The provider of the last call.
+    pub provider: &'a str,
+    /// Its classified reply.
+    pub reply: &'a ProviderReply,
+    /// Calls made for the request.
+    pub attempts: u32,
+    /// When kycq first received the request.
+    pub received_at: DateTime<Utc>,
+    /// When the result was decided.
+    pub completed_at: DateTime<Utc>,
+}
+
+impl FromCall<'_> {
+    fn base(&self) -> CheckResult {
+        let (req, reply) = (self.request, self.reply);
+        CheckResult {
+            request_id: req.request_id.clone(),
+            check: Some(req.check),
+            status: Status::Failed,
+            verdict: None,
+            reason_code: ReasonCode::UnknownProviderCode,
+            reason: String::new(),
+            billed: reply.classification.billed,
+            carrier: reply.carrier,
+            provider: Some(self.provider.to_owned()),
+            provider_code: reply.provider_code.clone(),
+            provider_request_id: reply.provider_request_id.clone(),
+            attempts: self.attempts,
+            subject: req.subject.masked(),
+            received_at: self.received_at,
+            completed_at: self.completed_at,
+        }
+    }
+}
+
 /// The result of one request (DESIGN.md §3). Serialises with every field present.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
@@ -177,20 +217,16 @@ impl CheckResult {
 
     /// The result of a provider's final answer about the request (a verdict, an invalid field,
     /// a refusal of this request's parameters, an identity limit, or a code not in kycq's
-    /// tables), from `provider` after `attempts` calls.
-    pub fn answered(
-        req: &CheckRequest,
-        provider: &str,
-        reply: &ProviderReply,
-        attempts: u32,
-        received_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> CheckResult {
-        let c = &reply.classification;
-        let reason_code = c.reason_code.unwrap_or(ReasonCode::UnknownProviderCode);
-        let mut r = Self::from_call(req, provider, reply, attempts, received_at, now);
+    /// tables).
+    pub fn answered(call: &FromCall<'_>) -> CheckResult {
+        let (provider, reply) = (call.provider, call.reply);
+        let reason_code = reply
+            .classification
+            .reason_code
+            .unwrap_or(ReasonCode::UnknownProviderCode);
+        let mut r = call.base();
         r.reason_code = reason_code;
-        match c.class {
+        match reply.classification.class {
             OutcomeClass::Verdict | OutcomeClass::InvalidField => {
                 r.status = Status::Completed;
                 r.verdict = reason_code.completed_verdict();
@@ -219,53 +255,17 @@ impl CheckResult {
 
     /// A `failed` result with `reason_code` and `billed`, the last provider reply named in
     /// the reason (`retries_exhausted`, `billing_unknown`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn failed(
-        req: &CheckRequest,
-        provider: &str,
-        reply: &ProviderReply,
-        attempts: u32,
-        reason_code: ReasonCode,
-        billed: Billed,
-        received_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> CheckResult {
-        let mut r = Self::from_call(req, provider, reply, attempts, received_at, now);
+    pub fn failed(call: &FromCall<'_>, reason_code: ReasonCode, billed: Billed) -> CheckResult {
+        let mut r = call.base();
         r.reason_code = reason_code;
         r.billed = billed;
         r.reason = format!(
-            "{} (last: {provider}: {})",
+            "{} (last: {}: {})",
             reason_code.meaning(),
-            reply.detail
+            call.provider,
+            call.reply.detail
         );
         r
-    }
-
-    fn from_call(
-        req: &CheckRequest,
-        provider: &str,
-        reply: &ProviderReply,
-        attempts: u32,
-        received_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> CheckResult {
-        CheckResult {
-            request_id: req.request_id.clone(),
-            check: Some(req.check),
-            status: Status::Failed,
-            verdict: None,
-            reason_code: ReasonCode::UnknownProviderCode,
-            reason: String::new(),
-            billed: reply.classification.billed,
-            carrier: reply.carrier,
-            provider: Some(provider.to_owned()),
-            provider_code: reply.provider_code.clone(),
-            provider_request_id: reply.provider_request_id.clone(),
-            attempts,
-            subject: req.subject.masked(),
-            received_at,
-            completed_at: now,
-        }
     }
 
     /// The routing key on the result exchange: `result.<check>.<status>` (`unknown` for a
@@ -303,7 +303,144 @@ mod millis {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::outcome::Classification;
+    use crate::check::{decode, Decoded};
     use chrono::TimeZone;
+
+    fn request() -> CheckRequest {
+        let json = serde_json::json!({
+            "request_id": "r-1", "check": "mobile3", "name": "张三",
+            "id_number": "11010519491231002X", "mobile": "13812345678",
+        });
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        match decode(json.to_string().as_bytes(), today).unwrap() {
+            Decoded::Valid(r) => r,
+            Decoded::Rejected(r) => panic!("{}", r.reason),
+        }
+    }
+
+    fn built(c: Classification, f: impl Fn(&FromCall<'_>) -> CheckResult) -> CheckResult {
+        let req = request();
+        let mut reply = ProviderReply::transport(c, Some(200), "vendor words");
+        reply.provider_code = Some("X1".into());
+        reply.carrier = Some(Carrier::Cmcc);
+        let t = Utc.with_ymd_and_hms(2026, 11, 23, 2, 18, 16).unwrap();
+        f(&FromCall {
+            request: &req,
+            provider: "acme",
+            reply: &reply,
+            attempts: 3,
+            received_at: t,
+            completed_at: t + chrono::Duration::milliseconds(290),
+        })
+    }
+
+    #[test]
+    fn results_of_final_answers_by_class() {
+        type Want = (Status, Option<Verdict>, ReasonCode, Billed);
+        let table: &[(Classification, Want)] = &[
+            (
+                Classification::verdict(ReasonCode::NameMismatch, Billed::Yes),
+                (
+                    Status::Completed,
+                    Some(Verdict::Mismatch),
+                    ReasonCode::NameMismatch,
+                    Billed::Yes,
+                ),
+            ),
+            (
+                Classification::invalid_field(ReasonCode::InvalidMobile),
+                (
+                    Status::Completed,
+                    Some(Verdict::InvalidInput),
+                    ReasonCode::InvalidMobile,
+                    Billed::No,
+                ),
+            ),
+            (
+                Classification::request_refused(),
+                (
+                    Status::Completed,
+                    Some(Verdict::InvalidInput),
+                    ReasonCode::InvalidRequest,
+                    Billed::No,
+                ),
+            ),
+            (
+                Classification::identity_limit(ReasonCode::IdentityDailyLimit),
+                (
+                    Status::Failed,
+                    None,
+                    ReasonCode::IdentityDailyLimit,
+                    Billed::No,
+                ),
+            ),
+            (
+                Classification::unknown_code(Billed::Unknown),
+                (
+                    Status::Failed,
+                    None,
+                    ReasonCode::UnknownProviderCode,
+                    Billed::Unknown,
+                ),
+            ),
+        ];
+        for (c, want) in table {
+            let r = built(*c, CheckResult::answered);
+            assert_eq!(
+                (r.status, r.verdict, r.reason_code, r.billed),
+                *want,
+                "{c:?}"
+            );
+            assert_eq!(r.provider.as_deref(), Some("acme"));
+            assert_eq!(r.provider_code.as_deref(), Some("X1"));
+            assert_eq!((r.attempts, r.carrier), (3, Some(Carrier::Cmcc)));
+            assert_eq!(r.subject.mobile.as_deref(), Some("138****5678"));
+            assert_eq!((r.completed_at - r.received_at).num_milliseconds(), 290);
+        }
+        let r = built(Classification::request_refused(), CheckResult::answered);
+        assert_eq!(
+            r.reason,
+            "acme refused this request's parameters (vendor words)"
+        );
+        let r = built(
+            Classification::unknown_code(Billed::Yes),
+            CheckResult::answered,
+        );
+        assert!(
+            r.reason.contains("code X1") && r.reason.contains("billing yes"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn failed_results_carry_the_reason_and_billing_given() {
+        let r = built(Classification::TRANSIENT, |c| {
+            CheckResult::failed(c, ReasonCode::RetriesExhausted, Billed::No)
+        });
+        assert_eq!(
+            (r.status, r.verdict, r.reason_code, r.billed),
+            (
+                Status::Failed,
+                None,
+                ReasonCode::RetriesExhausted,
+                Billed::No
+            )
+        );
+        assert!(
+            r.reason.ends_with("(last: acme: vendor words)"),
+            "{}",
+            r.reason
+        );
+        let r = built(Classification::UNKNOWN, |c| {
+            CheckResult::failed(c, ReasonCode::BillingUnknown, Billed::Unknown)
+        });
+        assert_eq!(
+            (r.reason_code, r.billed),
+            (ReasonCode::BillingUnknown, Billed::Unknown)
+        );
+    }
 
     #[test]
     fn carriers_normalise_from_every_spelling() {

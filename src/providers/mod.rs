@@ -16,7 +16,7 @@
 pub mod alibaba;
 pub mod alimarket;
 pub mod circuit;
-pub mod http;
+pub(crate) mod http;
 pub mod outcome;
 pub mod registry;
 pub mod signing;

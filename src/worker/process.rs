@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
 use crate::broker::{BrokerError, DeadLetter, Publisher};
+use crate::check::result::FromCall;
 use crate::check::{decode, Billed, CheckRequest, CheckResult, Decoded, ReasonCode, Rejection};
 use crate::providers::registry::{Entry, RouteError};
 use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
@@ -24,14 +25,14 @@ use super::plan::{self, Finish, Plan, Step};
 
 /// Retrying the journal write of a call's outcome: 100 ms doubling to 5 s, jittered, for at
 /// most [`JOURNAL_RETRY_FOR`].
-pub const JOURNAL_RETRY: Backoff =
+pub(crate) const JOURNAL_RETRY: Backoff =
     Backoff::doubling(Duration::from_millis(100), Duration::from_secs(5));
 /// How long a received answer is held while its journal write is retried.
-pub const JOURNAL_RETRY_FOR: Duration = Duration::from_secs(60);
+pub(crate) const JOURNAL_RETRY_FOR: Duration = Duration::from_secs(60);
 /// Waiting for a request another delivery holds (its lease, or its result before a rejection
 /// is stored): 50 ms doubling to 1 s, jittered, never past the holder's lease; bounded by the
 /// worker's stop signal and by the lease (a dead holder's lease runs out).
-pub const HELD_ELSEWHERE_WAIT: Backoff =
+pub(crate) const HELD_ELSEWHERE_WAIT: Backoff =
     Backoff::doubling(Duration::from_millis(50), Duration::from_secs(1));
 
 /// What to do with the delivery.
@@ -605,58 +606,57 @@ fn finished(
     attempts: u32,
     received_at: DateTime<Utc>,
 ) -> RouteOutcome {
-    let now = Utc::now();
-    let failed = |provider: &str, reply: &ProviderReply, reason: ReasonCode, billed, dl: &str| {
-        let r = CheckResult::failed(
-            req,
-            provider,
-            reply,
-            attempts,
-            reason,
-            billed,
-            received_at,
-            now,
-        );
+    let (provider, reply, failure) = match f {
+        Finish::Answered(p, r) => (p, r, None),
+        Finish::BillingUnknown(p, r) => (
+            p,
+            r,
+            Some((
+                ReasonCode::BillingUnknown,
+                Billed::Unknown,
+                "billing_unknown",
+            )),
+        ),
+        Finish::RetriesExhausted(p, r) => (
+            p,
+            r,
+            Some((
+                ReasonCode::RetriesExhausted,
+                Billed::No,
+                "retries_exhausted",
+            )),
+        ),
+    };
+    let call = FromCall {
+        request: req,
+        provider,
+        reply: &reply,
+        attempts,
+        received_at,
+        completed_at: Utc::now(),
+    };
+    if let Some((reason, billed, dead_letter)) = failure {
+        let r = CheckResult::failed(&call, reason, billed);
         let dead = DeadLetter {
-            reason: dl.into(),
+            reason: dead_letter.into(),
             detail: r.reason.clone(),
             attempts,
             request_id: Some(req.request_id.clone()),
         };
-        RouteOutcome::Done(Box::new(r), Some(dead))
-    };
-    match f {
-        Finish::Answered(provider, reply) => {
-            let c = &reply.classification;
-            match c.class {
-                OutcomeClass::InvalidField | OutcomeClass::RequestRefused => {
-                    metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider)
-                        .increment(1);
-                }
-                OutcomeClass::UnknownCode => {
-                    metrics::counter!("kycq_unknown_provider_codes_total", "provider" => provider, "code" => reply.provider_code.clone().unwrap_or_default()).increment(1);
-                    warn!(provider, code = reply.provider_code.as_deref().unwrap_or(""), detail = %reply.detail, "provider answered a code not in kycq's tables");
-                }
-                _ => {}
-            }
-            let r = CheckResult::answered(req, provider, &reply, attempts, received_at, now);
-            RouteOutcome::Done(Box::new(r), None)
-        }
-        Finish::BillingUnknown(provider, reply) => failed(
-            provider,
-            &reply,
-            ReasonCode::BillingUnknown,
-            Billed::Unknown,
-            "billing_unknown",
-        ),
-        Finish::RetriesExhausted(provider, reply) => failed(
-            provider,
-            &reply,
-            ReasonCode::RetriesExhausted,
-            Billed::No,
-            "retries_exhausted",
-        ),
+        return RouteOutcome::Done(Box::new(r), Some(dead));
     }
+    match reply.classification.class {
+        OutcomeClass::InvalidField | OutcomeClass::RequestRefused => {
+            metrics::counter!("kycq_provider_invalid_input_total", "provider" => provider)
+                .increment(1);
+        }
+        OutcomeClass::UnknownCode => {
+            metrics::counter!("kycq_unknown_provider_codes_total", "provider" => provider, "code" => reply.provider_code.clone().unwrap_or_default()).increment(1);
+            warn!(provider, code = reply.provider_code.as_deref().unwrap_or(""), detail = %reply.detail, "provider answered a code not in kycq's tables");
+        }
+        _ => {}
+    }
+    RouteOutcome::Done(Box::new(CheckResult::answered(&call)), None)
 }
 
 fn record_call(provider: &'static str, reply: &ProviderReply, elapsed: Duration) {
