@@ -11,11 +11,12 @@
 //!   building and signing — pure — and the call), `wire.rs` (serde types), `codes.rs` (the
 //!   vendor's code tables as data).
 //! - [`outcome`]: transport failures and HTTP statuses, one table for every vendor;
-//!   [`http`]: the one HTTP exchange; [`signing`]: pure request signing; [`circuit`].
+//!   [`codes`]: the one row shape of every vendor's code tables; [`http`]: the one HTTP exchange; [`signing`]: pure request signing; [`circuit`].
 
 pub mod alibaba;
 pub mod alimarket;
 pub mod circuit;
+pub mod codes;
 pub(crate) mod http;
 pub mod outcome;
 pub mod registry;

@@ -6,24 +6,13 @@
 //! `Forbidden.ExceptionRepeatedInvoke` 401 vs 400).
 
 use crate::check::{Billed, ReasonCode};
+use crate::providers::codes::{self, CodeRow, Matching};
 use crate::providers::Classification;
 
 use super::Api;
 
-/// One row of a vendor table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Row {
-    /// The vendor's code (`1`, `203`, `Throttling`…).
-    pub code: &'static str,
-    /// For a SubCode: the BizCode (Mobile3) or `Passed` value (Id2Period) it comes with.
-    pub pairs_with: Option<&'static str>,
-    /// Class, billing and the shared reason code.
-    pub classification: Classification,
-    /// What the vendor says it means.
-    pub meaning: &'static str,
-    /// Where the row comes from.
-    pub source: &'static str,
-}
+/// One row of a vendor table: the shared row shape.
+pub type Row = CodeRow;
 
 const fn row(
     code: &'static str,
@@ -32,13 +21,24 @@ const fn row(
     meaning: &'static str,
     source: &'static str,
 ) -> Row {
-    Row {
+    CodeRow {
         code,
+        matching: Matching::Exact,
         pairs_with,
         classification,
         meaning,
         source,
     }
+}
+
+/// An error `Code` row: it covers its `.` sub-codes too.
+const fn err(
+    code: &'static str,
+    classification: Classification,
+    meaning: &'static str,
+    source: &'static str,
+) -> Row {
+    CodeRow::family(code, classification, meaning, source)
 }
 
 const M3_BIZ_SRC: &str = "Mobile3MetaVerifyIntl doc zh/tc (wko0wqqd2gepvbtq): \"1:校验一致(计费) 2:校验不一致(计费) 3:查无记录(不计费)\"; PROVIDERS.md §2.1";
@@ -179,100 +179,86 @@ pub const PERIOD_UNLISTED_SUB_CODE_BILLING: Billed = Billed::Unknown;
 /// Error `Code`s, matched exactly or by a listed prefix followed by `.` (`Throttling` covers
 /// `Throttling.Api` and `Throttling.User`). None is billed.
 pub const ERROR_CODES: &[Row] = &[
-    row(
+    err(
         "MissingParameter",
-        None,
         Classification::invalid_field(ReasonCode::InvalidRequest),
         "a required parameter is empty",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "InvalidParameter",
-        None,
         Classification::invalid_field(ReasonCode::InvalidRequest),
         "a parameter value is illegal",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "Forbidden.ExceptionRepeatedInvoke",
-        None,
         Classification::identity_limit(ReasonCode::RepeatedInvocationBlocked),
         "abnormal repeated invocations exceeded the limit",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "Throttling",
-        None,
         Classification::THROTTLED,
         "flow control (Throttling.Api: the API's QPS limit)",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "InternalError",
-        None,
         Classification::TRANSIENT,
         "internal error",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "ServiceUnavailable",
-        None,
         Classification::TRANSIENT,
         "service unavailable",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "Forbidden.ExceptionDataSource",
-        None,
         Classification::TRANSIENT,
         "the authoritative data source is abnormal",
         ERR_API_SRC,
     ),
-    row(
+    err(
         "Forbidden.AccountAccessDenied",
-        None,
         Classification::PROVIDER_WIDE,
         "service not activated or account in arrears",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "Forbidden.RAMUserAccessDenied",
-        None,
         Classification::PROVIDER_WIDE,
         "the RAM user lacks AliyunAntCloudAuthFullAccess",
         ERR_PRODUCT_SRC,
     ),
-    row(
+    err(
         "SignatureDoesNotMatch",
-        None,
         Classification::PROVIDER_WIDE,
         "the signature does not match (wrong secret or signing bug)",
         ERR_POP_SRC,
     ),
-    row(
+    err(
         "InvalidAccessKeyId",
-        None,
         Classification::PROVIDER_WIDE,
         "the AccessKeyId is unknown or disabled (.NotFound, .Inactive)",
         ERR_POP_SRC,
     ),
-    row(
+    err(
         "IncompleteSignature",
-        None,
         Classification::PROVIDER_WIDE,
         "the signature does not follow the standard",
         ERR_POP_SRC,
     ),
-    row(
+    err(
         "InvalidTimeStamp",
-        None,
         Classification::PROVIDER_WIDE,
         "x-acs-date missing, malformed or too far from the server's clock (.Format, .Expired)",
         ERR_POP_SRC,
     ),
-    row(
+    err(
         "SignatureNonceUsed",
-        None,
         Classification::PROVIDER_WIDE,
         "the signature nonce was used already",
         ERR_POP_SRC,
@@ -280,7 +266,7 @@ pub const ERROR_CODES: &[Row] = &[
 ];
 
 fn find<'a>(table: &'a [Row], code: &str) -> Option<&'a Row> {
-    table.iter().find(|r| r.code == code)
+    codes::find(table, code)
 }
 
 /// The billing both rows agree on, else unknown.
@@ -370,17 +356,9 @@ pub fn result_meaning(api: Api, result: &super::wire::ResultObject) -> &'static 
         .map_or("code not in kycq's tables", |r| r.meaning)
 }
 
-/// The row of an error `Code`: exact match first, then the longest listed prefix before a `.`.
+/// The row of an error `Code`: exact match first, then the longest listed family before a `.`.
 pub fn error_row(code: &str) -> Option<&'static Row> {
-    ERROR_CODES
-        .iter()
-        .filter(|r| {
-            code == r.code
-                || code
-                    .strip_prefix(r.code)
-                    .is_some_and(|rest| rest.starts_with('.'))
-        })
-        .max_by_key(|r| r.code.len())
+    codes::find(ERROR_CODES, code)
 }
 
 /// Classify an error `Code`. An unlisted code is not billed (no error answer is) and finishes

@@ -1,154 +1,97 @@
-//! Tencent's code tables as data: `PhoneVerification` Result codes (with billing) and API error
-//! codes. Sources: PROVIDERS.md §6.2–6.3 (intl API doc 1061/79046, CN doc 1007/39765, SDK
-//! errors.go, common error codes 1001/31332; FaceID marks error responses as not billed).
+//! Tencent's code tables as data, in the shared row shape ([`CodeRow`]): `PhoneVerification`
+//! Result codes (with billing), the ResultDetail of a mismatch, and API error codes. Sources:
+//! the intl API doc (cloud.tencent.com/document/api/1061/79046), the CN doc (1007/39765), the
+//! SDK's errors.go and the common error codes (1007/31323); FaceID bills no error response.
 
 use crate::check::{Billed, ReasonCode};
+use crate::providers::codes::{find, CodeRow};
 use crate::providers::Classification;
 
-/// One Result code: class, billing, reason (the reason of `-4` depends on ResultDetail).
-pub const RESULT_CODES: &[(&str, Classification, &str)] = &[
-    (
-        "0",
-        Classification::verdict(ReasonCode::Match, Billed::Yes),
-        "three elements consistent (billed)",
-    ),
-    (
-        "-4",
-        Classification::verdict(ReasonCode::MismatchUnspecified, Billed::Yes),
-        "three elements inconsistent (billed)",
-    ),
-    (
-        "-6",
-        Classification::invalid_field(ReasonCode::InvalidMobile),
-        "phone number invalid",
-    ),
-    (
-        "-7",
-        Classification::invalid_field(ReasonCode::InvalidIdNumber),
-        "ID number invalid",
-    ),
-    (
-        "-8",
-        Classification::invalid_field(ReasonCode::InvalidName),
-        "name check failed",
-    ),
-    (
-        "-9",
-        Classification::verdict(ReasonCode::NoRecord, Billed::No),
-        "no record",
-    ),
-    ("-11", Classification::TRANSIENT, "verification center busy"),
-    (
-        "-12",
-        Classification::identity_limit(ReasonCode::IdentityDailyLimit),
-        "daily attempt limit for this identity",
-    ),
-    (
-        "-13",
-        Classification::verdict(ReasonCode::UnsupportedNumberRange, Billed::No),
-        "number range not supported",
-    ),
+const RESULT_SRC: &str = "PhoneVerification, Result table (intl API doc cloud.tencent.com/document/api/1061/79046; CN doc 1007/39765): 0 and -4 are charged";
+const DETAIL_SRC: &str =
+    "PhoneVerification ResultDetail of a -4 (detailed mode, CN doc 1007/39765)";
+const ERR_SRC: &str = "Tencent Cloud API 3.0 common error codes (cloud.tencent.com/document/api/1007/31323) and the FaceID SDK's errors.go; error responses are not charged";
+
+use Classification as C;
+
+/// `Result` codes: class, billing, reason (a `-4`'s reason is refined by its `ResultDetail`).
+#[rustfmt::skip]
+pub const RESULT_CODES: &[CodeRow] = &[
+    CodeRow::exact("0", C::verdict(ReasonCode::Match, Billed::Yes), "three elements consistent (billed)", RESULT_SRC),
+    CodeRow::exact("-4", C::verdict(ReasonCode::MismatchUnspecified, Billed::Yes), "three elements inconsistent (billed)", RESULT_SRC),
+    CodeRow::exact("-6", C::invalid_field(ReasonCode::InvalidMobile), "phone number invalid", RESULT_SRC),
+    CodeRow::exact("-7", C::invalid_field(ReasonCode::InvalidIdNumber), "ID number invalid", RESULT_SRC),
+    CodeRow::exact("-8", C::invalid_field(ReasonCode::InvalidName), "name check failed", RESULT_SRC),
+    CodeRow::exact("-9", C::verdict(ReasonCode::NoRecord, Billed::No), "no record", RESULT_SRC),
+    CodeRow::exact("-11", C::TRANSIENT, "verification center busy", RESULT_SRC),
+    CodeRow::exact("-12", C::identity_limit(ReasonCode::IdentityDailyLimit), "daily attempt limit for this identity", RESULT_SRC),
+    CodeRow::exact("-13", C::verdict(ReasonCode::UnsupportedNumberRange, Billed::No), "number range not supported", RESULT_SRC),
 ];
 
-/// `ResultDetail` of a `-4` (detailed mode) → the precise mismatch.
-pub const RESULT_DETAILS: &[(&str, ReasonCode)] = &[
-    ("PhoneNameMismatch", ReasonCode::NameMismatch),
-    ("PhoneIdCardMismatch", ReasonCode::IdNumberMismatch),
-    ("PhoneNameIdCardMismatch", ReasonCode::MobileOwnerMismatch),
-    ("NameIdCardMismatch", ReasonCode::NameIdNumberMismatch),
-    ("OtherMismatch", ReasonCode::MismatchUnspecified),
+/// `ResultDetail` of a `-4` (detailed mode): the precise mismatch, billed as the `-4` is.
+#[rustfmt::skip]
+pub const RESULT_DETAILS: &[CodeRow] = &[
+    CodeRow::exact("PhoneNameMismatch", C::verdict(ReasonCode::NameMismatch, Billed::Yes), "mobile and ID number match, the name does not", DETAIL_SRC).paired("-4"),
+    CodeRow::exact("PhoneIdCardMismatch", C::verdict(ReasonCode::IdNumberMismatch, Billed::Yes), "mobile and name match, the ID number does not", DETAIL_SRC).paired("-4"),
+    CodeRow::exact("PhoneNameIdCardMismatch", C::verdict(ReasonCode::MobileOwnerMismatch, Billed::Yes), "the mobile belongs to someone else", DETAIL_SRC).paired("-4"),
+    CodeRow::exact("NameIdCardMismatch", C::verdict(ReasonCode::NameIdNumberMismatch, Billed::Yes), "name and ID number do not belong together", DETAIL_SRC).paired("-4"),
+    CodeRow::exact("OtherMismatch", C::verdict(ReasonCode::MismatchUnspecified, Billed::Yes), "inconsistent, no detail", DETAIL_SRC).paired("-4"),
 ];
 
-/// Error codes (`Response.Error.Code`), matched exactly or by the prefix before the first dot
-/// segment listed. None of them is billed.
-pub const ERROR_CODES: &[(&str, Classification)] = &[
+/// Error codes (`Response.Error.Code`), each matching itself and its `.` sub-codes. None of
+/// them is billed.
+#[rustfmt::skip]
+pub const ERROR_CODES: &[CodeRow] = &[
     // Frequency limits: retry with backoff; the shared bucket cools down.
-    ("RequestLimitExceeded", Classification::THROTTLED),
+    CodeRow::family("RequestLimitExceeded", C::THROTTLED, "request frequency over the limit", ERR_SRC),
     // Temporary trouble on Tencent's side.
-    ("InternalError", Classification::TRANSIENT),
-    ("ServiceUnavailable", Classification::TRANSIENT),
-    ("ResourceUnavailable", Classification::TRANSIENT),
-    ("ResourceInsufficient", Classification::TRANSIENT),
-    ("FailedOperation.UnKnown", Classification::TRANSIENT),
+    CodeRow::family("InternalError", C::TRANSIENT, "internal error", ERR_SRC),
+    CodeRow::family("ServiceUnavailable", C::TRANSIENT, "service temporarily unavailable", ERR_SRC),
+    CodeRow::family("ResourceUnavailable", C::TRANSIENT, "resource unavailable", ERR_SRC),
+    CodeRow::family("ResourceInsufficient", C::TRANSIENT, "resource insufficient", ERR_SRC),
+    CodeRow::family("FailedOperation.UnKnown", C::TRANSIENT, "unknown internal failure", ERR_SRC),
     // Credentials, signing, account, activation: nothing this request can fix.
-    ("AuthFailure", Classification::PROVIDER_WIDE),
-    ("UnauthorizedOperation", Classification::PROVIDER_WIDE),
-    (
-        "FailedOperation.StsUnAuthErrError",
-        Classification::PROVIDER_WIDE,
-    ),
-    ("InvalidAction", Classification::PROVIDER_WIDE),
-    ("NoSuchVersion", Classification::PROVIDER_WIDE),
-    ("ActionOffline", Classification::PROVIDER_WIDE),
-    ("UnsupportedRegion", Classification::PROVIDER_WIDE),
-    ("UnsupportedProtocol", Classification::PROVIDER_WIDE),
-    ("UnsupportedOperation", Classification::PROVIDER_WIDE),
-    ("IpInBlacklist", Classification::PROVIDER_WIDE),
-    ("IpNotInWhitelist", Classification::PROVIDER_WIDE),
-    ("LimitExceeded", Classification::PROVIDER_WIDE),
-    ("OperationDenied", Classification::PROVIDER_WIDE),
+    CodeRow::family("AuthFailure", C::PROVIDER_WIDE, "signature, SecretId or token refused", ERR_SRC),
+    CodeRow::family("UnauthorizedOperation", C::PROVIDER_WIDE, "not authorized (arrears, not activated, CAM)", ERR_SRC),
+    CodeRow::family("FailedOperation.StsUnAuthErrError", C::PROVIDER_WIDE, "STS authorization failed", ERR_SRC),
+    CodeRow::family("InvalidAction", C::PROVIDER_WIDE, "no such action", ERR_SRC),
+    CodeRow::family("NoSuchVersion", C::PROVIDER_WIDE, "no such API version", ERR_SRC),
+    CodeRow::family("ActionOffline", C::PROVIDER_WIDE, "the action is offline", ERR_SRC),
+    CodeRow::family("UnsupportedRegion", C::PROVIDER_WIDE, "region not supported", ERR_SRC),
+    CodeRow::family("UnsupportedProtocol", C::PROVIDER_WIDE, "protocol not supported", ERR_SRC),
+    CodeRow::family("UnsupportedOperation", C::PROVIDER_WIDE, "operation not supported", ERR_SRC),
+    CodeRow::family("IpInBlacklist", C::PROVIDER_WIDE, "caller IP blacklisted", ERR_SRC),
+    CodeRow::family("IpNotInWhitelist", C::PROVIDER_WIDE, "caller IP not whitelisted", ERR_SRC),
+    CodeRow::family("LimitExceeded", C::PROVIDER_WIDE, "a quota is exceeded", ERR_SRC),
+    CodeRow::family("OperationDenied", C::PROVIDER_WIDE, "operation denied", ERR_SRC),
     // The request itself: completed / invalid_input, never retried.
-    (
-        "InvalidParameter",
-        Classification::invalid_field(ReasonCode::InvalidRequest),
-    ),
-    (
-        "InvalidParameterValue",
-        Classification::invalid_field(ReasonCode::InvalidRequest),
-    ),
-    (
-        "MissingParameter",
-        Classification::invalid_field(ReasonCode::InvalidRequest),
-    ),
-    (
-        "UnknownParameter",
-        Classification::invalid_field(ReasonCode::InvalidRequest),
-    ),
-    (
-        "RequestSizeLimitExceeded",
-        Classification::invalid_field(ReasonCode::InvalidRequest),
-    ),
-    (
-        "FailedOperation.DecryptSystemError",
-        Classification::invalid_field(ReasonCode::InvalidRequest),
-    ),
+    CodeRow::family("InvalidParameter", C::invalid_field(ReasonCode::InvalidRequest), "a parameter is wrong", ERR_SRC),
+    CodeRow::family("InvalidParameterValue", C::invalid_field(ReasonCode::InvalidRequest), "a parameter value is wrong", ERR_SRC),
+    CodeRow::family("MissingParameter", C::invalid_field(ReasonCode::InvalidRequest), "a parameter is missing", ERR_SRC),
+    CodeRow::family("UnknownParameter", C::invalid_field(ReasonCode::InvalidRequest), "an unknown parameter", ERR_SRC),
+    CodeRow::family("RequestSizeLimitExceeded", C::invalid_field(ReasonCode::InvalidRequest), "the request is too large", ERR_SRC),
+    CodeRow::family("FailedOperation.DecryptSystemError", C::invalid_field(ReasonCode::InvalidRequest), "the encrypted fields cannot be decrypted", ERR_SRC),
 ];
 
 /// Classify a `Result` code (with the optional `ResultDetail` of a `-4`).
 pub fn classify_result(result: &str, detail: Option<&str>) -> Classification {
-    let Some((_, c, _)) = RESULT_CODES.iter().find(|(code, _, _)| *code == result) else {
+    let Some(row) = find(RESULT_CODES, result) else {
         // Not in the table: it might be billed (as 0 and -4 are) — never retry it.
         return Classification::unknown_code(Billed::Unknown);
     };
-    let mut c = *c;
-    if result == "-4" {
-        if let Some(reason) = detail.and_then(|d| {
-            RESULT_DETAILS
-                .iter()
-                .find(|(k, _)| *k == d)
-                .map(|(_, r)| *r)
-        }) {
-            c.reason_code = Some(reason);
-        }
-    }
-    c
+    detail
+        .and_then(|d| find(RESULT_DETAILS, d))
+        .filter(|d| d.pairs_with == Some(row.code))
+        .map_or(row.classification, |d| d.classification)
 }
 
-/// Classify an API error code: exact match first, then the longest listed prefix
+/// Classify an API error code: exact match first, then the longest listed family
 /// (`RequestLimitExceeded.UinLimitExceeded` → `RequestLimitExceeded`). Unlisted codes are not
 /// billed (FaceID bills no error response) and are never retried.
 pub fn classify_error(code: &str) -> Classification {
-    ERROR_CODES
-        .iter()
-        .filter(|(k, _)| {
-            code == *k
-                || code
-                    .strip_prefix(k)
-                    .is_some_and(|rest| rest.starts_with('.'))
-        })
-        .max_by_key(|(k, _)| k.len())
-        .map(|(_, c)| *c)
-        .unwrap_or(Classification::unknown_code(Billed::No))
+    find(ERROR_CODES, code).map_or(Classification::unknown_code(Billed::No), |r| {
+        r.classification
+    })
 }
 
 #[cfg(test)]
