@@ -104,7 +104,7 @@ pub const TRANSPORT_ROWS: &[TransportRow] = &[
     TransportRow {
         failure: Transport::NotSent,
         classification: TRANSIENT,
-        meaning: "not sent: the connection could not be made",
+        meaning: "not sent: connection refused, name resolution, TLS, or the request could not be built",
         source: "nothing reached the vendor, so nothing can have been billed",
     },
     TransportRow {
@@ -116,7 +116,7 @@ pub const TRANSPORT_ROWS: &[TransportRow] = &[
     TransportRow {
         failure: Transport::CutOff,
         classification: UNKNOWN,
-        meaning: "the answer was cut off after its status line",
+        meaning: "a status line, then the body cut off (reset, timeout, bad framing), whatever the status said",
         source: DESIGN_UNKNOWN,
     },
 ];
@@ -209,6 +209,59 @@ mod tests {
 
     fn got(c: Classification) -> (OutcomeClass, Billed, bool) {
         (c.class, c.billed, c.throttled)
+    }
+
+    /// docs/failures.md shows these tables exactly as the code has them.
+    #[test]
+    fn the_documentation_shows_these_tables() {
+        let docs = include_str!("../../docs/failures.md");
+        let range = |r: &StatusRow| match (r.from, r.to) {
+            (0, u16::MAX) => "any other".to_owned(),
+            (a, b) if a == b => a.to_string(),
+            (a, b) => format!("{a}–{b}"),
+        };
+        let origin = |r: &StatusRow| match r.origin {
+            Any => "any",
+            Only(Origin::Backend) => "the vendor's backend",
+            Only(Origin::Gateway) => "an API gateway",
+        };
+        let class = |c: Classification| {
+            let mut s = format!("`{}`", c.class.as_str());
+            if c.throttled {
+                s.push_str(" (throttled)");
+            }
+            s
+        };
+        let mut want =
+            String::from("| status | from | class | billed | meaning |\n|---|---|---|---|---|\n");
+        for r in STATUS_ROWS {
+            want.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                range(r),
+                origin(r),
+                class(r.classification),
+                r.classification.billed.as_str(),
+                r.meaning
+            ));
+        }
+        assert!(
+            docs.contains(&want),
+            "docs/failures.md should hold:\n{want}"
+        );
+        let mut want = String::from("| failure | class | billed | why |\n|---|---|---|---|\n");
+        for r in TRANSPORT_ROWS {
+            want.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                r.meaning,
+                class(r.classification),
+                r.classification.billed.as_str(),
+                r.source
+            ));
+        }
+        assert!(
+            docs.contains(&want),
+            "docs/failures.md should hold:\n{want}"
+        );
     }
 
     #[test]
