@@ -7,9 +7,10 @@
 //! - [`vendor`]: the [`vendor::Vendor`] descriptor; [`registry`]: the one list of vendors, the
 //!   configured providers, their circuits and the routes.
 //! - One folder per vendor, the same files with the same roles: `mod.rs` (the descriptor),
-//!   `settings.rs` (its keys of `[providers.<name>]`, typed; the builder), `client.rs` (request
-//!   building and signing — pure — and the call), `wire.rs` (serde types), `codes.rs` (the
-//!   vendor's code tables as data).
+//!   `settings.rs` (its keys of `[providers.<name>]`, typed; the builder), `request.rs` (the
+//!   call built and signed — pure, time and nonce passed in), `client.rs` (IO only: send through
+//!   [`http`]), `answer.rs` (what came back, classified — pure), `wire.rs` (serde types),
+//!   `codes.rs` (the vendor's code tables as data, in the one [`codes::CodeRow`] shape).
 //! - [`outcome`]: transport failures and HTTP statuses, one table for every vendor;
 //!   [`codes`]: the one row shape of every vendor's code tables; [`http`]: the one HTTP exchange; [`signing`]: pure request signing; [`circuit`].
 

@@ -523,7 +523,7 @@ pub fn md5_identities() -> &'static HashMap<String, (&'static str, u32)> {
             for variant in 0..MD5_VARIANTS {
                 let id = identity_with_code(code, variant).id_number;
                 map.insert(
-                    crate::providers::alibaba::client::md5_hex(&id),
+                    crate::providers::alibaba::request::md5_hex(&id),
                     (code, variant),
                 );
             }
@@ -864,7 +864,7 @@ pub fn resolve(subject: &Subject) -> Resolved {
     match md5_identities().get(&subject.id_number) {
         Some((code, variant)) => {
             let who = identity_with_code(code, *variant);
-            let md5_mobile = crate::providers::alibaba::client::md5_hex(&who.mobile);
+            let md5_mobile = crate::providers::alibaba::request::md5_hex(&who.mobile);
             Resolved {
                 code: Some((*code).to_owned()),
                 mobile: (subject.mobile.as_deref() == Some(md5_mobile.as_str()))
@@ -1568,7 +1568,7 @@ mod tests {
         assert_eq!(
             entry.subject_key,
             Some(sha256_hex(
-                crate::providers::alibaba::client::md5_hex(&stranger.id_number).as_bytes()
+                crate::providers::alibaba::request::md5_hex(&stranger.id_number).as_bytes()
             ))
         );
         // Id2 and the period API take plaintext only, whatever param_type says.
@@ -1628,13 +1628,13 @@ mod tests {
         nonce: &str,
     ) -> Raw {
         let host = sandbox.running.addr.to_string();
-        let built = crate::providers::alibaba::client::build_request(
+        let built = crate::providers::alibaba::request::build_request(
             &check_request(api, who, "req1"),
             crate::providers::alibaba::ParamType::Normal,
         )
         .unwrap();
         let signed =
-            crate::providers::alibaba::client::sign(&built, &host, KEY_ID, SECRET, date, nonce);
+            crate::providers::alibaba::request::sign(&built, &host, KEY_ID, SECRET, date, nonce);
         Raw {
             query: signed.query,
             headers: signed

@@ -484,7 +484,7 @@ async fn md5_mode_end_to_end() {
         }
     }
     let hashed = sha256_hex(
-        kycq::providers::alibaba::client::md5_hex(
+        kycq::providers::alibaba::request::md5_hex(
             &sent
                 .values()
                 .find(|v| v.1 == "stranger")

@@ -1,8 +1,10 @@
 //! Alibaba Cloud ID Verification (international, cloudauth-intl `2022-08-09`): `Mobile3MetaVerifyIntl`,
 //! `Id2MetaVerifyIntl` and `Id2MetaPeriodVerifyIntl`, signed with ACS3-HMAC-SHA256.
 
+pub mod answer;
 pub mod client;
 pub mod codes;
+pub mod request;
 pub mod settings;
 pub mod wire;
 

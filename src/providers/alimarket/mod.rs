@@ -5,10 +5,13 @@
 //! - [`settings`]: the section's own key (the AppCode) and the registry's builder.
 //! - [`wire`]: the JSON request body and the response envelope (lenient about number/string).
 //! - [`codes`]: `data.result` values and the API gateway's error messages and codes, as data.
-//! - [`client`]: [`AlimarketProvider`], which sends the call and classifies what came back.
+//! - [`request`]: the call, built (pure); [`answer`]: what came back, classified (pure).
+//! - [`client`]: [`AlimarketProvider`], which sends the call (IO only).
 
+pub mod answer;
 pub mod client;
 pub mod codes;
+pub mod request;
 pub mod settings;
 pub mod wire;
 

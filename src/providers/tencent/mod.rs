@@ -1,7 +1,9 @@
 //! Tencent Cloud FaceID (international): `PhoneVerification` for the `mobile3` check.
 
+pub mod answer;
 pub mod client;
 pub mod codes;
+pub mod request;
 pub mod settings;
 pub mod wire;
 
