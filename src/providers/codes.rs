@@ -27,6 +27,8 @@ pub struct CodeRow {
     /// For a code that only means this together with another (a SubCode with its BizCode or
     /// `Passed` value): that other code.
     pub pairs_with: Option<&'static str>,
+    /// The HTTP status the vendor documents it with, when that is part of what it says.
+    pub status: Option<u16>,
     /// Class, billing and the shared reason code.
     pub classification: Classification,
     /// What the vendor says it means.
@@ -47,6 +49,7 @@ impl CodeRow {
             code,
             matching: Matching::Exact,
             pairs_with: None,
+            status: None,
             classification,
             meaning,
             source,
@@ -69,6 +72,14 @@ impl CodeRow {
     /// The same row, matched another way.
     pub const fn matched(self, matching: Matching) -> CodeRow {
         CodeRow { matching, ..self }
+    }
+
+    /// The same row, documented with HTTP `status`.
+    pub const fn with_status(self, status: u16) -> CodeRow {
+        CodeRow {
+            status: Some(status),
+            ..self
+        }
     }
 
     /// The same row, meaning this only together with `other`.
@@ -146,7 +157,7 @@ mod tests {
 
     #[test]
     fn every_vendor_table_is_well_formed() {
-        use crate::providers::{alibaba, tencent};
+        use crate::providers::{alibaba, alimarket, tencent};
         let tables: &[(&str, &[CodeRow])] = &[
             ("tencent results", tencent::codes::RESULT_CODES),
             ("tencent details", tencent::codes::RESULT_DETAILS),
@@ -156,6 +167,12 @@ mod tests {
             ("alibaba id2 biz", alibaba::codes::ID2_BIZ_CODES),
             ("alibaba period sub", alibaba::codes::PERIOD_SUB_CODES),
             ("alibaba errors", alibaba::codes::ERROR_CODES),
+            ("alimarket results", alimarket::codes::RESULTS),
+            (
+                "alimarket gateway messages",
+                alimarket::codes::GATEWAY_MESSAGES,
+            ),
+            ("alimarket gateway codes", alimarket::codes::GATEWAY_CODES),
         ];
         for (name, table) in tables {
             assert!(!table.is_empty(), "{name}");

@@ -1204,10 +1204,11 @@ mod tests {
                     .any(|a| matches!(a, Answer::Gateway { message, code: None, .. }
                     if codes::find_message(message) == Some(row))),
                 "no test identity for {:?}",
-                row.pattern
+                row.code
             );
         }
-        for (error_code, status, ..) in codes::GATEWAY_CODES {
+        for row in codes::GATEWAY_CODES {
+            let (error_code, status) = (&row.code, &row.status.expect("documented"));
             assert!(
                 answers.iter().any(
                     |a| matches!(a, Answer::Gateway { message, code: Some(c), status: s }
@@ -1226,7 +1227,7 @@ mod tests {
             );
         }
         for row in codes::RESULTS {
-            let n: u8 = row.result.parse().unwrap();
+            let n: u8 = row.code.parse().unwrap();
             for fee in [IsFee::One, IsFee::Zero] {
                 assert!(
                     answers.iter().any(|a| matches!(a, Answer::Result { result, is_fee, .. } if *result == n && *is_fee == fee)),
@@ -1241,7 +1242,7 @@ mod tests {
                 ..
             }
         )));
-        assert!(answers.iter().any(|a| matches!(a, Answer::Result { result, .. } if codes::RESULTS.iter().all(|r| r.result != result.to_string()))));
+        assert!(answers.iter().any(|a| matches!(a, Answer::Result { result, .. } if codes::RESULTS.iter().all(|r| r.code != result.to_string()))));
         assert!(answers.iter().any(|a| matches!(a, Answer::NoResult { .. })));
         assert!(answers.contains(&Answer::Unreadable));
         for (spelling, _) in codes::MOBILE_CHANNELS {

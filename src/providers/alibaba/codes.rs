@@ -25,6 +25,7 @@ const fn row(
         code,
         matching: Matching::Exact,
         pairs_with,
+        status: None,
         classification,
         meaning,
         source,

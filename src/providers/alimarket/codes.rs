@@ -11,6 +11,7 @@
 //! provider-wide).
 
 use crate::check::{Billed, Carrier, ReasonCode};
+use crate::providers::codes::{self, CodeRow, Matching};
 use crate::providers::Classification;
 
 /// The product page's field table (vendor-docs/003_*, PROVIDERS.md §5.1).
@@ -32,36 +33,15 @@ pub const SOURCE_SAMPLE: &str =
 pub const SOURCE_GATEWAY_VPC: &str =
     "API Gateway error codes, VPC instances (help.aliyun.com/document_detail/43906 §1; developer.aliyun.com/ask/278257)";
 
-/// One documented `data.result`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResultRow {
-    /// The value as text.
-    pub result: &'static str,
-    /// The shared reason code.
-    pub reason: ReasonCode,
-    /// What the vendor says it means.
-    pub meaning: &'static str,
-}
-
-/// `data.result` → reason (source: [`SOURCE_PRODUCT_PAGE`]). Billing comes from `isFee`.
+/// `data.result` → reason (source: [`SOURCE_PRODUCT_PAGE`]). The billing is not the row's:
+/// it comes from the answer's own `isFee` ([`classify_result`]), so the rows say `unknown`.
 /// The page's "business judgement" text says "二要素" for 1/2 — seller copy-paste; the field
 /// table (1 一致 / 2 不一致 / 3 无记录) is what kycq follows.
-pub const RESULTS: &[ResultRow] = &[
-    ResultRow {
-        result: "1",
-        reason: ReasonCode::Match,
-        meaning: "一致: consistent",
-    },
-    ResultRow {
-        result: "2",
-        reason: ReasonCode::MismatchUnspecified,
-        meaning: "不一致: inconsistent, no detail given",
-    },
-    ResultRow {
-        result: "3",
-        reason: ReasonCode::NoRecord,
-        meaning: "无记录 / 库无: no record",
-    },
+#[rustfmt::skip]
+pub const RESULTS: &[CodeRow] = &[
+    CodeRow::exact("1", Classification::verdict(ReasonCode::Match, Billed::Unknown), "一致: consistent", SOURCE_PRODUCT_PAGE),
+    CodeRow::exact("2", Classification::verdict(ReasonCode::MismatchUnspecified, Billed::Unknown), "不一致: inconsistent, no detail given", SOURCE_PRODUCT_PAGE),
+    CodeRow::exact("3", Classification::verdict(ReasonCode::NoRecord, Billed::Unknown), "无记录 / 库无: no record", SOURCE_PRODUCT_PAGE),
 ];
 
 /// `isFee` → billing (source: [`SOURCE_PRODUCT_PAGE`], `isFee int 是否计费`). Any other value,
@@ -77,111 +57,81 @@ pub const MOBILE_CHANNELS: &[(&str, Carrier)] = &[
     ("gdcc", Carrier::Cbn),
 ];
 
-/// How a row matches `X-Ca-Error-Message`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pattern {
-    /// The whole message.
-    Exact(&'static str),
-    /// The start of a message with a variable tail (`Invalid AppCode \`not exists\``).
-    Prefix(&'static str),
-    /// Anywhere in the message (the gateway's own docs spell one `TThrottled by GROUP …`).
-    Contains(&'static str),
-}
-
-impl Pattern {
-    /// Whether `message` matches.
-    pub fn matches(self, message: &str) -> bool {
-        match self {
-            Pattern::Exact(p) => message == p,
-            Pattern::Prefix(p) => message.starts_with(p),
-            Pattern::Contains(p) => message.contains(p),
-        }
-    }
-
-    /// The literal text.
-    pub fn text(self) -> &'static str {
-        match self {
-            Pattern::Exact(p) | Pattern::Prefix(p) | Pattern::Contains(p) => p,
-        }
-    }
-}
-
-/// One gateway error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct GatewayRow {
-    /// What it matches.
-    pub pattern: Pattern,
-    /// The HTTP status the source gives it.
-    pub status: u16,
-    /// Class and billing.
-    pub classification: Classification,
-    /// What it means.
-    pub meaning: &'static str,
-    /// Where it is documented.
-    pub source: &'static str,
-}
-
 const fn row(
-    pattern: Pattern,
+    pattern: CodeRow,
     status: u16,
     classification: Classification,
     meaning: &'static str,
     source: &'static str,
-) -> GatewayRow {
-    GatewayRow {
-        pattern,
-        status,
+) -> CodeRow {
+    CodeRow {
         classification,
         meaning,
         source,
+        ..pattern
     }
+    .with_status(status)
 }
 
-use Pattern::{Contains, Exact, Prefix};
+/// A message matched whole.
+const fn exact(text: &'static str) -> CodeRow {
+    CodeRow::exact(text, PW, "", "")
+}
+
+/// A message with a variable tail (`Invalid AppCode \`not exists\``).
+const fn prefix(text: &'static str) -> CodeRow {
+    exact(text).matched(Matching::Prefix)
+}
+
+/// Text anywhere in the message (the gateway's own docs spell one `TThrottled by GROUP …`).
+const fn contains(text: &'static str) -> CodeRow {
+    exact(text).matched(Matching::Contains)
+}
 
 const PW: Classification = Classification::PROVIDER_WIDE;
 
 /// `X-Ca-Error-Message` of a non-2xx answer. None of them is billed except `Async Service`,
 /// whose billing is unknown.
 #[rustfmt::skip]
-pub const GATEWAY_MESSAGES: &[GatewayRow] = &[
+pub const GATEWAY_MESSAGES: &[CodeRow] = &[
     // Credentials and authorization: nothing another attempt can fix.
-    row(Prefix("Invalid AppCode"), 400, PW, "the AppCode does not exist", SOURCE_SAMPLE),
-    row(Exact("Unauthorized"), 403, PW, "the AppCode is wrong for this product, or the app is not authorized for this API", SOURCE_FAQ),
-    row(Exact("Expiry of Authorization"), 403, PW, "the API authorization window has passed", SOURCE_GATEWAY),
+    row(prefix("Invalid AppCode"), 400, PW, "the AppCode does not exist", SOURCE_SAMPLE),
+    row(exact("Unauthorized"), 403, PW, "the AppCode is wrong for this product, or the app is not authorized for this API", SOURCE_FAQ),
+    row(exact("Expiry of Authorization"), 403, PW, "the API authorization window has passed", SOURCE_GATEWAY),
     // The account and the purchased package: alert, buy more.
-    row(Exact("Quota Exhausted"), 403, PW, "the purchased calls are used up", SOURCE_FAQ),
-    row(Exact("Quota Expired"), 403, PW, "the purchased package has expired", SOURCE_GATEWAY),
-    row(Exact("User Arrears"), 403, PW, "the account is in arrears", SOURCE_GATEWAY),
+    row(exact("Quota Exhausted"), 403, PW, "the purchased calls are used up", SOURCE_FAQ),
+    row(exact("Quota Expired"), 403, PW, "the purchased package has expired", SOURCE_GATEWAY),
+    row(exact("User Arrears"), 403, PW, "the account is in arrears", SOURCE_GATEWAY),
     // Flow control (USER, APP, API, DOMAIN, GROUP): back off; the shared bucket cools down.
-    row(Contains("Throttled by "), 403, Classification::THROTTLED, "a flow-control limit of the seller or the gateway", SOURCE_GATEWAY),
+    row(contains("Throttled by "), 403, Classification::THROTTLED, "a flow-control limit of the seller or the gateway", SOURCE_GATEWAY),
     // The request itself is malformed: a kycq or configuration bug, the same for every call.
-    row(Exact("Invalid Url"), 400, PW, "method, path or stage not found", SOURCE_GATEWAY),
-    row(Exact("Invalid Domain"), 400, PW, "no API behind this domain", SOURCE_GATEWAY),
-    row(Exact("Invalid HttpMethod"), 400, PW, "HTTP method not allowed", SOURCE_GATEWAY),
-    row(Exact("Invalid Param Location"), 400, PW, "a parameter is in the wrong place", SOURCE_GATEWAY),
-    row(Exact("Empty Request Body"), 400, PW, "the body is empty", SOURCE_GATEWAY),
-    row(Exact("Invalid Request Body"), 400, PW, "the body cannot be read", SOURCE_GATEWAY),
-    row(Exact("Unsupported Multipart"), 400, PW, "multipart uploads are not supported", SOURCE_GATEWAY),
-    row(Exact("API Not Found"), 400, PW, "no such API (path or method wrong, or taken offline)", SOURCE_GATEWAY),
+    row(exact("Invalid Url"), 400, PW, "method, path or stage not found", SOURCE_GATEWAY),
+    row(exact("Invalid Domain"), 400, PW, "no API behind this domain", SOURCE_GATEWAY),
+    row(exact("Invalid HttpMethod"), 400, PW, "HTTP method not allowed", SOURCE_GATEWAY),
+    row(exact("Invalid Param Location"), 400, PW, "a parameter is in the wrong place", SOURCE_GATEWAY),
+    row(exact("Empty Request Body"), 400, PW, "the body is empty", SOURCE_GATEWAY),
+    row(exact("Invalid Request Body"), 400, PW, "the body cannot be read", SOURCE_GATEWAY),
+    row(exact("Unsupported Multipart"), 400, PW, "multipart uploads are not supported", SOURCE_GATEWAY),
+    row(exact("API Not Found"), 400, PW, "no such API (path or method wrong, or taken offline)", SOURCE_GATEWAY),
     // The gateway or the backend in trouble: retry with backoff.
-    row(Exact("Internal Error"), 500, Classification::TRANSIENT, "gateway internal error: try again", SOURCE_GATEWAY),
-    row(Exact("Failed To Call Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (PROVIDERS.md spelling)", SOURCE_GATEWAY),
-    row(Exact("Failed To Invoke Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (gateway README spelling)", SOURCE_GATEWAY_README),
-    row(Exact("Service Unavailable"), 503, Classification::TRANSIENT, "try again later", SOURCE_GATEWAY),
+    row(exact("Internal Error"), 500, Classification::TRANSIENT, "gateway internal error: try again", SOURCE_GATEWAY),
+    row(exact("Failed To Call Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (PROVIDERS.md spelling)", SOURCE_GATEWAY),
+    row(exact("Failed To Invoke Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (gateway README spelling)", SOURCE_GATEWAY_README),
+    row(exact("Service Unavailable"), 503, Classification::TRANSIENT, "try again later", SOURCE_GATEWAY),
     // [inferred] The backend timed out after the request reached it: it may have run and
     // billed (the seller counts by its own rules), so the call is never repeated.
-    row(Exact("Async Service"), 504, Classification::UNKNOWN, "backend timeout: the check may have run", SOURCE_GATEWAY),
+    row(exact("Async Service"), 504, Classification::UNKNOWN, "backend timeout: the check may have run", SOURCE_GATEWAY),
 ];
 
 /// `X-Ca-Error-Code` (VPC-type gateway instances), consulted when the message matched no row.
 /// Only the codes whose meaning differs from the shared status table, or says more, are listed.
-pub const GATEWAY_CODES: &[(&str, u16, Classification, &str)] = &[
+#[rustfmt::skip]
+pub const GATEWAY_CODES: &[CodeRow] = &[
     // A 500 that no retry fixes: the API's definition must be redeployed by the seller.
-    ("X500ED", 500, PW, "expired API definition"),
-    ("X500AM", 500, PW, "invalid API metadata"),
+    CodeRow::exact("X500ED", PW, "expired API definition", SOURCE_GATEWAY_VPC).with_status(500),
+    CodeRow::exact("X500AM", PW, "invalid API metadata", SOURCE_GATEWAY_VPC).with_status(500),
     // The seller's own Alibaba Cloud account is in arrears.
-    ("B403OD", 403, PW, "the API provider's account is overdue"),
+    CodeRow::exact("B403OD", PW, "the API provider's account is overdue", SOURCE_GATEWAY_VPC).with_status(403),
 ];
 
 /// Billing from `isFee` ([`IS_FEE`]); absent or other values are unknown.
@@ -194,25 +144,19 @@ pub fn billed_from_is_fee(is_fee: Option<i64>) -> Billed {
 /// Classify a `data.result` with the billing its `isFee` gave. Values not in [`RESULTS`] are
 /// unknown codes, never retried.
 pub fn classify_result(result: &str, billed: Billed) -> Classification {
-    match RESULTS.iter().find(|r| r.result == result.trim()) {
-        Some(r) => Classification::verdict(r.reason, billed),
+    match codes::find(RESULTS, result) {
+        Some(r) => Classification {
+            billed,
+            ..r.classification
+        },
         None => Classification::unknown_code(billed),
     }
 }
 
 /// The row of [`GATEWAY_MESSAGES`] for a message: an exact match first, else the longest
 /// prefix or contained pattern.
-pub fn find_message(message: &str) -> Option<&'static GatewayRow> {
-    let message = message.trim();
-    GATEWAY_MESSAGES
-        .iter()
-        .find(|r| matches!(r.pattern, Exact(_)) && r.pattern.matches(message))
-        .or_else(|| {
-            GATEWAY_MESSAGES
-                .iter()
-                .filter(|r| !matches!(r.pattern, Exact(_)) && r.pattern.matches(message))
-                .max_by_key(|r| r.pattern.text().len())
-        })
+pub fn find_message(message: &str) -> Option<&'static CodeRow> {
+    codes::find(GATEWAY_MESSAGES, message)
 }
 
 /// Classify a non-2xx answer by the gateway's tables: `X-Ca-Error-Message`, then
@@ -226,9 +170,8 @@ pub fn classify_gateway(message: Option<&str>, error_code: Option<&str>) -> Opti
         return Some(row.classification);
     }
     error_code
-        .map(str::trim)
-        .and_then(|code| GATEWAY_CODES.iter().find(|(k, ..)| *k == code))
-        .map(|(_, _, c, _)| *c)
+        .and_then(|code| codes::find(GATEWAY_CODES, code))
+        .map(|r| r.classification)
 }
 
 #[cfg(test)]
@@ -408,7 +351,7 @@ mod tests {
                 "{message}"
             );
             let row = find_message(message).expect("a row");
-            assert_eq!(row.status, *status, "{message}: documented status");
+            assert_eq!(row.status, Some(*status), "{message}: documented status");
             // The message decides, whatever status it came with.
             assert_eq!(
                 classify_gateway(Some(message), Some("X500ED")).map(|c| c.class),
@@ -418,9 +361,9 @@ mod tests {
         // Every row of the table is exercised above.
         for row in GATEWAY_MESSAGES {
             assert!(
-                expected.iter().any(|(m, ..)| row.pattern.matches(m)),
+                expected.iter().any(|(m, ..)| row.matches(m)),
                 "{:?} untested",
-                row.pattern
+                row.code
             );
             assert!(!row.source.is_empty());
         }
