@@ -8,6 +8,10 @@
 //! - [`alibaba`]: Alibaba cloudauth-intl (three APIs) at `POST /` (told apart by `x-acs-action`).
 //! - [`alimarket`]: the Marketplace `POST /mobile3/check` (AppCode; gateway errors as headers).
 //!
+//! Each vendor is a folder with the same roles: `mod.rs` (its `handle` entry), `auth.rs`
+//! (authentication), `params.rs` (the request's parameters), `answers.rs` (scenario and vendor
+//! code → answer, rendering) and `tests.rs`, whose scaffolding is the shared `testing` module.
+//!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
 use std::net::SocketAddr;
@@ -35,6 +39,8 @@ pub mod http_fault;
 pub mod ledger;
 pub mod scenarios;
 pub mod tencent;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use http_fault::HttpFault;
 pub use ledger::{Ledger, LedgerEntry};
@@ -263,6 +269,13 @@ async fn post_root(
     response
 }
 
+/// A header's value when it is present and UTF-8.
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
+}
+
 /// Any other method or path.
 async fn not_found(State(state): State<Arc<AppState>>, method: Method, uri: Uri) -> Response {
     unroutable(&state, "unknown", &format!("{method} {}", uri.path()))
@@ -392,57 +405,5 @@ mod tests {
         )
         .await
         .expect("shutdown ends the pause");
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-    //! A sandbox on a free loopback port for unit tests, stopped when dropped.
-
-    use std::time::Duration;
-
-    use tokio_util::sync::CancellationToken;
-
-    use super::{start, RunningSandbox, SandboxSettings};
-
-    /// A running sandbox with an HTTP client.
-    pub(crate) struct TestSandbox {
-        pub running: RunningSandbox,
-        pub shutdown: CancellationToken,
-        pub client: reqwest::Client,
-    }
-
-    impl Drop for TestSandbox {
-        fn drop(&mut self) {
-            self.shutdown.cancel();
-        }
-    }
-
-    /// Start with `settings` on a free port.
-    pub(crate) async fn spawn_with(settings: SandboxSettings) -> TestSandbox {
-        let shutdown = CancellationToken::new();
-        let running = start(
-            SandboxSettings {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..settings
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("sandbox starts");
-        TestSandbox {
-            running,
-            shutdown,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    /// Start with the defaults and a short slow delay.
-    pub(crate) async fn spawn() -> TestSandbox {
-        spawn_with(SandboxSettings {
-            slow_delay: Duration::from_millis(20),
-            ..SandboxSettings::default()
-        })
-        .await
     }
 }
