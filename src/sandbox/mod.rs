@@ -14,6 +14,7 @@
 //!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,11 +28,13 @@ use axum::{Json, Router};
 use chrono::Utc;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
+use crate::configuration::ProvidersSettings;
+use crate::providers::registry::VENDORS;
 
 pub mod alibaba;
 pub mod alimarket;
@@ -46,32 +49,18 @@ pub use http_fault::HttpFault;
 pub use ledger::{Ledger, LedgerEntry};
 pub use scenarios::{Scenario, TestIdentity};
 
-/// The documented local SecretId the sandbox accepts by default.
-pub const DEFAULT_TENCENT_SECRET_ID: &str = "AKIDkycqsandbox";
-/// The documented local SecretKey the sandbox accepts by default (not a real credential).
-pub const DEFAULT_TENCENT_SECRET_KEY: &str = "kycq-sandbox-tencent-key";
-/// The documented local Alibaba AccessKeyId the sandbox accepts by default.
-pub const DEFAULT_ALIBABA_ACCESS_KEY_ID: &str = "LTAIkycqsandbox";
-/// The documented local Alibaba AccessKeySecret (not a real credential).
-pub const DEFAULT_ALIBABA_ACCESS_KEY_SECRET: &str = "kycq-sandbox-alibaba-secret";
-/// The documented local Marketplace AppCode (not a real credential).
-pub const DEFAULT_ALIMARKET_APP_CODE: &str = "kycq-sandbox-appcode";
+/// The credentials the sandbox accepts: vendor name → (the vendor's configuration key, e.g.
+/// `secret_key`, → value).
+pub type Credentials = BTreeMap<String, BTreeMap<String, SecretString>>;
 
 /// How the sandbox runs.
 #[derive(Clone)]
 pub struct SandboxSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// The Tencent SecretId accepted.
-    pub tencent_secret_id: String,
-    /// The Tencent SecretKey signatures are checked with.
-    pub tencent_secret_key: SecretString,
-    /// The Alibaba AccessKeyId accepted.
-    pub alibaba_access_key_id: String,
-    /// The Alibaba AccessKeySecret ACS3 signatures are checked with.
-    pub alibaba_access_key_secret: SecretString,
-    /// The Marketplace AppCode accepted.
-    pub alimarket_app_code: SecretString,
+    /// The credentials accepted, per vendor of the registry ([`credentials_from`]; by default
+    /// every vendor's documented local ones, its descriptor's `sandbox_credentials`).
+    pub credentials: Credentials,
     /// 0..1: share of calls answered with an injected transient fault (busy or HTTP 500), unbilled.
     pub fault_rate: f64,
     /// Added to every provider answer.
@@ -82,15 +71,56 @@ pub struct SandboxSettings {
     pub seed: u64,
 }
 
+impl SandboxSettings {
+    /// The credential `key` accepted for `vendor` (e.g. `("tencent", "secret_key")`); empty
+    /// when none is set.
+    pub fn credential(&self, vendor: &str, key: &str) -> &str {
+        self.credentials
+            .get(vendor)
+            .and_then(|keys| keys.get(key))
+            .map_or("", |value| value.expose_secret())
+    }
+
+    /// The same settings accepting `value` as `vendor`'s credential `key`.
+    pub fn with_credential(mut self, vendor: &str, key: &str, value: &str) -> Self {
+        self.credentials
+            .entry(vendor.to_owned())
+            .or_default()
+            .insert(key.to_owned(), SecretString::from(value));
+        self
+    }
+}
+
+/// The credentials the sandbox accepts for each vendor of the registry: every key of the
+/// vendor's `sandbox_credentials`, with the value of `[providers.<name>]` where one is set
+/// there, else the documented local default.
+pub fn credentials_from(providers: &ProvidersSettings) -> Credentials {
+    VENDORS
+        .iter()
+        .map(|vendor| {
+            let section = providers.get(vendor.name);
+            let keys = vendor
+                .sandbox_credentials
+                .iter()
+                .map(|(key, default)| {
+                    let configured = section
+                        .and_then(|s| s.vendor.0.get(*key))
+                        .and_then(|value| value.clone().into_string().ok())
+                        .filter(|value| !value.trim().is_empty());
+                    let value = configured.unwrap_or_else(|| (*default).to_owned());
+                    ((*key).to_owned(), SecretString::from(value))
+                })
+                .collect();
+            (vendor.name.to_owned(), keys)
+        })
+        .collect()
+}
+
 impl Default for SandboxSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8970)),
-            tencent_secret_id: DEFAULT_TENCENT_SECRET_ID.to_owned(),
-            tencent_secret_key: SecretString::from(DEFAULT_TENCENT_SECRET_KEY),
-            alibaba_access_key_id: DEFAULT_ALIBABA_ACCESS_KEY_ID.to_owned(),
-            alibaba_access_key_secret: SecretString::from(DEFAULT_ALIBABA_ACCESS_KEY_SECRET),
-            alimarket_app_code: SecretString::from(DEFAULT_ALIMARKET_APP_CODE),
+            credentials: credentials_from(&ProvidersSettings::default()),
             fault_rate: 0.0,
             latency: Duration::ZERO,
             slow_delay: Duration::from_secs(30),
@@ -101,13 +131,18 @@ impl Default for SandboxSettings {
 
 impl std::fmt::Debug for SandboxSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key names only: every value may be a secret.
+        let credentials: BTreeMap<&str, BTreeMap<&str, &str>> = self
+            .credentials
+            .iter()
+            .map(|(vendor, keys)| {
+                let keys = keys.keys().map(|k| (k.as_str(), "[REDACTED]")).collect();
+                (vendor.as_str(), keys)
+            })
+            .collect();
         f.debug_struct("SandboxSettings")
             .field("listen", &self.listen)
-            .field("tencent_secret_id", &self.tencent_secret_id)
-            .field("tencent_secret_key", &"[REDACTED]")
-            .field("alibaba_access_key_id", &self.alibaba_access_key_id)
-            .field("alibaba_access_key_secret", &"[REDACTED]")
-            .field("alimarket_app_code", &"[REDACTED]")
+            .field("credentials", &credentials)
             .field("fault_rate", &self.fault_rate)
             .field("latency", &self.latency)
             .field("slow_delay", &self.slow_delay)
@@ -345,25 +380,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_redacts_the_secret_key() {
-        let settings = SandboxSettings::default();
+    fn debug_redacts_every_credential() {
+        let settings = SandboxSettings::default().with_credential("tencent", "secret_id", "AKIDx");
         let shown = format!("{settings:?}");
-        assert!(!shown.contains(DEFAULT_TENCENT_SECRET_KEY), "{shown}");
-        assert!(shown.contains("REDACTED"));
-        assert!(shown.contains(DEFAULT_TENCENT_SECRET_ID));
+        assert!(shown.contains("REDACTED"), "{shown}");
+        assert!(!shown.contains("AKIDx"), "{shown}");
+        for v in VENDORS {
+            assert!(shown.contains(v.name), "{shown}");
+            for (key, value) in v.sandbox_credentials {
+                assert!(shown.contains(key), "{shown}");
+                assert!(!shown.contains(value), "{value} in {shown}");
+            }
+        }
     }
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        use secrecy::ExposeSecret;
         let settings = SandboxSettings::default();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8970");
         assert_eq!(
-            settings.tencent_secret_key.expose_secret(),
+            settings.credential("tencent", "secret_key"),
             "kycq-sandbox-tencent-key"
         );
+        for v in VENDORS {
+            for (key, value) in v.sandbox_credentials {
+                assert_eq!(settings.credential(v.name, key), *value, "{} {key}", v.name);
+            }
+        }
+        assert_eq!(settings.credential("tencent", "no_such_key"), "");
+        assert_eq!(settings.credential("acme", "secret_key"), "");
         assert_eq!(settings.slow_delay, Duration::from_secs(30));
         assert_eq!(settings.fault_rate, 0.0);
+    }
+
+    #[test]
+    fn configured_provider_credentials_replace_the_defaults() {
+        use crate::providers::{alibaba, tencent};
+        // The shipped configuration sets `secret_id = ""` and `access_key_id = ""`: not set.
+        let settings = testing::settings_with(&[
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "configured-key"),
+            ("KYCQ__PROVIDERS__ALIMARKET__APP_CODE", "configured-code"),
+            ("KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_SECRET", " "),
+        ]);
+        let c = SandboxSettings {
+            credentials: credentials_from(&settings.providers),
+            ..SandboxSettings::default()
+        };
+        assert_eq!(c.credential("tencent", "secret_key"), "configured-key");
+        assert_eq!(
+            c.credential("tencent", "secret_id"),
+            tencent::SANDBOX_SECRET_ID
+        );
+        assert_eq!(c.credential("alimarket", "app_code"), "configured-code");
+        assert_eq!(
+            c.credential("alibaba", "access_key_id"),
+            alibaba::SANDBOX_ACCESS_KEY_ID
+        );
+        assert_eq!(
+            c.credential("alibaba", "access_key_secret"),
+            alibaba::SANDBOX_ACCESS_KEY_SECRET
+        );
+        // Every vendor of the registry, and only its documented keys.
+        let vendors: Vec<&str> = c.credentials.keys().map(String::as_str).collect();
+        let mut names = crate::providers::registry::vendor_names();
+        names.sort_unstable();
+        assert_eq!(vendors, names);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("configured-key") && !shown.contains("configured-code"));
     }
 
     fn state(fault_rate: f64, seed: u64) -> AppState {

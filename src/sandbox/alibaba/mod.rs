@@ -27,7 +27,6 @@
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use secrecy::ExposeSecret;
 
 use super::ledger::CallRecord;
 use super::{header_str, AppState, InjectedFault};
@@ -86,8 +85,8 @@ fn decide(
     };
     let nonce = match authenticate(
         &received,
-        &settings.alibaba_access_key_id,
-        settings.alibaba_access_key_secret.expose_secret(),
+        settings.credential(PROVIDER, "access_key_id"),
+        settings.credential(PROVIDER, "access_key_secret"),
         now,
     ) {
         Ok(nonce) => nonce,

@@ -38,7 +38,6 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::Utc;
-use secrecy::ExposeSecret;
 
 use super::ledger::CallRecord;
 use super::scenarios::Scenario;
@@ -65,7 +64,7 @@ pub const ACTION: &str = "mobile3/check";
 
 /// Runs checks 1–5 for one received call. Returns the answer and whether it is the slow scenario.
 fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> (Answer, bool) {
-    let checked = authenticate(headers, state.settings.alimarket_app_code.expose_secret())
+    let checked = authenticate(headers, state.settings.credential(PROVIDER, "app_code"))
         .and_then(|()| parse_body(body));
     let request = match checked {
         Ok(request) => request,

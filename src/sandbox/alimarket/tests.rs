@@ -1,7 +1,6 @@
 //! The Marketplace sandbox tests: the gateway's AppCode and body checks, every vendor code and shared scenario through kycq's client, billing.
 
 use axum::http::HeaderMap;
-use secrecy::SecretString;
 use serde_json::{json, Value};
 
 use super::*;
@@ -709,10 +708,11 @@ async fn injected_faults_are_transient_and_unbilled_after_auth() {
 
 #[tokio::test]
 async fn a_configured_app_code_replaces_the_default() {
-    let sandbox = spawn_with(SandboxSettings {
-        alimarket_app_code: SecretString::from("another-code"),
-        ..SandboxSettings::default()
-    })
+    let sandbox = spawn_with(SandboxSettings::default().with_credential(
+        "alimarket",
+        "app_code",
+        "another-code",
+    ))
     .await;
     let who = identity(Scenario::Match, 0);
     assert_eq!(sandbox.check(&who).await.status, 403);

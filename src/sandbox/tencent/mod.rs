@@ -11,7 +11,6 @@
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use chrono::Utc;
-use secrecy::ExposeSecret;
 
 use super::ledger::CallRecord;
 use super::scenarios::Scenario;
@@ -47,8 +46,8 @@ fn decide(
         headers,
         uri.query().unwrap_or(""),
         body,
-        &settings.tencent_secret_id,
-        settings.tencent_secret_key.expose_secret(),
+        settings.credential(PROVIDER, "secret_id"),
+        settings.credential(PROVIDER, "secret_key"),
         now,
     )
     .and_then(|()| check_action(headers))
