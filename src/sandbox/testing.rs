@@ -88,6 +88,15 @@ impl TestSandbox {
             .expect("a call recorded")
     }
 
+    /// Asserts the last call the ledger recorded: (HTTP status, code, billed); `what` names the
+    /// case. Returns the entry.
+    pub(crate) fn assert_last(&self, want: (u16, &str, bool), what: &str) -> LedgerEntry {
+        let entry = self.last_entry();
+        let got = (entry.http_status, entry.code.as_str(), entry.billed);
+        assert_eq!(got, want, "{what}");
+        entry
+    }
+
     /// `POST path` with exactly these headers and body bytes; the response as it arrives (the
     /// body not read yet).
     pub(crate) async fn post_raw<K: AsRef<str>, V: AsRef<str>>(

@@ -309,15 +309,21 @@ async fn call_and_check(
 ) {
     let reply = provider.call(&check_request(api, who, "req1")).await;
     assert_reply(&reply, want, what);
-    let entry = sandbox.last_entry();
+    assert_recorded(sandbox, api, who, (want.6, want.4, want.5), what);
+}
+
+/// The last call the ledger recorded is `api`'s about `who`: (HTTP status, code, billed).
+fn assert_recorded(
+    sandbox: &TestSandbox,
+    api: Api,
+    who: &TestIdentity,
+    want: (u16, &str, bool),
+    what: &str,
+) {
+    let entry = sandbox.assert_last(want, what);
     assert_eq!(
         (entry.provider.as_str(), entry.action.as_str()),
         ("alibaba", api.action()),
-        "{what}"
-    );
-    assert_eq!(
-        (entry.code.as_str(), entry.billed, entry.http_status),
-        (want.4, want.5, want.6),
         "{what}"
     );
     assert_eq!(
@@ -544,22 +550,7 @@ async fn http_faults_render_for_each_api_after_the_signature_check() {
             assert_eq!(response.status().as_u16(), status, "{what}");
             http_fault::testing::assert_answer(response, fault).await;
             calls += 1;
-            let entry = sandbox.last_entry();
-            assert_eq!(
-                (entry.provider.as_str(), entry.action.as_str()),
-                ("alibaba", api.action()),
-                "{what}"
-            );
-            assert_eq!(
-                (entry.http_status, entry.code.as_str(), entry.billed),
-                (status, code, billed),
-                "{what}"
-            );
-            assert_eq!(
-                entry.subject_key,
-                Some(sha256_hex(who.id_number.as_bytes())),
-                "{what}"
-            );
+            assert_recorded(&sandbox, api, &who, (status, code, billed), &what);
             // The second call for the identity: 935 matches, the others fault again.
             let r = raw(
                 &sandbox,

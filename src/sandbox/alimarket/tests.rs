@@ -156,11 +156,7 @@ async fn a_wrong_app_code_is_unauthorized_and_not_billed() {
         assert_eq!(reply.message.as_deref(), Some("Unauthorized"));
         assert_eq!(reply.code, None);
         assert_eq!(reply.body, "");
-        let entry = sandbox.last_entry();
-        assert_eq!(
-            (entry.http_status, entry.code.as_str(), entry.billed),
-            (403, "Unauthorized", false)
-        );
+        let entry = sandbox.assert_last((403, "Unauthorized", false), wrong);
         assert!(
             entry.subject_key.is_some(),
             "a refused call is still recorded with its subject"
@@ -333,12 +329,7 @@ async fn every_shared_scenario_renders_and_classifies_as_documented() {
                 assert_eq!(reply.message.as_deref(), Some(code), "{scenario:?}");
             }
         }
-        let entry = sandbox.last_entry();
-        assert_eq!(
-            (entry.http_status, entry.code.as_str(), entry.billed),
-            (status, code, billed),
-            "{scenario:?}"
-        );
+        sandbox.assert_last((status, code, billed), &format!("{scenario:?}"));
         let Some((class, kycq_billed, reason)) = client else {
             continue;
         };
@@ -393,12 +384,7 @@ async fn http_faults_are_the_shared_answers_after_the_app_code_check() {
         let response = sandbox.check_response(&who).await;
         let headers = http_fault::testing::assert_answer(response, fault).await;
         assert_fault_headers(&headers, scenario);
-        let entry = sandbox.last_entry();
-        assert_eq!(
-            (entry.http_status, entry.code.as_str(), entry.billed),
-            (status, code, billed),
-            "{scenario:?}"
-        );
+        let entry = sandbox.assert_last((status, code, billed), &format!("{scenario:?}"));
         assert_eq!(entry.id_number_masked, Some(mask_id_number(&who.id_number)));
     }
     // The backend's 400 is JSON, but not the seller's envelope, and no gateway refusal.
@@ -521,12 +507,7 @@ async fn every_vendor_code_renders_and_classifies_as_documented() {
             "vendor codes are not shared codes"
         );
         let r: ProviderReply = provider.call(&check_request(&who)).await;
-        let entry = sandbox.last_entry();
-        assert_eq!(
-            (entry.http_status, entry.code.as_str(), entry.billed),
-            (*status, *ledger_code, *billed),
-            "{code}"
-        );
+        sandbox.assert_last((*status, *ledger_code, *billed), code);
         let c = r.classification;
         assert_eq!(
             (c.class, c.billed, c.throttled, c.reason_code),

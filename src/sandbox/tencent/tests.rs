@@ -238,12 +238,7 @@ async fn http_faults_are_the_shared_answers_after_authentication() {
         let fault = http_fault::testing::expected_fault(scenario, 1).unwrap();
         let response = sandbox.check_response(scenario, 3).await;
         http_fault::testing::assert_answer(response, fault).await;
-        let entry = sandbox.last_entry();
-        assert_eq!(
-            (entry.http_status, entry.code.as_str(), entry.billed),
-            (want_status, want_code, false),
-            "{scenario:?}"
-        );
+        sandbox.assert_last((want_status, want_code, false), &format!("{scenario:?}"));
         // The second call: 935 matches, the others fault again.
         let (status, text) = sandbox.check(scenario, 3).await;
         if scenario == Scenario::Http429Once {
