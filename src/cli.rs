@@ -330,8 +330,9 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signals();
     let running = crate::sandbox::start(cfg, shutdown.clone()).await?;
     println!(
-        "kycq sandbox listening on http://{} (Tencent and Alibaba at POST /, the Marketplace at POST /mobile3/check)",
-        running.addr
+        "kycq sandbox listening on http://{} ({})",
+        running.addr,
+        crate::sandbox::served()
     );
     running.task.await??;
     Ok(())

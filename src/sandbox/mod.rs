@@ -12,6 +12,9 @@
 //! (authentication), `params.rs` (the request's parameters), `answers.rs` (scenario and vendor
 //! code → answer, rendering) and `tests.rs`, whose scaffolding is the shared `testing` module.
 //!
+//! The vendor routes come from the registry: each vendor's `sandbox_route` (its path, and on a
+//! shared path the header that tells it apart), served by its handler in `HANDLERS`.
+//!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
 use std::collections::BTreeMap;
@@ -26,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use secrecy::{ExposeSecret, SecretString};
@@ -34,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 use crate::configuration::ProvidersSettings;
-use crate::providers::registry::VENDORS;
+use crate::providers::{self, registry::VENDORS};
 
 pub mod alibaba;
 pub mod alimarket;
@@ -274,11 +278,89 @@ pub async fn start(
     Ok(RunningSandbox { addr, ledger, task })
 }
 
-/// The sandbox's routes.
+/// A vendor's handler: serves one call (decides, records it in the ledger, answers).
+pub(crate) type Handler =
+    for<'a> fn(&'a AppState, &'a Uri, &'a HeaderMap, &'a [u8]) -> BoxFuture<'a, Response>;
+
+/// Every vendor's handler, by the vendor's name in the registry.
+pub(crate) const HANDLERS: &[(&str, Handler)] = &[
+    (
+        providers::tencent::VENDOR.name,
+        |state, uri, headers, body| Box::pin(tencent::handle(state, uri, headers, body)),
+    ),
+    (
+        providers::alibaba::VENDOR.name,
+        |state, uri, headers, body| Box::pin(alibaba::handle(state, uri, headers, body)),
+    ),
+    (
+        providers::alimarket::VENDOR.name,
+        |state, uri, headers, body| Box::pin(alimarket::handle(state, uri, headers, body)),
+    ),
+];
+
+/// The handler of a vendor, by name.
+fn handler(vendor: &str) -> Option<Handler> {
+    HANDLERS
+        .iter()
+        .find(|(name, _)| *name == vendor)
+        .map(|(_, handler)| *handler)
+}
+
+/// The vendors served on one path: each with the header that tells it apart (None: the path is
+/// its alone), those with a header first, in registry order.
+type PathRoutes = Arc<[(Option<&'static str>, Handler)]>;
+
+/// Every vendor's route of the registry, grouped by path.
+fn vendor_routes() -> BTreeMap<&'static str, PathRoutes> {
+    let mut by_path: BTreeMap<&'static str, Vec<(Option<&'static str>, Handler)>> = BTreeMap::new();
+    for vendor in VENDORS {
+        let route = vendor.sandbox_route;
+        let handler = handler(vendor.name)
+            .unwrap_or_else(|| panic!("the sandbox has no handler for {}", vendor.name));
+        by_path
+            .entry(route.path)
+            .or_default()
+            .push((route.header, handler));
+    }
+    by_path
+        .into_iter()
+        .map(|(path, mut vendors)| {
+            vendors.sort_by_key(|(header, _)| header.is_none());
+            (path, vendors.into())
+        })
+        .collect()
+}
+
+/// What the sandbox serves, for people: each vendor of the registry with its route.
+pub fn served() -> String {
+    VENDORS
+        .iter()
+        .map(|v| match v.sandbox_route.header {
+            Some(header) => format!("{} at POST {} ({header})", v.name, v.sandbox_route.path),
+            None => format!("{} at POST {}", v.name, v.sandbox_route.path),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sandbox's routes: one per distinct vendor path of the registry, and the operator's.
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", post(post_root))
-        .route("/mobile3/check", post(alimarket::post))
+    let mut router = Router::new();
+    for (path, vendors) in vendor_routes() {
+        router = router.route(
+            path,
+            post(
+                move |State(state): State<Arc<AppState>>,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let vendors = Arc::clone(&vendors);
+                    async move { dispatch(&state, path, &vendors, &uri, &headers, &body).await }
+                },
+            ),
+        );
+    }
+    router
         .route("/_sandbox/ledger", get(get_ledger))
         .route("/_sandbox/reset", post(post_reset))
         .route("/_sandbox/identities", get(get_identities))
@@ -286,20 +368,23 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: Tencent and Alibaba share the path; their action headers tell them apart.
-async fn post_root(
-    State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+/// `POST path`: the first vendor of the path whose header the call carries (or whose path it
+/// is alone) serves it; none → unroutable.
+async fn dispatch(
+    state: &AppState,
+    path: &str,
+    vendors: &[(Option<&'static str>, Handler)],
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Response {
-    let response = if headers.contains_key("x-tc-action") {
-        tencent::handle(&state, &uri, &headers, &body).await
-    } else if headers.contains_key("x-acs-action") {
-        alibaba::handle(&state, &uri, &headers, &body).await
-    } else {
-        return unroutable(&state, "unknown", "POST /");
+    let chosen = vendors
+        .iter()
+        .find(|(header, _)| header.is_none_or(|h| headers.contains_key(h)));
+    let Some((_, handler)) = chosen else {
+        return unroutable(state, "unknown", &format!("POST {path}"));
     };
+    let response = handler(state, uri, headers, body).await;
     state.pause(state.settings.latency).await;
     response
 }
@@ -447,6 +532,66 @@ mod tests {
         assert_eq!(vendors, names);
         let shown = format!("{c:?}");
         assert!(!shown.contains("configured-key") && !shown.contains("configured-code"));
+    }
+
+    #[test]
+    fn every_vendor_has_one_handler_and_a_route_of_its_own() {
+        for v in VENDORS {
+            let n = HANDLERS.iter().filter(|(name, _)| *name == v.name).count();
+            assert_eq!(n, 1, "handlers of {}", v.name);
+        }
+        assert_eq!(
+            HANDLERS.len(),
+            VENDORS.len(),
+            "a handler for a vendor not in the registry"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for v in VENDORS {
+            let route = v.sandbox_route;
+            assert!(
+                seen.insert((route.path, route.header)),
+                "{} shares {route:?} with another vendor",
+                v.name
+            );
+            assert!(route.path.starts_with('/') && !route.path.starts_with("/_sandbox"));
+        }
+        // The routes as served: "/" is shared and told apart by headers.
+        let routes = vendor_routes();
+        assert_eq!(
+            routes.keys().copied().collect::<Vec<_>>(),
+            ["/", "/mobile3/check"]
+        );
+        let headers: Vec<_> = routes["/"].iter().map(|(h, _)| *h).collect();
+        assert_eq!(headers, [Some("x-tc-action"), Some("x-acs-action")]);
+        assert_eq!(
+            served(),
+            "tencent at POST / (x-tc-action), alibaba at POST / (x-acs-action), \
+             alimarket at POST /mobile3/check"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_vendors_and_paths_get_404_json_and_are_recorded() {
+        let sandbox = testing::spawn().await;
+        let no_headers: [(&str, &str); 0] = [];
+        let bare = sandbox.post_raw("/", no_headers, Vec::new()).await;
+        assert_eq!(bare.status().as_u16(), 404);
+        let market = sandbox
+            .post_raw("/mobile3/other", no_headers, Vec::new())
+            .await;
+        assert_eq!(market.status().as_u16(), 404);
+        let entries = sandbox.running.ledger.entries();
+        let seen: Vec<(&str, &str, u16)> = entries
+            .iter()
+            .map(|e| (e.provider.as_str(), e.action.as_str(), e.http_status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("unknown", "POST /", 404),
+                ("unknown", "POST /mobile3/other", 404)
+            ]
+        );
     }
 
     fn state(fault_rate: f64, seed: u64) -> AppState {

@@ -31,11 +31,7 @@
 //! gateway, so they carry `X-Ca-Request-Id` (and no `X-Ca-Error-*`); the bare 429 stands for
 //! something in front of the gateway and carries no gateway header at all.
 
-use std::sync::Arc;
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use chrono::Utc;
 
@@ -90,7 +86,12 @@ fn decide(state: &AppState, headers: &HeaderMap, body: &[u8]) -> (Answer, bool) 
 }
 
 /// Serves one Marketplace call: decides, records it in the ledger, waits if slow, answers.
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response {
+pub(crate) async fn handle(
+    state: &AppState,
+    _uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
     let at = Utc::now();
     let (answer, slow) = decide(state, headers, body);
     let (id_card, name, mobile) = params::peek(body);
@@ -108,15 +109,4 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Response 
         .after_record(&entry, name.as_deref(), mobile.as_deref(), slow)
         .await;
     render(&answer, mobile.as_deref(), &new_request_id())
-}
-
-/// `POST /mobile3/check`.
-pub(crate) async fn post(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let response = handle(&state, &headers, &body).await;
-    state.pause(state.settings.latency).await;
-    response
 }

@@ -519,30 +519,6 @@ async fn injected_faults_are_transient_and_unbilled() {
 }
 
 #[tokio::test]
-async fn other_vendors_and_paths_get_404_json_and_are_recorded() {
-    let sandbox = spawn().await;
-    let no_headers: [(&str, &str); 0] = [];
-    let bare = sandbox.post_raw("/", no_headers, Vec::new()).await;
-    assert_eq!(bare.status().as_u16(), 404);
-    let market = sandbox
-        .post_raw("/mobile3/other", no_headers, Vec::new())
-        .await;
-    assert_eq!(market.status().as_u16(), 404);
-    let entries = sandbox.running.ledger.entries();
-    let seen: Vec<(&str, &str, u16)> = entries
-        .iter()
-        .map(|e| (e.provider.as_str(), e.action.as_str(), e.http_status))
-        .collect();
-    assert_eq!(
-        seen,
-        [
-            ("unknown", "POST /", 404),
-            ("unknown", "POST /mobile3/other", 404)
-        ]
-    );
-}
-
-#[tokio::test]
 async fn slow_calls_are_recorded_before_the_wait_and_shutdown_ends_the_server() {
     let sandbox = spawn_slow().await;
     let who = identity(Scenario::Slow, 0);
