@@ -317,11 +317,7 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
         listen: listen
             .parse()
             .with_context(|| format!("--listen {listen}"))?,
-        tencent_secret_id: s.tencent_secret_id.clone(),
-        tencent_secret_key: s.tencent_secret_key.clone(),
-        alibaba_access_key_id: s.alibaba_access_key_id.clone(),
-        alibaba_access_key_secret: s.alibaba_access_key_secret.clone(),
-        alimarket_app_code: s.alimarket_app_code.clone(),
+        credentials: crate::sandbox::credentials_from(&settings.providers),
         fault_rate: a.fault_rate.unwrap_or(s.fault_rate),
         latency: Duration::from_millis(a.latency_ms.unwrap_or(s.latency_ms)),
         slow_delay: Duration::from_millis(a.slow_ms.unwrap_or(s.slow_ms)),
@@ -334,8 +330,9 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signals();
     let running = crate::sandbox::start(cfg, shutdown.clone()).await?;
     println!(
-        "kycq sandbox listening on http://{} (Tencent and Alibaba at POST /, the Marketplace at POST /mobile3/check)",
-        running.addr
+        "kycq sandbox listening on http://{} ({})",
+        running.addr,
+        crate::sandbox::served()
     );
     running.task.await??;
     Ok(())

@@ -420,22 +420,13 @@ fn default_throttle_min_share() -> f64 {
 fn default_throttle_recovery_secs() -> u64 {
     60
 }
-/// `[sandbox]`: what `kycq sandbox` serves and accepts.
+/// `[sandbox]`: how `kycq sandbox` runs. The credentials it accepts are each provider's, from
+/// `[providers.<name>]` (`sandbox::credentials_from`).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxCliSettings {
     /// Listen address.
     pub listen: String,
-    /// Accepted Tencent SecretId.
-    pub tencent_secret_id: String,
-    /// Accepted Tencent SecretKey.
-    pub tencent_secret_key: SecretString,
-    /// Accepted Alibaba AccessKeyId.
-    pub alibaba_access_key_id: String,
-    /// Accepted Alibaba AccessKeySecret.
-    pub alibaba_access_key_secret: SecretString,
-    /// Accepted Marketplace AppCode.
-    pub alimarket_app_code: SecretString,
     /// Share of calls answered with an injected transient fault.
     pub fault_rate: f64,
     /// Milliseconds added to every answer.

@@ -28,6 +28,17 @@ pub struct Vendor {
     /// The vendor keys (and values) that point its section at `kycq sandbox` with the sandbox's
     /// documented local credentials (`kycq demo`, tests).
     pub sandbox_credentials: &'static [(&'static str, &'static str)],
+    /// Where `kycq sandbox` serves the vendor's protocol.
+    pub sandbox_route: SandboxRoute,
+}
+
+/// Where `kycq sandbox` serves a vendor's protocol (`POST`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SandboxRoute {
+    /// The vendor's own path.
+    pub path: &'static str,
+    /// For vendors that share a path, the request header that tells this one apart.
+    pub header: Option<&'static str>,
 }
 
 impl Vendor {

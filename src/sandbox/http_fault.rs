@@ -210,6 +210,26 @@ pub(crate) mod testing {
         }
     }
 
+    /// The HTTP-layer scenarios, in code order.
+    pub(crate) const SCENARIOS: [Scenario; 4] = [
+        Scenario::Http502CutOff,
+        Scenario::Http429Once,
+        Scenario::Http400Backend,
+        Scenario::Http504CutOff,
+    ];
+
+    /// What the ledger records for the first call of an HTTP-layer scenario, the same for every
+    /// vendor and API, written out independently: (HTTP status, ledger code, billed).
+    pub(crate) fn expected_record(scenario: Scenario) -> Option<(u16, &'static str, bool)> {
+        match scenario {
+            Scenario::Http502CutOff => Some((502, "HTTP502-cut", false)),
+            Scenario::Http429Once => Some((429, "HTTP429", false)),
+            Scenario::Http400Backend => Some((400, "HTTP400", false)),
+            Scenario::Http504CutOff => Some((504, "HTTP504-cut", false)),
+            _ => None,
+        }
+    }
+
     /// Asserts that `response` is `fault` as a client sees it: the status and content type;
     /// for a cut-off body a `Content-Length` larger than what arrives and an error (not a
     /// truncated `Ok`) from reading the body; otherwise the exact body. Returns the headers

@@ -8,8 +8,16 @@
 //! - [`alibaba`]: Alibaba cloudauth-intl (three APIs) at `POST /` (told apart by `x-acs-action`).
 //! - [`alimarket`]: the Marketplace `POST /mobile3/check` (AppCode; gateway errors as headers).
 //!
+//! Each vendor is a folder with the same roles: `mod.rs` (its `handle` entry), `auth.rs`
+//! (authentication), `params.rs` (the request's parameters), `answers.rs` (scenario and vendor
+//! code → answer, rendering) and `tests.rs`, whose scaffolding is the shared `testing` module.
+//!
+//! The vendor routes come from the registry: each vendor's `sandbox_route` (its path, and on a
+//! shared path the header that tells it apart), served by its handler in `HANDLERS`.
+//!
 //! Operator endpoints: `GET /_sandbox/ledger`, `POST /_sandbox/reset`, `GET /_sandbox/identities`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,13 +29,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use futures::future::BoxFuture;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
+use crate::configuration::ProvidersSettings;
+use crate::providers::{self, registry::VENDORS};
 
 pub mod alibaba;
 pub mod alimarket;
@@ -35,37 +46,25 @@ pub mod http_fault;
 pub mod ledger;
 pub mod scenarios;
 pub mod tencent;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use http_fault::HttpFault;
 pub use ledger::{Ledger, LedgerEntry};
 pub use scenarios::{Scenario, TestIdentity};
 
-/// The documented local SecretId the sandbox accepts by default.
-pub const DEFAULT_TENCENT_SECRET_ID: &str = "AKIDkycqsandbox";
-/// The documented local SecretKey the sandbox accepts by default (not a real credential).
-pub const DEFAULT_TENCENT_SECRET_KEY: &str = "kycq-sandbox-tencent-key";
-/// The documented local Alibaba AccessKeyId the sandbox accepts by default.
-pub const DEFAULT_ALIBABA_ACCESS_KEY_ID: &str = "LTAIkycqsandbox";
-/// The documented local Alibaba AccessKeySecret (not a real credential).
-pub const DEFAULT_ALIBABA_ACCESS_KEY_SECRET: &str = "kycq-sandbox-alibaba-secret";
-/// The documented local Marketplace AppCode (not a real credential).
-pub const DEFAULT_ALIMARKET_APP_CODE: &str = "kycq-sandbox-appcode";
+/// The credentials the sandbox accepts: vendor name → (the vendor's configuration key, e.g.
+/// `secret_key`, → value).
+pub type Credentials = BTreeMap<String, BTreeMap<String, SecretString>>;
 
 /// How the sandbox runs.
 #[derive(Clone)]
 pub struct SandboxSettings {
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
-    /// The Tencent SecretId accepted.
-    pub tencent_secret_id: String,
-    /// The Tencent SecretKey signatures are checked with.
-    pub tencent_secret_key: SecretString,
-    /// The Alibaba AccessKeyId accepted.
-    pub alibaba_access_key_id: String,
-    /// The Alibaba AccessKeySecret ACS3 signatures are checked with.
-    pub alibaba_access_key_secret: SecretString,
-    /// The Marketplace AppCode accepted.
-    pub alimarket_app_code: SecretString,
+    /// The credentials accepted, per vendor of the registry ([`credentials_from`]; by default
+    /// every vendor's documented local ones, its descriptor's `sandbox_credentials`).
+    pub credentials: Credentials,
     /// 0..1: share of calls answered with an injected transient fault (busy or HTTP 500), unbilled.
     pub fault_rate: f64,
     /// Added to every provider answer.
@@ -76,15 +75,56 @@ pub struct SandboxSettings {
     pub seed: u64,
 }
 
+impl SandboxSettings {
+    /// The credential `key` accepted for `vendor` (e.g. `("tencent", "secret_key")`); empty
+    /// when none is set.
+    pub fn credential(&self, vendor: &str, key: &str) -> &str {
+        self.credentials
+            .get(vendor)
+            .and_then(|keys| keys.get(key))
+            .map_or("", |value| value.expose_secret())
+    }
+
+    /// The same settings accepting `value` as `vendor`'s credential `key`.
+    pub fn with_credential(mut self, vendor: &str, key: &str, value: &str) -> Self {
+        self.credentials
+            .entry(vendor.to_owned())
+            .or_default()
+            .insert(key.to_owned(), SecretString::from(value));
+        self
+    }
+}
+
+/// The credentials the sandbox accepts for each vendor of the registry: every key of the
+/// vendor's `sandbox_credentials`, with the value of `[providers.<name>]` where one is set
+/// there, else the documented local default.
+pub fn credentials_from(providers: &ProvidersSettings) -> Credentials {
+    VENDORS
+        .iter()
+        .map(|vendor| {
+            let section = providers.get(vendor.name);
+            let keys = vendor
+                .sandbox_credentials
+                .iter()
+                .map(|(key, default)| {
+                    let configured = section
+                        .and_then(|s| s.vendor.0.get(*key))
+                        .and_then(|value| value.clone().into_string().ok())
+                        .filter(|value| !value.trim().is_empty());
+                    let value = configured.unwrap_or_else(|| (*default).to_owned());
+                    ((*key).to_owned(), SecretString::from(value))
+                })
+                .collect();
+            (vendor.name.to_owned(), keys)
+        })
+        .collect()
+}
+
 impl Default for SandboxSettings {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8970)),
-            tencent_secret_id: DEFAULT_TENCENT_SECRET_ID.to_owned(),
-            tencent_secret_key: SecretString::from(DEFAULT_TENCENT_SECRET_KEY),
-            alibaba_access_key_id: DEFAULT_ALIBABA_ACCESS_KEY_ID.to_owned(),
-            alibaba_access_key_secret: SecretString::from(DEFAULT_ALIBABA_ACCESS_KEY_SECRET),
-            alimarket_app_code: SecretString::from(DEFAULT_ALIMARKET_APP_CODE),
+            credentials: credentials_from(&ProvidersSettings::default()),
             fault_rate: 0.0,
             latency: Duration::ZERO,
             slow_delay: Duration::from_secs(30),
@@ -95,13 +135,18 @@ impl Default for SandboxSettings {
 
 impl std::fmt::Debug for SandboxSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key names only: every value may be a secret.
+        let credentials: BTreeMap<&str, BTreeMap<&str, &str>> = self
+            .credentials
+            .iter()
+            .map(|(vendor, keys)| {
+                let keys = keys.keys().map(|k| (k.as_str(), "[REDACTED]")).collect();
+                (vendor.as_str(), keys)
+            })
+            .collect();
         f.debug_struct("SandboxSettings")
             .field("listen", &self.listen)
-            .field("tencent_secret_id", &self.tencent_secret_id)
-            .field("tencent_secret_key", &"[REDACTED]")
-            .field("alibaba_access_key_id", &self.alibaba_access_key_id)
-            .field("alibaba_access_key_secret", &"[REDACTED]")
-            .field("alimarket_app_code", &"[REDACTED]")
+            .field("credentials", &credentials)
             .field("fault_rate", &self.fault_rate)
             .field("latency", &self.latency)
             .field("slow_delay", &self.slow_delay)
@@ -233,11 +278,89 @@ pub async fn start(
     Ok(RunningSandbox { addr, ledger, task })
 }
 
-/// The sandbox's routes.
+/// A vendor's handler: serves one call (decides, records it in the ledger, answers).
+pub(crate) type Handler =
+    for<'a> fn(&'a AppState, &'a Uri, &'a HeaderMap, &'a [u8]) -> BoxFuture<'a, Response>;
+
+/// Every vendor's handler, by the vendor's name in the registry.
+pub(crate) const HANDLERS: &[(&str, Handler)] = &[
+    (
+        providers::tencent::VENDOR.name,
+        |state, uri, headers, body| Box::pin(tencent::handle(state, uri, headers, body)),
+    ),
+    (
+        providers::alibaba::VENDOR.name,
+        |state, uri, headers, body| Box::pin(alibaba::handle(state, uri, headers, body)),
+    ),
+    (
+        providers::alimarket::VENDOR.name,
+        |state, uri, headers, body| Box::pin(alimarket::handle(state, uri, headers, body)),
+    ),
+];
+
+/// The handler of a vendor, by name.
+fn handler(vendor: &str) -> Option<Handler> {
+    HANDLERS
+        .iter()
+        .find(|(name, _)| *name == vendor)
+        .map(|(_, handler)| *handler)
+}
+
+/// The vendors served on one path: each with the header that tells it apart (None: the path is
+/// its alone), those with a header first, in registry order.
+type PathRoutes = Arc<[(Option<&'static str>, Handler)]>;
+
+/// Every vendor's route of the registry, grouped by path.
+fn vendor_routes() -> BTreeMap<&'static str, PathRoutes> {
+    let mut by_path: BTreeMap<&'static str, Vec<(Option<&'static str>, Handler)>> = BTreeMap::new();
+    for vendor in VENDORS {
+        let route = vendor.sandbox_route;
+        let handler = handler(vendor.name)
+            .unwrap_or_else(|| panic!("the sandbox has no handler for {}", vendor.name));
+        by_path
+            .entry(route.path)
+            .or_default()
+            .push((route.header, handler));
+    }
+    by_path
+        .into_iter()
+        .map(|(path, mut vendors)| {
+            vendors.sort_by_key(|(header, _)| header.is_none());
+            (path, vendors.into())
+        })
+        .collect()
+}
+
+/// What the sandbox serves, for people: each vendor of the registry with its route.
+pub fn served() -> String {
+    VENDORS
+        .iter()
+        .map(|v| match v.sandbox_route.header {
+            Some(header) => format!("{} at POST {} ({header})", v.name, v.sandbox_route.path),
+            None => format!("{} at POST {}", v.name, v.sandbox_route.path),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The sandbox's routes: one per distinct vendor path of the registry, and the operator's.
 fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", post(post_root))
-        .route("/mobile3/check", post(alimarket::post))
+    let mut router = Router::new();
+    for (path, vendors) in vendor_routes() {
+        router = router.route(
+            path,
+            post(
+                move |State(state): State<Arc<AppState>>,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let vendors = Arc::clone(&vendors);
+                    async move { dispatch(&state, path, &vendors, &uri, &headers, &body).await }
+                },
+            ),
+        );
+    }
+    router
         .route("/_sandbox/ledger", get(get_ledger))
         .route("/_sandbox/reset", post(post_reset))
         .route("/_sandbox/identities", get(get_identities))
@@ -245,22 +368,32 @@ fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// `POST /`: Tencent and Alibaba share the path; their action headers tell them apart.
-async fn post_root(
-    State(state): State<Arc<AppState>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+/// `POST path`: the first vendor of the path whose header the call carries (or whose path it
+/// is alone) serves it; none → unroutable.
+async fn dispatch(
+    state: &AppState,
+    path: &str,
+    vendors: &[(Option<&'static str>, Handler)],
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
 ) -> Response {
-    let response = if headers.contains_key("x-tc-action") {
-        tencent::handle(&state, &uri, &headers, &body).await
-    } else if headers.contains_key("x-acs-action") {
-        alibaba::handle(&state, &uri, &headers, &body).await
-    } else {
-        return unroutable(&state, "unknown", "POST /");
+    let chosen = vendors
+        .iter()
+        .find(|(header, _)| header.is_none_or(|h| headers.contains_key(h)));
+    let Some((_, handler)) = chosen else {
+        return unroutable(state, "unknown", &format!("POST {path}"));
     };
+    let response = handler(state, uri, headers, body).await;
     state.pause(state.settings.latency).await;
     response
+}
+
+/// A header's value when it is present and UTF-8.
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
 }
 
 /// Any other method or path.
@@ -332,25 +465,133 @@ mod tests {
     use super::*;
 
     #[test]
-    fn debug_redacts_the_secret_key() {
-        let settings = SandboxSettings::default();
+    fn debug_redacts_every_credential() {
+        let settings = SandboxSettings::default().with_credential("tencent", "secret_id", "AKIDx");
         let shown = format!("{settings:?}");
-        assert!(!shown.contains(DEFAULT_TENCENT_SECRET_KEY), "{shown}");
-        assert!(shown.contains("REDACTED"));
-        assert!(shown.contains(DEFAULT_TENCENT_SECRET_ID));
+        assert!(shown.contains("REDACTED"), "{shown}");
+        assert!(!shown.contains("AKIDx"), "{shown}");
+        for v in VENDORS {
+            assert!(shown.contains(v.name), "{shown}");
+            for (key, value) in v.sandbox_credentials {
+                assert!(shown.contains(key), "{shown}");
+                assert!(!shown.contains(value), "{value} in {shown}");
+            }
+        }
     }
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        use secrecy::ExposeSecret;
         let settings = SandboxSettings::default();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8970");
         assert_eq!(
-            settings.tencent_secret_key.expose_secret(),
+            settings.credential("tencent", "secret_key"),
             "kycq-sandbox-tencent-key"
         );
+        for v in VENDORS {
+            for (key, value) in v.sandbox_credentials {
+                assert_eq!(settings.credential(v.name, key), *value, "{} {key}", v.name);
+            }
+        }
+        assert_eq!(settings.credential("tencent", "no_such_key"), "");
+        assert_eq!(settings.credential("acme", "secret_key"), "");
         assert_eq!(settings.slow_delay, Duration::from_secs(30));
         assert_eq!(settings.fault_rate, 0.0);
+    }
+
+    #[test]
+    fn configured_provider_credentials_replace_the_defaults() {
+        use crate::providers::{alibaba, tencent};
+        // The shipped configuration sets `secret_id = ""` and `access_key_id = ""`: not set.
+        let settings = testing::settings_with(&[
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "configured-key"),
+            ("KYCQ__PROVIDERS__ALIMARKET__APP_CODE", "configured-code"),
+            ("KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_SECRET", " "),
+        ]);
+        let c = SandboxSettings {
+            credentials: credentials_from(&settings.providers),
+            ..SandboxSettings::default()
+        };
+        assert_eq!(c.credential("tencent", "secret_key"), "configured-key");
+        assert_eq!(
+            c.credential("tencent", "secret_id"),
+            tencent::SANDBOX_SECRET_ID
+        );
+        assert_eq!(c.credential("alimarket", "app_code"), "configured-code");
+        assert_eq!(
+            c.credential("alibaba", "access_key_id"),
+            alibaba::SANDBOX_ACCESS_KEY_ID
+        );
+        assert_eq!(
+            c.credential("alibaba", "access_key_secret"),
+            alibaba::SANDBOX_ACCESS_KEY_SECRET
+        );
+        // Every vendor of the registry, and only its documented keys.
+        let vendors: Vec<&str> = c.credentials.keys().map(String::as_str).collect();
+        let mut names = crate::providers::registry::vendor_names();
+        names.sort_unstable();
+        assert_eq!(vendors, names);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("configured-key") && !shown.contains("configured-code"));
+    }
+
+    #[test]
+    fn every_vendor_has_one_handler_and_a_route_of_its_own() {
+        for v in VENDORS {
+            let n = HANDLERS.iter().filter(|(name, _)| *name == v.name).count();
+            assert_eq!(n, 1, "handlers of {}", v.name);
+        }
+        assert_eq!(
+            HANDLERS.len(),
+            VENDORS.len(),
+            "a handler for a vendor not in the registry"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for v in VENDORS {
+            let route = v.sandbox_route;
+            assert!(
+                seen.insert((route.path, route.header)),
+                "{} shares {route:?} with another vendor",
+                v.name
+            );
+            assert!(route.path.starts_with('/') && !route.path.starts_with("/_sandbox"));
+        }
+        // The routes as served: "/" is shared and told apart by headers.
+        let routes = vendor_routes();
+        assert_eq!(
+            routes.keys().copied().collect::<Vec<_>>(),
+            ["/", "/mobile3/check"]
+        );
+        let headers: Vec<_> = routes["/"].iter().map(|(h, _)| *h).collect();
+        assert_eq!(headers, [Some("x-tc-action"), Some("x-acs-action")]);
+        assert_eq!(
+            served(),
+            "tencent at POST / (x-tc-action), alibaba at POST / (x-acs-action), \
+             alimarket at POST /mobile3/check"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_vendors_and_paths_get_404_json_and_are_recorded() {
+        let sandbox = testing::spawn().await;
+        let no_headers: [(&str, &str); 0] = [];
+        let bare = sandbox.post_raw("/", no_headers, Vec::new()).await;
+        assert_eq!(bare.status().as_u16(), 404);
+        let market = sandbox
+            .post_raw("/mobile3/other", no_headers, Vec::new())
+            .await;
+        assert_eq!(market.status().as_u16(), 404);
+        let entries = sandbox.running.ledger.entries();
+        let seen: Vec<(&str, &str, u16)> = entries
+            .iter()
+            .map(|e| (e.provider.as_str(), e.action.as_str(), e.http_status))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("unknown", "POST /", 404),
+                ("unknown", "POST /mobile3/other", 404)
+            ]
+        );
     }
 
     fn state(fault_rate: f64, seed: u64) -> AppState {
@@ -392,57 +633,5 @@ mod tests {
         )
         .await
         .expect("shutdown ends the pause");
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod testing {
-    //! A sandbox on a free loopback port for unit tests, stopped when dropped.
-
-    use std::time::Duration;
-
-    use tokio_util::sync::CancellationToken;
-
-    use super::{start, RunningSandbox, SandboxSettings};
-
-    /// A running sandbox with an HTTP client.
-    pub(crate) struct TestSandbox {
-        pub running: RunningSandbox,
-        pub shutdown: CancellationToken,
-        pub client: reqwest::Client,
-    }
-
-    impl Drop for TestSandbox {
-        fn drop(&mut self) {
-            self.shutdown.cancel();
-        }
-    }
-
-    /// Start with `settings` on a free port.
-    pub(crate) async fn spawn_with(settings: SandboxSettings) -> TestSandbox {
-        let shutdown = CancellationToken::new();
-        let running = start(
-            SandboxSettings {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                ..settings
-            },
-            shutdown.clone(),
-        )
-        .await
-        .expect("sandbox starts");
-        TestSandbox {
-            running,
-            shutdown,
-            client: reqwest::Client::new(),
-        }
-    }
-
-    /// Start with the defaults and a short slow delay.
-    pub(crate) async fn spawn() -> TestSandbox {
-        spawn_with(SandboxSettings {
-            slow_delay: Duration::from_millis(20),
-            ..SandboxSettings::default()
-        })
-        .await
     }
 }

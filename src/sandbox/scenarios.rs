@@ -261,6 +261,15 @@ pub fn sequence_code(id_number: &str) -> Option<&str> {
         .filter(|c| c.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// Whether an ID number is 18 characters ending in its right check character: the vendors' own
+/// field check (the birth date and region are not checked).
+pub fn well_formed_id_number(id: &str) -> bool {
+    id.len() == 18
+        && id.is_char_boundary(17)
+        && id_check_char(&id[..17])
+            .is_some_and(|c| id[17..].eq_ignore_ascii_case(c.encode_utf8(&mut [0; 4])))
+}
+
 /// Variant 0 of every scenario (used by `kycq demo` and the README).
 pub fn documented() -> Vec<TestIdentity> {
     Scenario::ALL.iter().map(|&s| identity(s, 0)).collect()

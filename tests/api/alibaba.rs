@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use kycq::check::{Billed, CheckResult, ReasonCode as R, Status, Verdict};
 use kycq::ops::enqueue::RequestMessage;
+use kycq::providers::alibaba;
 use kycq::providers::signing::sha256_hex;
 use kycq::sandbox::alibaba::{test_identity, VENDOR_CODES};
 use kycq::sandbox::scenarios::{identity_with_code, Scenario, TestIdentity};
-use kycq::sandbox::SandboxSettings;
 use sqlx::Row;
 
 use crate::helpers::{captured_logs, unique, Options, TestApp};
@@ -21,15 +21,14 @@ const T: Duration = Duration::from_secs(30);
 const CHECKS: [&str; 3] = ["mobile3", "id2", "id2_period"];
 
 fn env(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let d = SandboxSettings::default();
     let mut v: Vec<(String, String)> = vec![
         (
             "KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_ID".into(),
-            d.alibaba_access_key_id.clone(),
+            alibaba::SANDBOX_ACCESS_KEY_ID.into(),
         ),
         (
             "KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_SECRET".into(),
-            secrecy::ExposeSecret::expose_secret(&d.alibaba_access_key_secret).to_owned(),
+            alibaba::SANDBOX_ACCESS_KEY_SECRET.into(),
         ),
         ("KYCQ__PROVIDERS__ALIBABA__TIMEOUT_MS".into(), "2000".into()),
         (

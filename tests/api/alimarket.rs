@@ -6,7 +6,6 @@ use std::time::Duration;
 use kycq::check::{Billed, Carrier, CheckResult, ReasonCode as R, Status, Verdict};
 use kycq::sandbox::ledger::subject_key;
 use kycq::sandbox::scenarios::{identity, identity_with_code, Scenario, TestIdentity};
-use kycq::sandbox::DEFAULT_ALIMARKET_APP_CODE;
 use sqlx::Row;
 
 use crate::helpers::{mobile3, TestApp};
@@ -22,7 +21,7 @@ fn alimarket_env(app: &TestApp, route: &str) -> Vec<(&'static str, String)> {
         ),
         (
             "KYCQ__PROVIDERS__ALIMARKET__APP_CODE",
-            DEFAULT_ALIMARKET_APP_CODE.into(),
+            kycq::providers::alimarket::SANDBOX_APP_CODE.into(),
         ),
         // Below the sandbox's 4 s slow delay: the slow identity times out.
         ("KYCQ__PROVIDERS__ALIMARKET__TIMEOUT_MS", "1500".into()),

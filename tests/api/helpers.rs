@@ -14,6 +14,7 @@ use kycq::broker::{self, dlq, Publisher};
 use kycq::check::CheckResult;
 use kycq::configuration::{Names, Settings};
 use kycq::ops::enqueue::{self, ReplyQueue, RequestMessage};
+use kycq::providers::tencent;
 use kycq::sandbox::scenarios::TestIdentity;
 use kycq::sandbox::{self, RunningSandbox, SandboxSettings};
 use lapin::{BasicProperties, Connection};
@@ -124,7 +125,6 @@ impl TestApp {
             .await
             .expect("sandbox");
         let db_name = format!("kycq_t_{id}");
-        let d = SandboxSettings::default();
         let mut env: BTreeMap<String, String> = [
             ("KYCQ__TOPOLOGY__PREFIX", format!("t-{id}.")),
             (
@@ -145,11 +145,11 @@ impl TestApp {
             ),
             (
                 "KYCQ__PROVIDERS__TENCENT__SECRET_ID",
-                d.tencent_secret_id.clone(),
+                tencent::SANDBOX_SECRET_ID.into(),
             ),
             (
                 "KYCQ__PROVIDERS__TENCENT__SECRET_KEY",
-                secrecy::ExposeSecret::expose_secret(&d.tencent_secret_key).to_owned(),
+                tencent::SANDBOX_SECRET_KEY.into(),
             ),
             ("KYCQ__PROVIDERS__TENCENT__TIMEOUT_MS", "2000".into()),
             ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC", "1000".into()),

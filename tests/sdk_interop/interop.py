@@ -21,7 +21,8 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.faceid.v20180301 import faceid_client
 from tencentcloud.faceid.v20180301 import models as tc
 
-# src/sandbox/mod.rs: DEFAULT_ALIBABA_ACCESS_KEY_ID / _SECRET, DEFAULT_TENCENT_SECRET_ID / _KEY.
+# The defaults `kycq sandbox` accepts when [providers.<name>] sets none: the vendor descriptors'
+# SANDBOX_* constants (src/providers/alibaba/mod.rs, src/providers/tencent/mod.rs).
 ALIBABA_KEY_ID = "LTAIkycqsandbox"
 ALIBABA_SECRET = "kycq-sandbox-alibaba-secret"
 TENCENT_SECRET_ID = "AKIDkycqsandbox"

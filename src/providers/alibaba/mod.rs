@@ -11,7 +11,7 @@ pub mod wire;
 pub use client::AlibabaProvider;
 
 use crate::check::CheckKind;
-use crate::providers::vendor::Vendor;
+use crate::providers::vendor::{SandboxRoute, Vendor};
 
 /// The vendor, as the registry lists it.
 pub const VENDOR: Vendor = Vendor {
@@ -27,6 +27,10 @@ pub const VENDOR: Vendor = Vendor {
         ("access_key_id", SANDBOX_ACCESS_KEY_ID),
         ("access_key_secret", SANDBOX_ACCESS_KEY_SECRET),
     ],
+    sandbox_route: SandboxRoute {
+        path: "/",
+        header: Some("x-acs-action"),
+    },
 };
 
 /// The AccessKeyId `kycq sandbox` accepts by default (documented, local, not a credential).

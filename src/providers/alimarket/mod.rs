@@ -18,7 +18,7 @@ pub mod wire;
 pub use client::AlimarketProvider;
 
 use crate::check::CheckKind;
-use crate::providers::vendor::Vendor;
+use crate::providers::vendor::{SandboxRoute, Vendor};
 
 /// The vendor, as the registry lists it.
 pub const VENDOR: Vendor = Vendor {
@@ -27,6 +27,10 @@ pub const VENDOR: Vendor = Vendor {
     apis: &[(CheckKind::Mobile3, ACTION)],
     build: settings::build,
     sandbox_credentials: &[("app_code", SANDBOX_APP_CODE)],
+    sandbox_route: SandboxRoute {
+        path: PATH,
+        header: None,
+    },
 };
 
 /// The AppCode `kycq sandbox` accepts by default (documented, local, not a credential).

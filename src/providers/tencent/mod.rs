@@ -10,7 +10,7 @@ pub mod wire;
 pub use client::TencentProvider;
 
 use crate::check::CheckKind;
-use crate::providers::vendor::Vendor;
+use crate::providers::vendor::{SandboxRoute, Vendor};
 
 /// The vendor, as the registry lists it.
 pub const VENDOR: Vendor = Vendor {
@@ -22,6 +22,10 @@ pub const VENDOR: Vendor = Vendor {
         ("secret_id", SANDBOX_SECRET_ID),
         ("secret_key", SANDBOX_SECRET_KEY),
     ],
+    sandbox_route: SandboxRoute {
+        path: "/",
+        header: Some("x-tc-action"),
+    },
 };
 
 /// The SecretId `kycq sandbox` accepts by default (documented, local, not a credential).
