@@ -244,11 +244,30 @@ pub struct RetrySettings {
 #[serde(deny_unknown_fields)]
 pub struct RouteSettings {
     /// Route of `mobile3`.
+    #[serde(deserialize_with = "list")]
     pub mobile3: Vec<String>,
     /// Route of `id2`.
+    #[serde(deserialize_with = "list")]
     pub id2: Vec<String>,
     /// Route of `id2_period`.
+    #[serde(deserialize_with = "list")]
     pub id2_period: Vec<String>,
+}
+
+/// A list given as a list (files) or as one comma-separated string (the environment).
+fn list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(v) => v,
+        // An empty value is an empty list (a check switched off).
+        Either::Text(t) if t.trim().is_empty() => Vec::new(),
+        Either::Text(t) => t.split(',').map(|p| p.trim().to_owned()).collect(),
+    })
 }
 
 impl RouteSettings {
@@ -437,9 +456,6 @@ pub struct SandboxCliSettings {
     pub seed: u64,
 }
 
-/// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 3] = ["routes.mobile3", "routes.id2", "routes.id2_period"];
-
 impl Settings {
     /// Load from `<dir>/default.toml`, `<dir>/<KYCQ_ENV>.toml` (if present) and the process
     /// environment.
@@ -474,14 +490,12 @@ impl Settings {
             }
             b = b.add_source(config::File::from(path));
         }
+        // Values stay text (a secret such as `0123456` or `1e5` is never read as a number);
+        // typed fields convert when they are read, and lists are comma-separated text.
         let mut e = config::Environment::with_prefix("KYCQ")
             .prefix_separator("__")
             .separator("__")
-            .list_separator(",")
-            .try_parsing(true);
-        for k in LIST_KEYS {
-            e = e.with_list_parse_key(k);
-        }
+            .try_parsing(false);
         if let Some(map) = env {
             e = e.source(Some(map.into_iter().collect()));
         }
@@ -746,10 +760,16 @@ mod tests {
             ("KYCQ__TOPOLOGY__PREFIX", "t1."),
             ("KYCQ__WORKER__CONCURRENCY", "3"),
             ("KYCQ__ROUTES__MOBILE3", "tencent"),
-            ("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "AKID1"),
-            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "12345"),
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "0123456"),
+            ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "1e5"),
+            ("KYCQ__PROVIDERS__TENCENT__TIMEOUT_MS", "5000"),
+            ("KYCQ__DATABASE__CREATE_IF_MISSING", "false"),
+            ("KYCQ__RETRY__MULTIPLIER", "1.5"),
         ])
         .unwrap();
+        assert_eq!(s.providers.get("tencent").unwrap().timeout_ms, 5000);
+        assert!(!s.database.create_if_missing);
+        assert_eq!(s.retry.multiplier, 1.5);
         assert_eq!(s.topology.names().requests, "t1.kyc.requests");
         assert_eq!(s.worker.concurrency, 3);
         // A vendor key that looks like a number stays text.
@@ -764,8 +784,9 @@ mod tests {
             .unwrap()
             .vendor_keys("providers.tencent")
             .unwrap();
-        assert_eq!(keys.secret_id, "AKID1");
-        assert_eq!(keys.secret_key.expose_secret(), "12345");
+        // Secrets that look like numbers stay exactly as given (no leading zero or exponent lost).
+        assert_eq!(keys.secret_id, "0123456");
+        assert_eq!(keys.secret_key.expose_secret(), "1e5");
     }
 
     #[test]

@@ -110,9 +110,12 @@ fn classify_sqlx(e: &sqlx::Error) -> FaultClass {
             .code()
             .and_then(|c| sqlstate_row(&c))
             .map_or(T, |r| r.class),
-        E::Configuration(_) | E::Tls(_) => DB_URL,
-        // A value kycq sent or read that does not fit its column.
-        E::Encode(_) | E::Decode(_) | E::ColumnDecode { .. } | E::TypeNotFound { .. } => REFUSED,
+        E::Configuration(_) => DB_URL,
+        // The schema is not the one kycq migrated: every message would fail the same way.
+        E::ColumnDecode { .. } | E::TypeNotFound { .. } | E::ColumnNotFound(_) => DB_URL,
+        // A value of this message that cannot be encoded or decoded.
+        E::Encode(_) | E::Decode(_) => REFUSED,
+        // Connections, TLS handshakes, pool timeouts: they pass when Postgres is back.
         _ => T,
     }
 }
@@ -201,6 +204,16 @@ mod tests {
         assert_eq!(
             classify_store(&StoreError::Db(sqlx::Error::Decode("bad".into()))),
             REFUSED
+        );
+        assert_eq!(
+            classify_store(&StoreError::Db(sqlx::Error::ColumnNotFound(
+                "outcome".into()
+            ))),
+            DB_URL
+        );
+        assert_eq!(
+            classify_store(&StoreError::Db(sqlx::Error::Tls("handshake reset".into()))),
+            T
         );
     }
 

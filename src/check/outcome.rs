@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Billed, Carrier, ReasonCode};
+use super::{Billed, Carrier, ReasonCode, Subject};
 
 /// The classes of DESIGN.md §5: what an outcome means for billing, retries and the result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,5 +154,53 @@ impl ProviderReply {
             carrier: None,
             detail: detail.into(),
         }
+    }
+}
+
+impl ProviderReply {
+    /// The reply fit to journal, log and put in a result: the subject's own values (a vendor
+    /// may echo what it was sent) masked, and control characters (a NUL, which Postgres refuses)
+    /// removed from the vendor's text, code and request id.
+    pub fn sanitized(mut self, subject: &Subject) -> ProviderReply {
+        let clean = |s: &str| -> String {
+            subject
+                .scrub(s)
+                .chars()
+                .filter(|c| !c.is_control() || *c == ' ')
+                .collect()
+        };
+        self.detail = clean(&self.detail);
+        self.provider_code = self.provider_code.as_deref().map(clean);
+        self.provider_request_id = self.provider_request_id.as_deref().map(clean);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::{decode, Decoded};
+
+    #[test]
+    fn a_sanitized_reply_holds_neither_the_subject_nor_control_characters() {
+        let json = serde_json::json!({
+            "request_id": "r-1", "check": "mobile3", "name": "张三",
+            "id_number": "11010519491231002X", "mobile": "13812345678",
+        });
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let Decoded::Valid(req) = decode(json.to_string().as_bytes(), today).unwrap() else {
+            panic!("valid")
+        };
+        let mut reply = ProviderReply::transport(
+            Classification::TRANSIENT,
+            Some(200),
+            "bad\u{0}name 张三 for 11010519491231002X\n",
+        );
+        reply.provider_code = Some("E\u{0}1 13812345678".into());
+        reply.provider_request_id = Some("req\u{7}-1".into());
+        let r = reply.sanitized(&req.subject);
+        assert_eq!(r.detail, "badname 张* for 110***********002X");
+        assert_eq!(r.provider_code.as_deref(), Some("E1 138****5678"));
+        assert_eq!(r.provider_request_id.as_deref(), Some("req-1"));
     }
 }

@@ -57,9 +57,7 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     if !h.worker.consuming.load(Ordering::SeqCst) {
         reasons.push("not consuming from RabbitMQ".to_string());
     }
-    if let Some(problem) = h.worker.problem() {
-        reasons.push(problem);
-    }
+    reasons.extend(h.worker.problems());
     if !h.store.ping().await {
         reasons.push("postgres does not answer".to_string());
     }

@@ -333,6 +333,16 @@ mod tests {
 
     #[test]
     fn no_row_of_a_single_request_opens_a_circuit_or_retries_a_possibly_billed_call() {
+        // The statuses about one request's content never take the provider out.
+        for s in [400, 413, 414, 422, 431] {
+            let c = status_row(s, Origin::Backend).classification;
+            assert_eq!(c.class, RequestRefused, "{s}");
+            assert_ne!(
+                status_row(s, Origin::Gateway).classification.class,
+                ProviderWide,
+                "{s}"
+            );
+        }
         for r in STATUS_ROWS {
             let c = r.classification;
             if c.billed != Billed::No {

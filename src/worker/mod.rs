@@ -49,25 +49,41 @@ pub struct ConsumerConfig {
 pub struct WorkerState {
     /// Consuming from the work queue right now.
     pub consuming: AtomicBool,
-    /// A misconfiguration met while processing (cleared by the next success).
-    problem: std::sync::Mutex<Option<String>>,
+    /// A misconfiguration of RabbitMQ met at run time (cleared once consuming again).
+    broker_problem: std::sync::Mutex<Option<String>>,
+    /// A misconfiguration of Postgres met at run time (cleared by the next processed message).
+    store_problem: std::sync::Mutex<Option<String>>,
+}
+
+/// Which service a run-time misconfiguration is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Service {
+    Broker,
+    Store,
 }
 
 impl WorkerState {
-    /// What is misconfigured right now, if processing met it.
-    pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// What is misconfigured right now, as met at run time.
+    pub fn problems(&self) -> Vec<String> {
+        [&self.broker_problem, &self.store_problem]
+            .into_iter()
+            .filter_map(|p| p.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
     }
 
-    fn set_problem(&self, why: String) {
-        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    fn slot(&self, service: Service) -> &std::sync::Mutex<Option<String>> {
+        match service {
+            Service::Broker => &self.broker_problem,
+            Service::Store => &self.store_problem,
+        }
     }
 
-    fn clear_problem(&self) {
-        let mut p = self.problem.lock().unwrap_or_else(|p| p.into_inner());
+    fn set_problem(&self, service: Service, why: String) {
+        *self.slot(service).lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    fn clear_problem(&self, service: Service) {
+        let mut p = self.slot(service).lock().unwrap_or_else(|p| p.into_inner());
         if p.is_some() {
             *p = None;
         }
@@ -133,7 +149,7 @@ pub async fn run(
                         break;
                     }
                     // Credentials changed under a running worker: keep trying, say why.
-                    state.set_problem(format!("{key} ({}): {why}", env_name(key)));
+                    state.set_problem(Service::Broker, format!("{key} ({}): {why}", env_name(key)));
                 }
                 let delay = delays.next().unwrap_or(INFRA_BACKOFF.max);
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "broker unavailable; reconnecting");
@@ -190,6 +206,7 @@ async fn consume(
         )
         .await?;
     state.consuming.store(true, Ordering::SeqCst);
+    state.clear_problem(Service::Broker);
     info!(queue = %cfg.names.work_queue, prefetch = cfg.prefetch, concurrency = cfg.concurrency, "consuming");
     loop {
         if !publisher.is_connected() {
@@ -276,7 +293,8 @@ async fn settle_with_retries(
         ));
         let e = match attempt.catch_unwind().await {
             Ok(Ok(d)) => {
-                state.clear_problem();
+                state.clear_problem(Service::Store);
+                state.clear_problem(Service::Broker);
                 return d;
             }
             Ok(Err(e)) => e,
@@ -301,10 +319,14 @@ async fn settle_with_retries(
                 }
             }
             FaultClass::Misconfigured { key } => {
-                state.set_problem(format!(
-                    "{key} ({}) looks misconfigured: {e}",
-                    crate::configuration::env_name(key)
-                ));
+                let service = match e {
+                    ProcessError::Store(_) => Service::Store,
+                    ProcessError::Broker(_) => Service::Broker,
+                };
+                state.set_problem(
+                    service,
+                    format!("{key} ({}) looks misconfigured: {e}", env_name(key)),
+                );
             }
             FaultClass::Transient => {}
         }

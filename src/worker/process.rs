@@ -71,7 +71,10 @@ impl ProcessError {
             ProcessError::Store(StoreError::Db(sqlx::Error::Database(db))) => {
                 let code = db.code().unwrap_or_default();
                 let meaning = crate::fault::sqlstate_row(&code).map_or("", |r| r.meaning);
-                format!("Postgres refused this message (SQLSTATE {code}: {meaning})")
+                format!(
+                    "Postgres refused this message (SQLSTATE {code}: {meaning}); any provider call \
+                     already made for it is in the provider_calls journal"
+                )
             }
             ProcessError::Store(StoreError::Corrupt(id, _)) => {
                 format!("the stored result of {id} cannot be read back")
@@ -159,15 +162,20 @@ impl Processor {
         let give_up = Instant::now() + JOURNAL_RETRY_FOR;
         let mut delays = JOURNAL_RETRY.delays(None);
         loop {
-            match self.store.finish_call(call_id, reply).await {
+            let e = match self.store.finish_call(call_id, reply).await {
                 Ok(()) => return Ok(()),
-                Err(e) => match delays.next() {
-                    Some(d) if Instant::now() + d < give_up => {
-                        warn!(error = %e, "journaling a call's outcome failed; retrying");
-                        tokio::time::sleep(d).await;
-                    }
-                    _ => return Err(e),
-                },
+                Err(e) => e,
+            };
+            // Only a failure that may pass is worth holding the answer for.
+            if crate::fault::classify_store(&e) != crate::fault::FaultClass::Transient {
+                return Err(e);
+            }
+            match delays.next() {
+                Some(d) if Instant::now() + d < give_up => {
+                    warn!(error = %e, "journaling a call's outcome failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                _ => return Err(e),
             }
         }
     }
@@ -536,10 +544,9 @@ impl Processor {
             }
         }
         let t0 = Instant::now();
-        let mut reply = entry.provider.call(req).await;
-        // Vendor text may echo what it was sent; it goes into results and logs.
-        reply.detail = req.subject.scrub(&reply.detail);
-        reply.provider_code = reply.provider_code.map(|c| req.subject.scrub(&c));
+        // Vendor text may echo what it was sent, or hold what Postgres refuses (a NUL): it goes
+        // into the journal, results and logs.
+        let reply = entry.provider.call(req).await.sanitized(&req.subject);
         let elapsed = t0.elapsed();
         self.finish_call(call_id, &reply).await?;
         record_call(provider, &reply, elapsed);
