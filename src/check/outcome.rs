@@ -162,18 +162,20 @@ impl ProviderReply {
     /// may echo what it was sent) masked, and control characters (a NUL, which Postgres refuses)
     /// removed from the vendor's text, code and request id.
     pub fn sanitized(mut self, subject: &Subject) -> ProviderReply {
-        let clean = |s: &str| -> String {
-            subject
-                .scrub(s)
-                .chars()
-                .filter(|c| !c.is_control() || *c == ' ')
-                .collect()
-        };
-        self.detail = clean(&self.detail);
-        self.provider_code = self.provider_code.as_deref().map(clean);
-        self.provider_request_id = self.provider_request_id.as_deref().map(clean);
+        self.detail = clean(subject, &self.detail);
+        self.provider_code = self.provider_code.map(|c| clean(subject, &c));
+        self.provider_request_id = self.provider_request_id.map(|r| clean(subject, &r));
         self
     }
+}
+
+/// `text` with the subject's values masked and control characters removed.
+fn clean(subject: &Subject, text: &str) -> String {
+    subject
+        .scrub(text)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
 }
 
 #[cfg(test)]
