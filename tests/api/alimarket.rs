@@ -248,17 +248,6 @@ fn sandbox_billed(app: &TestApp, who: &TestIdentity) -> usize {
         .count()
 }
 
-async fn journal(app: &TestApp, request_id: &str) -> Vec<(String, String, String, Option<String>)> {
-    sqlx::query("SELECT provider, outcome, billed, provider_code FROM provider_calls WHERE request_id = $1 ORDER BY attempt")
-        .bind(request_id)
-        .fetch_all(app.db().await)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get("provider"), r.get("outcome"), r.get("billed"), r.get("provider_code")))
-        .collect()
-}
-
 fn assert_no_plaintext(r: &CheckResult, who: &TestIdentity) {
     let text = serde_json::to_string(r).unwrap();
     for secret in [&who.id_number, &who.mobile, &who.name] {
@@ -322,7 +311,7 @@ async fn every_alimarket_code_ends_with_the_right_status_verdict_reason_and_bill
             "{label}: billed at the vendor"
         );
         // The journal: one row per call, the last one with the result's billing.
-        let calls = journal(&app, id).await;
+        let calls = app.journal(id).await;
         assert_eq!(calls.len() as u32, w.calls, "{label}: journal");
         let last = calls.last().unwrap();
         assert_eq!(
@@ -415,7 +404,7 @@ async fn provider_wide_alimarket_answers_fail_over_and_are_never_billed() {
             "{code}"
         );
         assert_eq!(r.attempts, 2, "{code}");
-        let calls = journal(&app, id).await;
+        let calls = app.journal(id).await;
         assert_eq!(
             calls[0],
             (
@@ -479,7 +468,7 @@ async fn a_provider_wide_alimarket_answer_holds_the_request_when_no_provider_is_
             ("alimarket", "Quota Exhausted", false)
         );
     }
-    let calls = journal(&app, &m.request_id).await;
+    let calls = app.journal(&m.request_id).await;
     assert!(calls.len() >= 2);
     for c in &calls {
         assert_eq!(

@@ -10,7 +10,6 @@ use kycq::check::{Billed, CheckResult, ReasonCode, Status, Verdict};
 use kycq::providers::registry::VENDORS;
 use kycq::sandbox::ledger::subject_key;
 use kycq::sandbox::scenarios::{identity, Scenario, TestIdentity};
-use sqlx::Row;
 
 use crate::helpers::{mobile3, TestApp};
 
@@ -35,28 +34,6 @@ fn every_vendor_env(app: &TestApp) -> Vec<(String, String)> {
         }
     }
     env
-}
-
-/// The journal of one request: (provider, outcome, billed, provider_code), in call order.
-async fn journal(app: &TestApp, request_id: &str) -> Vec<(String, String, String, Option<String>)> {
-    sqlx::query(
-        "SELECT provider, outcome, billed, provider_code FROM provider_calls \
-         WHERE request_id = $1 ORDER BY attempt",
-    )
-    .bind(request_id)
-    .fetch_all(app.db().await)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| {
-        (
-            r.get("provider"),
-            r.get("outcome"),
-            r.get("billed"),
-            r.get("provider_code"),
-        )
-    })
-    .collect()
 }
 
 /// Calls the sandbox received for one identity.
@@ -141,7 +118,7 @@ async fn http_layer_answers_end_the_same_way_for_every_vendor() {
         let what = format!("{vendor} {scenario:?}: {}", r.reason);
         assert_eq!(outcome(r), *want, "{what}");
         assert_eq!(r.provider.as_deref(), Some(*vendor), "{what}");
-        let calls = journal(&app, id).await;
+        let calls = app.journal(id).await;
         assert_eq!(calls.len() as u32, want.4, "{what}: {calls:?}");
         assert_eq!(calls[0].0, *vendor, "{what}");
         assert_eq!(calls[0].1, *first_outcome, "{what}: {calls:?}");

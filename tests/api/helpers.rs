@@ -333,6 +333,30 @@ impl TestApp {
         self.db.get().unwrap()
     }
 
+    /// The call journal of one request: (provider, outcome, billed, provider_code), in call
+    /// order.
+    pub async fn journal(&self, request_id: &str) -> Vec<(String, String, String, Option<String>)> {
+        use sqlx::Row;
+        sqlx::query(
+            "SELECT provider, outcome, billed, provider_code FROM provider_calls \
+             WHERE request_id = $1 ORDER BY attempt",
+        )
+        .bind(request_id)
+        .fetch_all(self.db().await)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get("provider"),
+                r.get("outcome"),
+                r.get("billed"),
+                r.get("provider_code"),
+            )
+        })
+        .collect()
+    }
+
     pub async fn dead_letters(&self) -> Vec<(dlq::DeadLetterInfo, Vec<u8>)> {
         dlq::list(&self.conn, &self.names, 1000).await.unwrap()
     }
