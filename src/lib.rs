@@ -4,22 +4,27 @@
 //! # Layout
 //!
 //! - [`check`]: the domain — request decoding and validation, PII types that mask themselves,
-//!   results, statuses and the shared reason-code table. Pure code.
+//!   the classes of a provider call's outcome, results built from them, statuses and the shared
+//!   reason-code table. Pure code that depends on nothing above it.
 //! - [`configuration`]: the settings tree, layered loading (file → env file → `KYCQ__*`), validation
 //!   that names the bad key.
 //! - [`telemetry`]: tracing subscriber (pretty or JSON) and the Prometheus recorder.
-//! - [`providers`]: the [`providers::Provider`] seam, outcome classification as data, routing and
-//!   circuit breaking; one folder per vendor (`wire`, `codes`, `client`) and pure request signing.
+//! - [`providers`]: the [`providers::Provider`] seam; the vendor registry (`VENDORS`: a vendor is
+//!   one folder and one line), routing and circuit breaking; one outcome table for HTTP statuses
+//!   and transport failures; one folder per vendor with the same files (`settings`, `request`,
+//!   `client`, `answer`, `wire`, `codes`) and pure request signing.
 //! - [`fault`]: kycq's own failures (Postgres, RabbitMQ) classified once: transient, deterministic
-//!   for one message (dead-lettered), misconfiguration; the one backoff of infrastructure retries.
-//! - [`retry`]: the retry policy (a plain struct) and the decision taken for each outcome class.
+//!   for one message (dead-lettered), misconfiguration.
+//! - [`retry`]: the one `Backoff` type, the provider retry policy and the decision taken for each
+//!   outcome class.
 //! - [`ratelimit`]: the per-provider (or per-API) bucket every outbound call goes through, shared
 //!   by all workers in Redis, with a per-worker governor fallback.
 //! - [`store`]: Postgres — claims with leases, stored results, the provider-call journal.
 //! - [`broker`]: RabbitMQ — topology, confirmed publishing, dead letters.
-//! - [`worker`]: the consumer loop (prefetch, bounded concurrency, graceful drain) and the
-//!   processing of one delivery.
-//! - [`sandbox`]: kycq's own stand-in for the providers' wire protocols, with a call ledger.
+//! - [`worker`]: the consumer loop (prefetch, bounded concurrency, graceful drain), the pure state
+//!   machine that decides what happens next for a request, and the IO of one delivery.
+//! - [`sandbox`]: kycq's own stand-in for the providers' wire protocols (one folder per vendor, its
+//!   route taken from the vendor registry), with a call ledger.
 //! - [`startup`]: wires settings into a running worker (pools, broker, providers, limiter, HTTP).
 //! - [`ops`]: health/readiness/metrics HTTP, `enqueue`, `demo`, `loadgen`.
 //! - [`cli`]: the `kycq` command line.
