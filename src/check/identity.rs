@@ -94,6 +94,9 @@ pub struct IdNumber {
 impl IdNumber {
     /// Validate length, characters, region, birth date (1900-01-01 ..= `today`) and check character.
     pub fn parse(raw: &str, today: NaiveDate) -> Result<IdNumber, FieldError> {
+        if has_control(raw) {
+            return Err(FieldError::IdNumber("must not contain control characters"));
+        }
         let s = raw.trim();
         if s.is_empty() {
             return Err(FieldError::IdNumber("must not be empty"));
@@ -191,6 +194,9 @@ fn valid_mobile_prefix(digits: &[u8]) -> bool {
 impl Mobile {
     /// Normalise (drop spaces and `-`, one leading `+86`/`0086`/`86` before 11 digits) and validate.
     pub fn parse(raw: &str) -> Result<Mobile, FieldError> {
+        if has_control(raw) {
+            return Err(FieldError::Mobile("must not contain control characters"));
+        }
         let compact: String = raw
             .trim()
             .chars()
@@ -371,6 +377,9 @@ fn parse_latin_name(s: &str) -> Result<String, FieldError> {
 impl Name {
     /// Trim, collapse whitespace, and accept a Chinese name (with `·` between parts) or a Latin-script name.
     pub fn parse(raw: &str) -> Result<Name, FieldError> {
+        if has_control(raw) {
+            return Err(FieldError::Name("must not contain control characters"));
+        }
         let collapsed = raw.split_whitespace().collect::<Vec<_>>().join(" ");
         if collapsed.is_empty() {
             return Err(FieldError::Name("must not be empty"));
@@ -424,7 +433,19 @@ pub struct Validity {
     pub end: ValidityEnd,
 }
 
+/// Whether `s` holds a control character other than whitespace (a NUL, an escape): never a
+/// part of a name, number or date, and refused before anything is stored or sent.
+fn has_control(s: &str) -> bool {
+    s.chars().any(|c| c.is_control() && !c.is_whitespace())
+}
+
 fn parse_date_field(field: &'static str, raw: &str) -> Result<NaiveDate, FieldError> {
+    if has_control(raw) {
+        return Err(FieldError::Date {
+            field,
+            reason: "must not contain control characters",
+        });
+    }
     let s = raw.trim();
     if s.is_empty() {
         return Err(FieldError::Date {
@@ -796,7 +817,9 @@ mod tests {
             ("X", "must be at least 2 characters"),
             ("😀😀", "contains a character that is not allowed"),
             ("张😀", "contains a character that is not allowed"),
-            ("Zhang\u{0}San", "contains a character that is not allowed"),
+            ("Zhang\u{0}San", "must not contain control characters"),
+            ("\u{0}张三", "must not contain control characters"),
+            ("张三\u{1b}", "must not contain control characters"),
             ("Zh4ng", "must not contain digits"),
             ("-Zhang", "must start with a letter"),
             ("Zhang-", "must end with a letter"),

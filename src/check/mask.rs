@@ -11,7 +11,7 @@ pub fn mask_name(s: &str) -> String {
         return "*".to_owned();
     }
     let mut out = String::with_capacity(first.len_utf8() + rest);
-    out.push(first);
+    out.push(shown(first));
     out.extend(std::iter::repeat_n('*', rest));
     out
 }
@@ -35,10 +35,20 @@ fn mask_ends(s: &str, stars: usize, shown_for: std::ops::RangeInclusive<usize>) 
         return "***".to_owned();
     }
     let mut out = String::with_capacity(7 * 4 + stars);
-    out.extend(&chars[..3]);
+    out.extend(chars[..3].iter().copied().map(shown));
     out.extend(std::iter::repeat_n('*', stars));
-    out.extend(&chars[chars.len() - 4..]);
+    out.extend(chars[chars.len() - 4..].iter().copied().map(shown));
     out
+}
+
+/// A character a mask may show: a control character (which no store or log should hold) is
+/// shown as `*`.
+fn shown(c: char) -> char {
+    if c.is_control() {
+        '*'
+    } else {
+        c
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +64,12 @@ mod tests {
         assert_eq!(mask_name("张"), "*");
         assert_eq!(mask_name("X"), "*");
         assert_eq!(mask_name(""), "");
+        // A mask never shows a control character.
+        assert_eq!(mask_name("\u{0}张三"), "***");
+        assert_eq!(
+            mask_id_number("\u{0}1010519491231002\u{7}"),
+            "*10***********002*"
+        );
     }
 
     #[test]

@@ -169,12 +169,21 @@ const T: Duration = Duration::from_secs(30);
 async fn messages_postgres_refuses_are_dead_lettered_and_never_stall_the_worker() {
     let mut app = TestApp::new().await;
     app.start_worker().await;
+    // A database that refuses some values deterministically (here a constraint of this test's
+    // own database; in life a value of a type Postgres cannot hold).
+    sqlx::query(
+        "ALTER TABLE checks ADD CONSTRAINT kycq_test_refuses \
+         CHECK (request_id NOT LIKE 'refused-%')",
+    )
+    .execute(app.db().await)
+    .await
+    .unwrap();
     // More refused messages than the worker has slots (concurrency 16): before, each held its
     // slot forever, retried until shutdown.
     let n = 20;
     for i in 0..n {
         let mut m = mobile3(&identity(Scenario::Match, 10 + i));
-        m.name = format!("\u{0}{}", m.name);
+        m.request_id = format!("refused-{i}");
         app.publish(&m).await;
     }
     let ok = mobile3(&identity(Scenario::Match, 1));
@@ -189,12 +198,73 @@ async fn messages_postgres_refuses_are_dead_lettered_and_never_stall_the_worker(
     for (info, _) in &dead {
         assert_eq!(info.reason, "unstorable", "{info:?}");
         let detail = info.detail.as_deref().unwrap_or_default();
-        assert!(detail.contains("SQLSTATE"), "{detail}");
-        assert!(info.request_id.is_some(), "{info:?}");
+        assert!(detail.contains("SQLSTATE 23514"), "{detail}");
+        assert!(
+            info.request_id.as_deref().unwrap().starts_with("refused-"),
+            "{info:?}"
+        );
     }
-    // Nothing else was answered: a refused message gets no result.
+    // Nothing else was answered: a refused message gets no result, and no provider was called.
     app.assert_no_result_within(Duration::from_millis(500))
         .await;
+    assert_eq!(app.sandbox.ledger.len(), 1);
+    app.cleanup().await;
+}
+
+/// A control character (a NUL, which Postgres refuses) in any field is refused by validation
+/// before anything is stored or sent: `rejected` with the field's reason, its masked subject
+/// without the character, and the worker keeps serving.
+#[tokio::test]
+async fn control_characters_in_a_field_are_rejected_before_anything_is_stored() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let mut sent = BTreeMap::new();
+    for (i, field) in ["name", "id_number", "mobile"].into_iter().enumerate() {
+        for (j, bad) in ["\u{0}", "\u{1b}", "\u{7f}"].into_iter().enumerate() {
+            let mut m = mobile3(&identity(Scenario::Match, 100 + (i * 3 + j) as u32));
+            match field {
+                "name" => m.name = format!("{bad}{}", m.name),
+                "id_number" => m.id_number = format!("{}{bad}", m.id_number),
+                _ => m.mobile = m.mobile.map(|x| format!("{bad}{x}")),
+            }
+            app.publish(&m).await;
+            sent.insert(m.request_id.clone(), field);
+        }
+    }
+    let ok = mobile3(&identity(Scenario::Match, 2));
+    app.publish(&ok).await;
+    let mut ids: Vec<String> = sent.keys().cloned().collect();
+    ids.push(ok.request_id.clone());
+    let got = app.results_for(&ids, T).await;
+    for (id, results) in &got {
+        let r = &results[0];
+        let Some(field) = sent.get(id) else {
+            assert_eq!(r.reason_code, ReasonCode::Match);
+            continue;
+        };
+        let want = match *field {
+            "name" => ReasonCode::InvalidName,
+            "id_number" => ReasonCode::InvalidIdNumber,
+            _ => ReasonCode::InvalidMobile,
+        };
+        assert_eq!(
+            (r.status, r.reason_code),
+            (Status::Rejected, want),
+            "{field}"
+        );
+        assert!(r.reason.contains("control characters"), "{}", r.reason);
+        let json = serde_json::to_string(r).unwrap();
+        assert!(
+            !json.contains("\\u0000") && !json.contains("\\u001b"),
+            "{json}"
+        );
+    }
+    assert_eq!(
+        app.sandbox.ledger.len(),
+        1,
+        "only the valid request was sent"
+    );
+    assert!(app.dead_letters().await.is_empty());
     app.cleanup().await;
 }
 
