@@ -49,6 +49,7 @@ pub enum ReasonCode {
     RetriesExhausted,
     BillingUnknown,
     UnknownProviderCode,
+    RequestIdConflict,
 }
 
 /// The error of parsing one of the enums of this module from a string.
@@ -123,7 +124,7 @@ use ReasonCode as R;
 use Verdict as V;
 
 /// The table, one row per code, in declaration order (row `i` is the variant with discriminant `i`).
-const TABLE: [Row; 19] = [
+const TABLE: [Row; 20] = [
     row(
         R::Match,
         "match",
@@ -238,6 +239,12 @@ const TABLE: [Row; 19] = [
         None,
         "the provider answered with a code not in our tables",
     ),
+    row(
+        R::RequestIdConflict,
+        "request_id_conflict",
+        None,
+        "this request_id is already known for another subject or check; the earlier result is never sent to it",
+    ),
 ];
 
 impl ReasonCode {
@@ -262,6 +269,7 @@ impl ReasonCode {
         R::RetriesExhausted,
         R::BillingUnknown,
         R::UnknownProviderCode,
+        R::RequestIdConflict,
     ];
 
     fn row(self) -> &'static Row {
@@ -372,12 +380,13 @@ mod tests {
             R::RetriesExhausted => 16,
             R::BillingUnknown => 17,
             R::UnknownProviderCode => 18,
+            R::RequestIdConflict => 19,
         }
     }
 
     #[test]
     fn all_has_every_variant_exactly_once() {
-        assert_eq!(ReasonCode::ALL.len(), 19);
+        assert_eq!(ReasonCode::ALL.len(), 20);
         let set: HashSet<_> = ReasonCode::ALL.iter().copied().collect();
         assert_eq!(set.len(), ReasonCode::ALL.len());
         for (i, c) in ReasonCode::ALL.iter().enumerate() {
@@ -482,6 +491,7 @@ mod tests {
             R::RetriesExhausted,
             R::BillingUnknown,
             R::UnknownProviderCode,
+            R::RequestIdConflict,
         ] {
             assert_eq!(c.completed_verdict(), None, "{c}");
         }

@@ -69,6 +69,14 @@ pub enum Claim {
         /// Until when (database clock).
         until: DateTime<Utc>,
     },
+    /// The `request_id` is known for another subject or another check: nothing of it may be
+    /// given to this request.
+    Conflict {
+        /// The masked subject the id is known for.
+        subject: MaskedSubject,
+        /// The check it is known for.
+        check: Option<String>,
+    },
 }
 
 /// A journaled call, as found when taking over a request.
@@ -129,6 +137,8 @@ impl Store {
              WHERE checks.completed_at IS NULL
                AND (checks.lease_until IS NULL OR checks.lease_until < now()
                     OR checks.lease_owner = EXCLUDED.lease_owner)
+               AND checks.check_kind = EXCLUDED.check_kind
+               AND checks.subject_fingerprint = EXCLUDED.subject_fingerprint
             RETURNING received_at
             "#,
         )
@@ -145,17 +155,40 @@ impl Store {
                 received_at: row.try_get("received_at")?,
             });
         }
-        self.current(request_id).await
+        self.current(request_id, check, fingerprint).await
     }
 
-    /// What the row says now: finished, or leased by someone.
-    async fn current(&self, request_id: &str) -> Result<Claim, StoreError> {
+    /// What the row says now: known for another subject or check, finished, or leased by
+    /// someone.
+    async fn current(
+        &self,
+        request_id: &str,
+        check: CheckKind,
+        fingerprint: &str,
+    ) -> Result<Claim, StoreError> {
         let row = sqlx::query(
-            r#"SELECT result, lease_owner, lease_until FROM checks WHERE request_id = $1"#,
+            r#"SELECT result, lease_owner, lease_until, check_kind, subject_fingerprint,
+                      subject_masked
+                 FROM checks WHERE request_id = $1"#,
         )
         .bind(request_id)
         .fetch_one(&self.pool)
         .await?;
+        let known_check: Option<String> = row.try_get("check_kind")?;
+        let known_fingerprint: Option<String> = row.try_get("subject_fingerprint")?;
+        // A row without a fingerprint or check is a rejection of an unreadable request: it is
+        // compared by the rejection path, not here.
+        let other_check = known_check.as_deref().is_some_and(|c| c != check.as_str());
+        let other_subject = known_fingerprint
+            .as_deref()
+            .is_some_and(|f| f != fingerprint);
+        if other_check || other_subject {
+            let subject: sqlx::types::Json<MaskedSubject> = row.try_get("subject_masked")?;
+            return Ok(Claim::Conflict {
+                subject: subject.0,
+                check: known_check,
+            });
+        }
         let result: Option<serde_json::Value> = row.try_get("result")?;
         if let Some(v) = result {
             return Ok(Claim::Finished(Box::new(parse_result(request_id, v)?)));

@@ -14,7 +14,10 @@ use tracing::{info, warn, Instrument};
 
 use crate::broker::{BrokerError, DeadLetter, Publisher};
 use crate::check::result::FromCall;
-use crate::check::{decode, Billed, CheckRequest, CheckResult, Decoded, ReasonCode, Rejection};
+use crate::check::{
+    decode, Billed, CheckRequest, CheckResult, Decoded, MaskedSubject, ReasonCode, Rejection,
+    Status,
+};
 use crate::providers::registry::{Entry, RouteError};
 use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
 use crate::ratelimit::{Limiter, Saturated};
@@ -321,10 +324,57 @@ impl Processor {
                 _ = tokio::time::sleep(d) => {}
             }
         };
+        // The id holds another request's result (not this same rejection, delivered again):
+        // that result is never sent to this one.
+        let same = stored.status == Status::Rejected
+            && stored.reason_code == r.reason_code
+            && stored.check == r.check
+            && stored.subject == r.subject;
+        if !same {
+            let conflict = Rejection {
+                reason_code: ReasonCode::RequestIdConflict,
+                reason: format!(
+                    "request_id {} is already known for another request; the earlier result is \
+                     never sent to this one (this one is also invalid: {})",
+                    r.request_id, r.reason
+                ),
+                ..r.clone()
+            };
+            let known_check = stored.check.map(|c| c.as_str());
+            self.conflict(publisher, &conflict, &stored.subject, known_check, reply)
+                .await?;
+            return Ok(Disposition::Ack);
+        }
         reply.send(publisher, &stored).await?;
         record_result(&stored);
         info!(reason_code = stored.reason_code.as_str(), reason = %stored.reason, subject = ?stored.subject, "request rejected");
         Ok(Disposition::Ack)
+    }
+
+    /// Answer a request whose `request_id` is known for another subject or check: `rejected` /
+    /// `request_id_conflict`, published (to the result exchange and `reply_to`) but never stored
+    /// — the id's stored row and result stay the earlier request's, and are never sent to it.
+    async fn conflict(
+        &self,
+        publisher: &Publisher,
+        r: &Rejection,
+        known_subject: &MaskedSubject,
+        known_check: Option<&str>,
+        reply: &Reply,
+    ) -> Result<(), ProcessError> {
+        let now = Utc::now();
+        let result = CheckResult::rejected(r, now, now);
+        reply.send(publisher, &result).await?;
+        metrics::counter!("kycq_request_id_conflicts_total").increment(1);
+        warn!(
+            subject = ?r.subject,
+            known_subject = ?known_subject,
+            check = r.check.map_or("", |c| c.as_str()),
+            known_check = known_check.unwrap_or(""),
+            "request_id reused for another subject or check: answered request_id_conflict"
+        );
+        record_result(&result);
+        Ok(())
     }
 
     /// Claim the request. `Some(received_at)` when we hold the lease; None when the request was
@@ -354,20 +404,33 @@ impl Processor {
             {
                 Claim::Claimed { received_at } => return Ok(Some(received_at)),
                 Claim::Finished(stored) => {
-                    if self
-                        .store
-                        .fingerprint(&req.request_id)
-                        .await?
-                        .is_some_and(|f| f != fingerprint)
-                    {
-                        warn!("request_id reused with a different subject: answered from the stored result");
-                    }
                     reply.send(publisher, &stored).await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
                     info!(
                         status = stored.status.as_str(),
                         "duplicate or redelivery answered from the stored result"
                     );
+                    return Ok(None);
+                }
+                Claim::Conflict { subject, check } => {
+                    let r = Rejection {
+                        request_id: req.request_id.clone(),
+                        check: Some(req.check),
+                        reason_code: ReasonCode::RequestIdConflict,
+                        reason: format!(
+                            "request_id {} is already known for another {}; the earlier result is \
+                             never sent to this request: send it under a new request_id",
+                            req.request_id,
+                            if check.as_deref() == Some(req.check.as_str()) {
+                                "subject"
+                            } else {
+                                "check"
+                            }
+                        ),
+                        subject: req.subject.masked(),
+                    };
+                    self.conflict(publisher, &r, &subject, check.as_deref(), reply)
+                        .await?;
                     return Ok(None);
                 }
                 Claim::Leased { owner, until } => {

@@ -335,3 +335,68 @@ async fn a_configuration_the_broker_or_postgres_refuses_stops_the_worker_naming_
     }
     app.cleanup().await;
 }
+
+/// A `request_id` reused for another person (or another check) is never answered with the
+/// earlier person's result: it gets `rejected` / `request_id_conflict`, costs nothing, and the
+/// stored result stays the first request's. The same request again is still a duplicate.
+#[tokio::test]
+async fn a_request_id_reused_for_another_person_never_gets_their_result() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let first = mobile3(&identity(Scenario::Match, 1));
+    let id = first.request_id.clone();
+    app.publish(&first).await;
+    let (_, r) = app.next_result(T).await.expect("the first result");
+    assert_eq!(
+        (r.status, r.reason_code),
+        (Status::Completed, ReasonCode::Match)
+    );
+    let calls = app.sandbox.ledger.len();
+
+    // Another person under the same id; the same person for another check; an invalid request.
+    let mut other_person = mobile3(&identity(Scenario::Match, 2));
+    other_person.request_id = id.clone();
+    let mut other_check = first.clone();
+    other_check.check = "id2".into();
+    other_check.mobile = None;
+    let mut invalid = mobile3(&identity(Scenario::Match, 3));
+    invalid.request_id = id.clone();
+    invalid.mobile = Some("12345".into());
+    for (what, m) in [
+        ("another person", &other_person),
+        ("another check", &other_check),
+        ("an invalid request", &invalid),
+    ] {
+        app.publish(m).await;
+        let (key, r) = app.next_result(T).await.expect("an answer");
+        assert_eq!(
+            (r.status, r.reason_code, r.verdict),
+            (Status::Rejected, ReasonCode::RequestIdConflict, None),
+            "{what}: {}",
+            r.reason
+        );
+        assert!(key.ends_with(".rejected"), "{key}");
+        assert_eq!(r.billed, Billed::No);
+        assert_eq!(r.provider, None, "{what}");
+        assert_eq!(
+            r.subject.id_number.as_deref(),
+            Some(kycq::check::mask::mask_id_number(&m.id_number).as_str()),
+            "{what}: its own masked subject, never the first person's"
+        );
+    }
+    assert_eq!(app.sandbox.ledger.len(), calls, "no provider was called");
+    // The stored result is still the first person's, and the first request again is answered
+    // from it.
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT result FROM checks WHERE request_id = $1")
+            .bind(&id)
+            .fetch_one(app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(stored["reason_code"], "match");
+    app.publish(&first).await;
+    let (_, again) = app.next_result(T).await.expect("the duplicate's answer");
+    assert_eq!(again, r);
+    assert!(app.dead_letters().await.is_empty());
+    app.cleanup().await;
+}
