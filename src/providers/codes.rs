@@ -157,24 +157,16 @@ mod tests {
 
     #[test]
     fn every_vendor_table_is_well_formed() {
-        use crate::providers::{alibaba, alimarket, tencent};
-        let tables: &[(&str, &[CodeRow])] = &[
-            ("tencent results", tencent::codes::RESULT_CODES),
-            ("tencent details", tencent::codes::RESULT_DETAILS),
-            ("tencent errors", tencent::codes::ERROR_CODES),
-            ("alibaba mobile3 biz", alibaba::codes::MOBILE3_BIZ_CODES),
-            ("alibaba mobile3 sub", alibaba::codes::MOBILE3_SUB_CODES),
-            ("alibaba id2 biz", alibaba::codes::ID2_BIZ_CODES),
-            ("alibaba period sub", alibaba::codes::PERIOD_SUB_CODES),
-            ("alibaba errors", alibaba::codes::ERROR_CODES),
-            ("alimarket results", alimarket::codes::RESULTS),
-            (
-                "alimarket gateway messages",
-                alimarket::codes::GATEWAY_MESSAGES,
-            ),
-            ("alimarket gateway codes", alimarket::codes::GATEWAY_CODES),
-        ];
-        for (name, table) in tables {
+        let tables: Vec<(String, &[CodeRow])> = crate::providers::registry::VENDORS
+            .iter()
+            .flat_map(|v| {
+                v.code_tables
+                    .iter()
+                    .map(move |(name, t)| (format!("{} {name}", v.name), *t))
+            })
+            .collect();
+        assert!(tables.len() >= 11, "every vendor lists its tables");
+        for (name, table) in &tables {
             assert!(!table.is_empty(), "{name}");
             for (i, r) in table.iter().enumerate() {
                 assert!(

@@ -295,7 +295,7 @@ mod tests {
         }
         let e = reg.route(CheckKind::Id2, Some("tencent")).unwrap_err();
         assert!(e.to_string().contains("not available"), "{e}");
-        let e = reg.route(CheckKind::Id2, Some("acme")).unwrap_err();
+        let e = reg.route(CheckKind::Id2, Some("nosuch")).unwrap_err();
         assert!(e.to_string().contains("unknown"), "{e}");
     }
 
@@ -306,9 +306,9 @@ mod tests {
             e.contains("routes.id2") && e.contains("cannot run id2"),
             "{e}"
         );
-        let e = error(&[("KYCQ__ROUTES__MOBILE3", "tencent,acme")]);
+        let e = error(&[("KYCQ__ROUTES__MOBILE3", "tencent,nosuch")]);
         assert!(
-            e.contains("routes.mobile3") && e.contains("unknown provider `acme`"),
+            e.contains("routes.mobile3") && e.contains("unknown provider `nosuch`"),
             "{e}"
         );
         let e = error(&[("KYCQ__PROVIDERS__TENCENT__SECRET_ID", "AKID1")]);
@@ -323,15 +323,18 @@ mod tests {
             "{e}"
         );
         let e = error(&[
-            ("KYCQ__PROVIDERS__ACME__ENDPOINT", "https://acme.example"),
-            ("KYCQ__PROVIDERS__ACME__CONNECT_TIMEOUT_MS", "1"),
-            ("KYCQ__PROVIDERS__ACME__TIMEOUT_MS", "1"),
-            ("KYCQ__PROVIDERS__ACME__RATE_PER_SEC", "1"),
-            ("KYCQ__PROVIDERS__ACME__BURST", "1"),
-            ("KYCQ__PROVIDERS__ACME__CIRCUIT_COOLDOWN_SECS", "1"),
+            (
+                "KYCQ__PROVIDERS__NOSUCH__ENDPOINT",
+                "https://nosuch.example",
+            ),
+            ("KYCQ__PROVIDERS__NOSUCH__CONNECT_TIMEOUT_MS", "1"),
+            ("KYCQ__PROVIDERS__NOSUCH__TIMEOUT_MS", "1"),
+            ("KYCQ__PROVIDERS__NOSUCH__RATE_PER_SEC", "1"),
+            ("KYCQ__PROVIDERS__NOSUCH__BURST", "1"),
+            ("KYCQ__PROVIDERS__NOSUCH__CIRCUIT_COOLDOWN_SECS", "1"),
         ]);
         assert!(
-            e.contains("providers.acme") && e.contains("unknown provider"),
+            e.contains("providers.nosuch") && e.contains("unknown provider"),
             "{e}"
         );
     }

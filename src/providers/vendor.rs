@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use super::codes::CodeRow;
 use super::Provider;
 use crate::check::CheckKind;
 use crate::configuration::{ConfigError, ProviderSettings};
@@ -25,6 +26,8 @@ pub struct Vendor {
     pub apis: &'static [(CheckKind, &'static str)],
     /// Builds its client from its section.
     pub build: Build,
+    /// Its code tables, by name (checked for well-formedness with every other vendor's).
+    pub code_tables: &'static [(&'static str, &'static [CodeRow])],
     /// The vendor keys (and values) that point its section at `kycq sandbox` with the sandbox's
     /// documented local credentials (`kycq demo`, tests).
     pub sandbox_credentials: &'static [(&'static str, &'static str)],

@@ -329,7 +329,9 @@ mod tests {
             20.0
         );
         assert!(b.get("nobody", "x").is_none());
-        assert_eq!(b.all().count(), 6);
+        // One bucket per provider section, plus one per API with a table of its own.
+        let want: usize = s.providers.all().map(|(_, p)| 1 + p.actions.len()).sum();
+        assert_eq!(b.all().count(), want);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use kycq::check::CheckKind;
 use kycq::check::{Billed, CheckResult, ReasonCode, Status, Verdict};
-use kycq::providers::registry::VENDORS;
+use kycq::ops::enqueue::RequestMessage;
+use kycq::providers::registry::{vendors_for, VENDORS};
 use kycq::sandbox::ledger::subject_key;
 use kycq::sandbox::scenarios::{identity, Scenario, TestIdentity};
 
@@ -17,10 +19,16 @@ use crate::helpers::{mobile3, TestApp};
 /// credentials, generous limits, and a circuit cool-down far longer than the test: a circuit
 /// opened by mistake holds every later request of that provider.
 fn every_vendor_env(app: &TestApp) -> Vec<(String, String)> {
-    let mut env = vec![(
-        "KYCQ__ROUTES__MOBILE3".to_owned(),
-        VENDORS.iter().map(|v| v.name).collect::<Vec<_>>().join(","),
-    )];
+    let mut env: Vec<(String, String)> = CheckKind::ALL
+        .iter()
+        .map(|c| {
+            let route: Vec<&str> = vendors_for(*c).iter().map(|v| v.name).collect();
+            (
+                format!("KYCQ__ROUTES__{}", c.as_str().to_uppercase()),
+                route.join(","),
+            )
+        })
+        .collect();
     for v in VENDORS {
         let p = format!("KYCQ__PROVIDERS__{}__", v.name.to_uppercase());
         let mut set = |k: &str, val: String| env.push((format!("{p}{}", k.to_uppercase()), val));
@@ -34,6 +42,21 @@ fn every_vendor_env(app: &TestApp) -> Vec<(String, String)> {
         }
     }
     env
+}
+
+/// A request for `check` about `who`, pinned to `provider`.
+fn request_for(check: CheckKind, who: &TestIdentity, provider: &str) -> RequestMessage {
+    let mut m = mobile3(who);
+    m.check = check.as_str().to_owned();
+    if check != CheckKind::Mobile3 {
+        m.mobile = None;
+    }
+    if check == CheckKind::Id2Period {
+        m.validity_start = Some("20201001".into());
+        m.validity_end = Some("20301001".into());
+    }
+    m.provider = Some(provider.to_owned());
+    m
 }
 
 /// Calls the sandbox received for one identity.
@@ -51,7 +74,8 @@ fn outcome(r: &CheckResult) -> (Status, Option<Verdict>, ReasonCode, Billed, u32
     (r.status, r.verdict, r.reason_code, r.billed, r.attempts)
 }
 
-/// The HTTP-layer answers of the sandbox (codes 934–937), pinned to each vendor in turn:
+/// The HTTP-layer answers of the sandbox (codes 934–937), pinned to each vendor in turn (with
+/// the first check it serves):
 /// - a status line and a body cut off (502 or 504): billing unknown, one call, dead-lettered;
 /// - a bare 429: throttled for every vendor, retried, then a match;
 /// - a backend 400 about this request: `completed` / `invalid_input`, one call, and the
@@ -100,8 +124,7 @@ async fn http_layer_answers_end_the_same_way_for_every_vendor() {
     for (i, v) in VENDORS.iter().enumerate() {
         for (j, (scenario, want, first_outcome)) in table.iter().enumerate() {
             let who = identity(*scenario, 50 + (i * 10 + j) as u32);
-            let mut m = mobile3(&who);
-            m.provider = Some(v.name.to_owned());
+            let m = request_for(v.apis[0].0, &who, v.name);
             app.publish(&m).await;
             sent.insert(
                 m.request_id.clone(),
@@ -139,8 +162,11 @@ async fn http_layer_answers_end_the_same_way_for_every_vendor() {
     // that vendor (a circuit opened for 600 s would hold it past the timeout).
     let mut after = BTreeMap::new();
     for (i, v) in VENDORS.iter().enumerate() {
-        let mut m = mobile3(&identity(Scenario::Match, 90 + i as u32));
-        m.provider = Some(v.name.to_owned());
+        let m = request_for(
+            v.apis[0].0,
+            &identity(Scenario::Match, 90 + i as u32),
+            v.name,
+        );
         app.publish(&m).await;
         after.insert(m.request_id.clone(), v.name);
     }

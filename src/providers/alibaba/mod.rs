@@ -23,6 +23,13 @@ pub const VENDOR: Vendor = Vendor {
         (CheckKind::Id2Period, "Id2MetaPeriodVerifyIntl"),
     ],
     build: settings::build,
+    code_tables: &[
+        ("mobile3 BizCode", codes::MOBILE3_BIZ_CODES),
+        ("mobile3 SubCode", codes::MOBILE3_SUB_CODES),
+        ("id2 BizCode", codes::ID2_BIZ_CODES),
+        ("period SubCode", codes::PERIOD_SUB_CODES),
+        ("errors", codes::ERROR_CODES),
+    ],
     sandbox_credentials: &[
         ("access_key_id", SANDBOX_ACCESS_KEY_ID),
         ("access_key_secret", SANDBOX_ACCESS_KEY_SECRET),

@@ -26,6 +26,11 @@ pub const VENDOR: Vendor = Vendor {
     title: "Alibaba Cloud Marketplace operator three-factor V2 (AppCode)",
     apis: &[(CheckKind::Mobile3, ACTION)],
     build: settings::build,
+    code_tables: &[
+        ("results", codes::RESULTS),
+        ("gateway messages", codes::GATEWAY_MESSAGES),
+        ("gateway codes", codes::GATEWAY_CODES),
+    ],
     sandbox_credentials: &[("app_code", SANDBOX_APP_CODE)],
     sandbox_route: SandboxRoute {
         path: PATH,

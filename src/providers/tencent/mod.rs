@@ -18,6 +18,11 @@ pub const VENDOR: Vendor = Vendor {
     title: "Tencent Cloud FaceID (international), PhoneVerification",
     apis: &[(CheckKind::Mobile3, ACTION)],
     build: settings::build,
+    code_tables: &[
+        ("results", codes::RESULT_CODES),
+        ("result details", codes::RESULT_DETAILS),
+        ("errors", codes::ERROR_CODES),
+    ],
     sandbox_credentials: &[
         ("secret_id", SANDBOX_SECRET_ID),
         ("secret_key", SANDBOX_SECRET_KEY),
