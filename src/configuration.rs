@@ -39,6 +39,26 @@ pub fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A configuration library message with every quoted value hidden (`string "…"`): the key it
+/// names may hold a secret (`KYCQ__PII=<the key>` is a section given a value).
+fn hide_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("string \"") {
+        let start = i + "string \"".len();
+        out.push_str(&rest[..i]);
+        out.push_str("a text value (not shown)");
+        // The value ends at the quote before ", expected" (it may hold quotes itself).
+        let tail = &rest[start..];
+        match tail.find("\", expected").or_else(|| tail.find('"')) {
+            Some(end) => rest = &tail[end + 1..],
+            None => rest = "",
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `amqp.prefetch` → `KYCQ__AMQP__PREFETCH`.
 pub fn env_name(key: &str) -> String {
     format!("KYCQ__{}", key.replace('.', "__").to_uppercase())
@@ -502,10 +522,10 @@ impl Settings {
         let cfg = b
             .add_source(e)
             .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(|e| ConfigError::Load(hide_values(&e.to_string())))?;
         let s: Settings = cfg
             .try_deserialize()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(|e| ConfigError::Load(hide_values(&e.to_string())))?;
         s.validate()?;
         Ok(s)
     }
@@ -816,6 +836,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("providers.tencent.rate_per_sec"), "{e}");
+    }
+
+    #[test]
+    fn a_value_given_in_the_wrong_place_is_never_echoed() {
+        for (key, value) in [
+            ("KYCQ__PII", "supersecretvalue123"),
+            ("KYCQ__PROVIDERS__TENCENT", "supersecret2"),
+            ("KYCQ__WORKER__CONCURRENCY", "lots-of-secret"),
+        ] {
+            let e = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(!e.contains(value), "{e}");
+            assert!(e.contains("not shown"), "{e}");
+        }
+        assert_eq!(
+            hide_values(r#"invalid type: string "a"b", expected x for key `pii`"#),
+            r#"invalid type: a text value (not shown), expected x for key `pii`"#
+        );
     }
 
     #[test]

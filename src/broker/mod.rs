@@ -158,6 +158,8 @@ fn inequivalent(e: lapin::Error, kind: &'static str, name: &str) -> BrokerError 
 
 /// Headers kycq puts on what it dead-letters.
 pub mod headers {
+    /// The prefix of every header kycq sets; no other header with it is kept.
+    pub const PREFIX: &str = "x-kycq-";
     /// Short machine reason (`not_json`, `retries_exhausted`, `billing_unknown`…).
     pub const REASON: &str = "x-kycq-reason";
     /// A sentence (never personal data).
@@ -287,7 +289,14 @@ impl Publisher {
         routing_key: &str,
         dl: &DeadLetter,
     ) -> Result<(), BrokerError> {
-        let mut h = original.headers().clone().unwrap_or_default();
+        // Every x-kycq-* header is kycq's own: one a client set (or an earlier dead-lettering
+        // left) is never trusted, and never survives next to ours.
+        let mut h = FieldTable::default();
+        for (k, v) in original.headers().clone().unwrap_or_default().inner() {
+            if !k.as_str().to_ascii_lowercase().starts_with(headers::PREFIX) {
+                h.insert(k.clone(), v.clone());
+            }
+        }
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         h.insert(headers::REASON.into(), s(&dl.reason));
         h.insert(headers::DETAIL.into(), s(&dl.detail));

@@ -426,3 +426,43 @@ async fn a_request_id_reused_for_another_person_never_gets_their_result() {
     assert!(app.dead_letters().await.is_empty());
     app.cleanup().await;
 }
+
+/// A client-set `x-kycq-*` header is never trusted: dead-lettering drops it and sets kycq's own.
+#[tokio::test]
+async fn forged_kycq_headers_do_not_survive_dead_lettering() {
+    use lapin::types::{AMQPValue, FieldTable, LongString};
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let mut headers = FieldTable::default();
+    for (k, v) in [
+        ("x-kycq-request-id", "victim-req-42"),
+        ("x-kycq-reason", "forged"),
+        ("X-KYCQ-DETAIL", "forged"),
+        ("x-client-trace", "kept"),
+    ] {
+        headers.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+    }
+    app.publish_raw(
+        "check.mobile3",
+        b"{not json",
+        lapin::BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    let dead = app.wait_dead_letters(1, T).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (info, _) = &dead[0];
+    assert_eq!(info.reason, "not_json", "{info:?}");
+    assert_ne!(
+        info.request_id.as_deref(),
+        Some("victim-req-42"),
+        "{info:?}"
+    );
+    assert!(!info
+        .detail
+        .as_deref()
+        .unwrap_or_default()
+        .contains("forged"));
+    app.assert_no_result_within(Duration::from_millis(300))
+        .await;
+    app.cleanup().await;
+}
