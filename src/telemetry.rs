@@ -3,25 +3,45 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::configuration::LogFormat;
 
-/// Install the global subscriber. `RUST_LOG` wins over `level`. Safe to call more than once.
+/// The most verbose level a dependency may log at, whatever the filter says: below it, crates
+/// log what goes over the wire (lapin logs every message body and the AMQP login at trace
+/// level, as decimal byte arrays), which holds personal data and secrets.
+pub const DEPENDENCY_MAX_LEVEL: Level = Level::INFO;
+
+/// Whether an event of `target` at `level` may be logged at all: kycq's own events at any
+/// level the filter allows, a dependency's at [`DEPENDENCY_MAX_LEVEL`] or less verbose.
+pub fn may_log(target: &str, level: &Level) -> bool {
+    let own = target == "kycq" || target.starts_with("kycq::");
+    own || *level <= DEPENDENCY_MAX_LEVEL
+}
+
+/// Install the global subscriber. `RUST_LOG` wins over `level`, except that no dependency logs
+/// below [`DEPENDENCY_MAX_LEVEL`] (see [`may_log`]). Safe to call more than once.
 pub fn init_tracing(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let clamp = filter_fn(|meta| may_log(meta.target(), meta.level()));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
+        LogFormat::Json => registry
+            .with(
+                fmt.json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_filter(clamp),
+            )
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => registry.with(fmt.compact().with_filter(clamp)).try_init(),
     };
 }
 
@@ -41,4 +61,31 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_never_log_below_info_whatever_the_filter() {
+        for target in [
+            "lapin::channel",
+            "amq_protocol::frame",
+            "pinky_swear",
+            "sqlx::query",
+            "hyper",
+            "reqwest::connect",
+        ] {
+            assert!(!may_log(target, &Level::TRACE), "{target}");
+            assert!(!may_log(target, &Level::DEBUG), "{target}");
+            assert!(may_log(target, &Level::INFO), "{target}");
+            assert!(may_log(target, &Level::WARN), "{target}");
+        }
+        for target in ["kycq", "kycq::worker::process"] {
+            assert!(may_log(target, &Level::TRACE), "{target}");
+        }
+        // A crate whose name merely starts with kycq is a dependency.
+        assert!(!may_log("kycqx", &Level::DEBUG));
+    }
 }
