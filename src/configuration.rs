@@ -239,6 +239,13 @@ pub struct WorkerSettings {
     pub shutdown_grace_secs: u64,
     /// Identifies this worker in leases and the call journal; empty = host name and process id.
     pub id: String,
+    /// Largest message body read, in bytes: a larger one is dead-lettered `too_large` unread.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body_bytes() -> usize {
+    65_536
 }
 
 /// `[retry]`.
@@ -608,6 +615,9 @@ impl Settings {
                 "retry.max_delay_ms",
                 "must be at least retry.initial_delay_ms",
             ));
+        }
+        if self.worker.max_body_bytes < 1024 {
+            return Err(invalid("worker.max_body_bytes", "must be at least 1024"));
         }
         for check in CheckKind::ALL {
             let key = format!("routes.{}", check.as_str());

@@ -52,6 +52,7 @@ pub async fn start_worker(
         worker_id: worker_id.clone(),
         lease: settings.worker.lease(),
         pii_key,
+        max_body_bytes: settings.worker.max_body_bytes,
     });
     let state = Arc::new(WorkerState::default());
     let http_addr = if settings.http.listen.is_empty() {

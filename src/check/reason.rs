@@ -50,6 +50,7 @@ pub enum ReasonCode {
     BillingUnknown,
     UnknownProviderCode,
     RequestIdConflict,
+    FieldTooLong,
 }
 
 /// The error of parsing one of the enums of this module from a string.
@@ -124,7 +125,7 @@ use ReasonCode as R;
 use Verdict as V;
 
 /// The table, one row per code, in declaration order (row `i` is the variant with discriminant `i`).
-const TABLE: [Row; 20] = [
+const TABLE: [Row; 21] = [
     row(
         R::Match,
         "match",
@@ -245,6 +246,12 @@ const TABLE: [Row; 20] = [
         None,
         "this request_id is already known for another subject or check; the earlier result is never sent to it",
     ),
+    row(
+        R::FieldTooLong,
+        "field_too_long",
+        None,
+        "a field exceeds its documented maximum length",
+    ),
 ];
 
 impl ReasonCode {
@@ -270,6 +277,7 @@ impl ReasonCode {
         R::BillingUnknown,
         R::UnknownProviderCode,
         R::RequestIdConflict,
+        R::FieldTooLong,
     ];
 
     fn row(self) -> &'static Row {
@@ -381,12 +389,13 @@ mod tests {
             R::BillingUnknown => 17,
             R::UnknownProviderCode => 18,
             R::RequestIdConflict => 19,
+            R::FieldTooLong => 20,
         }
     }
 
     #[test]
     fn all_has_every_variant_exactly_once() {
-        assert_eq!(ReasonCode::ALL.len(), 20);
+        assert_eq!(ReasonCode::ALL.len(), 21);
         let set: HashSet<_> = ReasonCode::ALL.iter().copied().collect();
         assert_eq!(set.len(), ReasonCode::ALL.len());
         for (i, c) in ReasonCode::ALL.iter().enumerate() {
@@ -492,6 +501,7 @@ mod tests {
             R::BillingUnknown,
             R::UnknownProviderCode,
             R::RequestIdConflict,
+            R::FieldTooLong,
         ] {
             assert_eq!(c.completed_verdict(), None, "{c}");
         }

@@ -193,6 +193,29 @@ impl Decoded {
     }
 }
 
+/// The longest value each text field may have, in characters (as sent, before normalising):
+/// longer is `rejected` / `field_too_long` before anything else is read. Room for every real
+/// name (the longest registered Chinese names have a few dozen characters), an ID number or a
+/// mobile with spaces and a country code, a date, and opaque client ids.
+pub const FIELD_MAX_CHARS: &[(&str, usize)] = &[
+    ("name", 64),
+    ("id_number", 32),
+    ("mobile", 32),
+    ("validity_start", 16),
+    ("validity_end", 16),
+    ("provider", MAX_PROVIDER_LEN),
+    ("merchant_user_id", 128),
+    ("scene_code", 64),
+];
+
+/// The documented maximum of a field, if it has one.
+pub fn field_max_chars(field: &str) -> Option<usize> {
+    FIELD_MAX_CHARS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map(|(_, n)| *n)
+}
+
 /// Longest provider name a request may pin.
 pub const MAX_PROVIDER_LEN: usize = 32;
 
@@ -294,13 +317,30 @@ impl Fields<'_> {
         }
     }
 
-    /// What was submitted, masked, for a rejected result (only the fields the check uses).
+    /// Whether a string field is longer than its documented maximum.
+    fn too_long(&self, key: &str) -> bool {
+        match (self.0.get(key), field_max_chars(key)) {
+            (Some(Value::String(s)), Some(max)) => s.chars().count() > max,
+            _ => false,
+        }
+    }
+
+    /// What was submitted, masked, for a rejected result (only the fields the check uses; a
+    /// field over its maximum length is `***`, so a huge input never makes a huge result).
     fn masked(&self, check: Option<CheckKind>) -> MaskedSubject {
+        let masked = |key: &str, mask: fn(&str) -> String| {
+            let value = self.str(key)?;
+            Some(if self.too_long(key) {
+                "***".to_owned()
+            } else {
+                mask(value)
+            })
+        };
         MaskedSubject {
-            name: self.str("name").map(mask_name),
-            id_number: self.str("id_number").map(mask_id_number),
+            name: masked("name", mask_name),
+            id_number: masked("id_number", mask_id_number),
             mobile: match check {
-                Some(CheckKind::Mobile3) | None => self.str("mobile").map(mask_mobile),
+                Some(CheckKind::Mobile3) | None => masked("mobile", mask_mobile),
                 _ => None,
             },
         }
@@ -340,6 +380,14 @@ fn validate(
             ))
         }
     };
+    for (key, max) in FIELD_MAX_CHARS {
+        if f.too_long(key) {
+            return Err((
+                ReasonCode::FieldTooLong,
+                format!("{key} must be at most {max} characters"),
+            ));
+        }
+    }
     let name = Name::parse(f.required("name").map_err(field)?).map_err(field)?;
     let id_number =
         IdNumber::parse(f.required("id_number").map_err(field)?, today).map_err(field)?;
@@ -533,9 +581,22 @@ mod tests {
             ReasonCode::InvalidRequest
         );
         assert!(is_provider_name("alimarket") && is_provider_name("acme_2"));
+        // Every field has a documented maximum; over it the request is refused before anything
+        // else is read, and the rejection never carries the huge value.
+        for (key, max) in FIELD_MAX_CHARS {
+            let r = rejected(base(key, "x".repeat(max + 1).into()));
+            assert_eq!(r.reason_code, ReasonCode::FieldTooLong, "{key}");
+            assert!(r.reason.contains(&max.to_string()), "{}", r.reason);
+        }
+        let r = rejected(base("name", "张".repeat(10_000).into()));
+        assert_eq!(r.subject.name.as_deref(), Some("***"));
         assert!(!is_provider_name(&"a".repeat(MAX_PROVIDER_LEN + 1)));
         assert_eq!(
             rejected(base("merchant_user_id", "x".repeat(200).into())).reason_code,
+            ReasonCode::FieldTooLong
+        );
+        assert_eq!(
+            rejected(base("merchant_user_id", "a\u{0}b".into())).reason_code,
             ReasonCode::InvalidRequest
         );
     }

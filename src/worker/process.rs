@@ -103,6 +103,8 @@ pub struct Processor {
     pub lease: Duration,
     /// Key of subject fingerprints.
     pub pii_key: SecretString,
+    /// Largest body read; a larger message is dead-lettered `too_large` unread.
+    pub max_body_bytes: usize,
 }
 
 /// Where a request's result goes besides the result exchange (its AMQP `reply_to`).
@@ -206,6 +208,28 @@ impl Processor {
         };
         let routing_key = delivery.routing_key.as_str();
         let now = Utc::now();
+        if delivery.data.len() > self.max_body_bytes {
+            let dl = DeadLetter {
+                reason: "too_large".into(),
+                detail: format!(
+                    "a body of {} bytes is over the limit of {} (worker.max_body_bytes); not read",
+                    delivery.data.len(),
+                    self.max_body_bytes
+                ),
+                attempts: 0,
+                request_id: None,
+            };
+            warn!(
+                bytes = delivery.data.len(),
+                limit = self.max_body_bytes,
+                "message over the body limit dead-lettered unread"
+            );
+            publisher
+                .dead_letter(&delivery.data, props, routing_key, &dl)
+                .await?;
+            metrics::counter!("kycq_dead_letters_total", "reason" => "too_large").increment(1);
+            return Ok(Disposition::Ack);
+        }
         let decoded = match decode(&delivery.data, now.date_naive()) {
             Ok(d) => d,
             Err(m) => {

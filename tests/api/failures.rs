@@ -466,3 +466,44 @@ async fn forged_kycq_headers_do_not_survive_dead_lettering() {
         .await;
     app.cleanup().await;
 }
+
+/// Size limits: a body over `worker.max_body_bytes` is dead-lettered `too_large` unread; a field
+/// over its documented maximum is `rejected` / `field_too_long` with a small result; the worker
+/// keeps serving behind them.
+#[tokio::test]
+async fn oversized_messages_and_fields_end_small_and_at_once() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let mut huge = mobile3(&identity(Scenario::Match, 3));
+    huge.name = "张".repeat(40_000);
+    let body = serde_json::to_vec(&huge).unwrap();
+    assert!(body.len() > 65_536);
+    app.publish_raw("check.mobile3", &body, lapin::BasicProperties::default())
+        .await;
+    let mut long_name = mobile3(&identity(Scenario::Match, 4));
+    long_name.name = "张".repeat(65);
+    app.publish(&long_name).await;
+    let ok = mobile3(&identity(Scenario::Match, 5));
+    app.publish(&ok).await;
+    let got = app
+        .results_for(&[long_name.request_id.clone(), ok.request_id.clone()], T)
+        .await;
+    let r = &got[&long_name.request_id][0];
+    assert_eq!(
+        (r.status, r.reason_code),
+        (Status::Rejected, ReasonCode::FieldTooLong)
+    );
+    assert!(r.reason.contains("name must be at most 64"), "{}", r.reason);
+    assert!(serde_json::to_vec(r).unwrap().len() < 2_000);
+    assert_eq!(got[&ok.request_id][0].reason_code, ReasonCode::Match);
+    let dead = app.wait_dead_letters(1, T).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0.reason, "too_large");
+    assert_eq!(dead[0].1, body, "the body is kept as sent");
+    assert_eq!(
+        app.sandbox.ledger.len(),
+        1,
+        "only the valid request was sent"
+    );
+    app.cleanup().await;
+}
