@@ -161,6 +161,9 @@ pub enum Malformed {
     /// No usable idempotency key.
     #[error("no usable request_id: {0}")]
     NoRequestId(&'static str),
+    /// A field is given twice (which one counts would be a guess; the audit trail must not be).
+    #[error("the field {0} is given more than once")]
+    DuplicateKey(String),
 }
 
 impl Malformed {
@@ -170,6 +173,7 @@ impl Malformed {
             Malformed::NotJson(_) => "not_json",
             Malformed::NotObject => "not_an_object",
             Malformed::NoRequestId(_) => "no_request_id",
+            Malformed::DuplicateKey(_) => "duplicate_key",
         }
     }
 }
@@ -249,6 +253,9 @@ pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
     let Value::Object(obj) = value else {
         return Err(Malformed::NotObject);
     };
+    if let Some(key) = duplicate_key(body) {
+        return Err(Malformed::DuplicateKey(key));
+    }
     let request_id = match obj.get("request_id") {
         None | Some(Value::Null) => return Err(Malformed::NoRequestId("request_id is missing")),
         Some(Value::String(s)) if is_valid_request_id(s) => s.clone(),
@@ -280,6 +287,32 @@ pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
             subject: fields.masked(check),
         })),
     }
+}
+
+/// The first top-level key a JSON object body gives twice, if any (serde_json keeps the last
+/// silently). `body` is known to be a JSON object.
+fn duplicate_key(body: &[u8]) -> Option<String> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut twice = None;
+            while let Some(key) = map.next_key::<String>()? {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                if !seen.insert(key.clone()) && twice.is_none() {
+                    twice = Some(key);
+                }
+            }
+            Ok(twice)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(Keys).ok().flatten()
 }
 
 struct Fields<'a>(&'a Map<String, Value>);
@@ -588,6 +621,28 @@ mod tests {
             assert_eq!(r.reason_code, ReasonCode::FieldTooLong, "{key}");
             assert!(r.reason.contains(&max.to_string()), "{}", r.reason);
         }
+        // A field given twice is refused whole: which one counts would be a guess.
+        let twice = r#"{"request_id":"r1","check":"mobile3","name":"张三","id_number":"11010519491231002X","id_number":"110105194912310029","mobile":"13812345678"}"#;
+        assert_eq!(
+            decode(
+                twice.as_bytes(),
+                NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+            ),
+            Err(Malformed::DuplicateKey("id_number".into()))
+        );
+        // JSON nested deeper than serde_json's 128 levels is not JSON kycq reads.
+        let deep = format!(
+            r#"{{"request_id":"r1","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(matches!(
+            decode(
+                deep.as_bytes(),
+                NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
+            ),
+            Err(Malformed::NotJson(_))
+        ));
         let r = rejected(base("name", "张".repeat(10_000).into()));
         assert_eq!(r.subject.name.as_deref(), Some("***"));
         assert!(!is_provider_name(&"a".repeat(MAX_PROVIDER_LEN + 1)));

@@ -253,6 +253,25 @@ impl Processor {
             Decoded::Valid(r) => r,
         };
         span.record("check", req.check.as_str());
+        // Published as `check.<kind>` for another kind than the body's: which one the client
+        // meant is a guess, and a guess is never billed.
+        if let Some(published) = routing_key
+            .strip_prefix("check.")
+            .and_then(|k| k.parse::<crate::check::CheckKind>().ok())
+            .filter(|k| *k != req.check)
+        {
+            let r = Rejection {
+                request_id: req.request_id.clone(),
+                check: Some(req.check),
+                reason_code: ReasonCode::InvalidRequest,
+                reason: format!(
+                    "published with routing key check.{published} but the body's check is {}",
+                    req.check
+                ),
+                subject: req.subject.masked(),
+            };
+            return self.reject(publisher, &r, now, &reply, stop).await;
+        }
         let route = match self.registry.route(req.check, req.provider.as_deref()) {
             Ok(r) => r,
             Err(RouteError::NotEnabled(msg)) => {

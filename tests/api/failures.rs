@@ -507,3 +507,60 @@ async fn oversized_messages_and_fields_end_small_and_at_once() {
     );
     app.cleanup().await;
 }
+
+/// Lenient parsing decided: a body published under another check's routing key is rejected
+/// (the client's intent is a guess); a field given twice is dead-lettered `duplicate_key`; JSON
+/// nested past 128 levels is `not_json`. The worker keeps serving behind them.
+#[tokio::test]
+async fn ambiguous_messages_are_refused_not_guessed() {
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let who = identity(Scenario::Match, 6);
+    let m = mobile3(&who);
+    let body = serde_json::to_vec(&m).unwrap();
+    app.publish_raw("check.id2", &body, lapin::BasicProperties::default())
+        .await;
+    let twice = format!(
+        r#"{{"request_id":"twice-1","check":"mobile3","name":"{}","id_number":"{}","id_number":"110105194912310029","mobile":"{}"}}"#,
+        who.name, who.id_number, who.mobile
+    );
+    app.publish_raw(
+        "check.mobile3",
+        twice.as_bytes(),
+        lapin::BasicProperties::default(),
+    )
+    .await;
+    let deep = format!(
+        r#"{{"request_id":"deep-1","x":{}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    app.publish_raw(
+        "check.mobile3",
+        deep.as_bytes(),
+        lapin::BasicProperties::default(),
+    )
+    .await;
+    let ok = mobile3(&identity(Scenario::Match, 7));
+    app.publish(&ok).await;
+    let got = app
+        .results_for(&[m.request_id.clone(), ok.request_id.clone()], T)
+        .await;
+    let r = &got[&m.request_id][0];
+    assert_eq!(
+        (r.status, r.reason_code),
+        (Status::Rejected, ReasonCode::InvalidRequest)
+    );
+    assert!(r.reason.contains("routing key check.id2"), "{}", r.reason);
+    assert_eq!(got[&ok.request_id][0].reason_code, ReasonCode::Match);
+    let dead = app.wait_dead_letters(2, T).await;
+    let mut reasons: Vec<&str> = dead.iter().map(|(d, _)| d.reason.as_str()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["duplicate_key", "not_json"], "{dead:?}");
+    assert_eq!(
+        app.sandbox.ledger.len(),
+        1,
+        "only the valid request was sent"
+    );
+    app.cleanup().await;
+}

@@ -471,7 +471,7 @@ async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_cal
             &m.request_id,
             kycq::check::CheckKind::Mobile3,
             &masked(&who),
-            "fp",
+            &fingerprint(&m),
             "other#1",
             Duration::from_secs(30),
         )
@@ -487,7 +487,10 @@ async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_cal
     );
     // The other worker finishes: its stored result is what this delivery is answered with.
     let theirs = their_result(&m.request_id, &who);
-    store.complete(&theirs, Some("fp")).await.unwrap();
+    store
+        .complete(&theirs, Some(fingerprint(&m).as_str()))
+        .await
+        .unwrap();
     let r = app.result_of(&m.request_id).await;
     assert_eq!(r.provider_request_id.as_deref(), Some("theirs"));
     assert!(app.sandbox.ledger.is_empty());
@@ -506,7 +509,7 @@ async fn a_dead_workers_lease_runs_out_and_the_request_is_taken_over() {
             &m.request_id,
             kycq::check::CheckKind::Mobile3,
             &masked(&who),
-            "fp",
+            &fingerprint(&m),
             "dead#1",
             Duration::from_secs(2),
         )
@@ -534,7 +537,7 @@ async fn a_rejection_never_overwrites_a_request_another_worker_holds() {
             &m.request_id,
             kycq::check::CheckKind::Mobile3,
             &masked(&who),
-            "fp",
+            &fingerprint(&m),
             "other#1",
             Duration::from_secs(30),
         )
@@ -548,18 +551,30 @@ async fn a_rejection_never_overwrites_a_request_another_worker_holds() {
     app.assert_no_result_within(Duration::from_millis(1500))
         .await;
     let theirs = their_result(&m.request_id, &who);
-    store.complete(&theirs, Some("fp")).await.unwrap();
+    store
+        .complete(&theirs, Some(fingerprint(&m).as_str()))
+        .await
+        .unwrap();
+    // Its answer is never the other request's result: a conflict, not stored.
     let r = app.result_of(&m.request_id).await;
     assert_eq!(
-        (r.status, r.billed),
-        (Status::Completed, Billed::Yes),
-        "the billed verdict stands"
+        (r.status, r.reason_code, r.billed),
+        (Status::Rejected, ReasonCode::RequestIdConflict, Billed::No)
     );
     let status: String = sqlx::query_scalar("SELECT status FROM checks WHERE request_id = $1")
         .bind(&m.request_id)
         .fetch_one(app.db().await)
         .await
         .unwrap();
-    assert_eq!(status, "completed");
+    assert_eq!(status, "completed", "the billed verdict stands");
     app.cleanup().await;
+}
+
+/// The keyed fingerprint a worker of this test deployment computes for a message's subject.
+fn fingerprint(m: &kycq::ops::enqueue::RequestMessage) -> String {
+    let today = chrono::Utc::now().date_naive();
+    match kycq::check::decode(&serde_json::to_vec(m).unwrap(), today).unwrap() {
+        kycq::check::Decoded::Valid(r) => r.subject.fingerprint(crate::helpers::PII_KEY.as_bytes()),
+        kycq::check::Decoded::Rejected(r) => panic!("{}", r.reason),
+    }
 }
