@@ -322,6 +322,7 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
         latency: Duration::from_millis(a.latency_ms.unwrap_or(s.latency_ms)),
         slow_delay: Duration::from_millis(a.slow_ms.unwrap_or(s.slow_ms)),
         seed: a.seed.unwrap_or(s.seed),
+        operator_token: s.operator_token.clone(),
     };
     anyhow::ensure!(
         (0.0..=1.0).contains(&cfg.fault_rate),

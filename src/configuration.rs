@@ -481,6 +481,10 @@ pub struct SandboxCliSettings {
     pub slow_ms: u64,
     /// Seed of the fault injector.
     pub seed: u64,
+    /// Opens the operator endpoints (`/_sandbox/…`) beyond loopback to `Authorization: Bearer
+    /// <token>`; unset: loopback only.
+    #[serde(default)]
+    pub operator_token: Option<SecretString>,
 }
 
 impl Settings {

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::check::mask::mask_id_number;
-use crate::providers::signing::sha256_hex;
 
 /// One call as the sandbox saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -20,7 +19,7 @@ pub struct LedgerEntry {
     pub provider: String,
     /// The vendor action (e.g. `PhoneVerification`), as received.
     pub action: String,
-    /// Hex SHA-256 of the ID number as received, when one could be read.
+    /// [`subject_key`] of the ID number as received, when one could be read.
     pub subject_key: Option<String>,
     /// The ID number, masked.
     pub id_number_masked: Option<String>,
@@ -50,9 +49,16 @@ pub struct CallRecord<'a> {
     pub billed: bool,
 }
 
-/// The subject key of an ID number: hex SHA-256 of the string as received.
+/// The subject key of an ID number: hex HMAC-SHA256 of the string as received, keyed with a
+/// random key of this process, so keys compare within one sandbox run and the ledger (which any
+/// operator may read) cannot be turned back into ID numbers by hashing guesses.
 pub fn subject_key(id_number: &str) -> String {
-    sha256_hex(id_number.as_bytes())
+    use hmac::{Hmac, Mac};
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let key = KEY.get_or_init(rand::random);
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(id_number.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[derive(Default)]
@@ -182,10 +188,7 @@ mod tests {
         ledger.record(call(Some(ID), false));
         ledger.record(call(None, false));
         assert_eq!(first.seq, 1);
-        assert_eq!(
-            first.subject_key.as_deref(),
-            Some("426695a0efdb59b9eaedaf0b5ca3eddf013cc2a7f9e283437704ea605f421e6d")
-        );
+        assert_eq!(first.subject_key, Some(subject_key(ID)));
         assert_eq!(
             first.id_number_masked.as_deref(),
             Some("110***********002X")
@@ -212,5 +215,17 @@ mod tests {
         assert!(ledger.is_empty());
         assert_eq!(ledger.next_attempt("tencent", ID), 1);
         assert_eq!(ledger.record(call(None, false)).seq, 2);
+    }
+
+    #[test]
+    fn subject_keys_are_keyed_not_a_bare_hash() {
+        let id = "11010519491231002X";
+        assert_eq!(subject_key(id), subject_key(id));
+        assert_ne!(subject_key(id), subject_key("110105194912310029"));
+        assert_ne!(
+            subject_key(id),
+            crate::providers::signing::sha256_hex(id.as_bytes())
+        );
+        assert_eq!(subject_key(id).len(), 64);
     }
 }

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -73,6 +73,9 @@ pub struct SandboxSettings {
     pub slow_delay: Duration,
     /// Seed of the fault-injection RNG.
     pub seed: u64,
+    /// A token that opens the operator endpoints (`/_sandbox/…`) to callers that are not on
+    /// loopback (`Authorization: Bearer <token>`); None: loopback only.
+    pub operator_token: Option<SecretString>,
 }
 
 impl SandboxSettings {
@@ -129,6 +132,7 @@ impl Default for SandboxSettings {
             latency: Duration::ZERO,
             slow_delay: Duration::from_secs(30),
             seed: 0,
+            operator_token: None,
         }
     }
 }
@@ -151,6 +155,10 @@ impl std::fmt::Debug for SandboxSettings {
             .field("latency", &self.latency)
             .field("slow_delay", &self.slow_delay)
             .field("seed", &self.seed)
+            .field(
+                "operator_token",
+                &self.operator_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .finish()
     }
 }
@@ -271,9 +279,12 @@ pub async fn start(
     });
     let app = router(state);
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
     });
     Ok(RunningSandbox { addr, ledger, task })
 }
@@ -423,14 +434,55 @@ fn unroutable(state: &AppState, provider: &str, action: &str) -> Response {
         .into_response()
 }
 
-async fn get_ledger(State(state): State<Arc<AppState>>) -> Json<Vec<LedgerEntry>> {
-    Json(state.ledger.entries())
+/// Whether a caller may use the operator endpoints: on loopback, or with the configured token.
+fn operator_allowed(settings: &SandboxSettings, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    if peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(token) = &settings.operator_token else {
+        return false;
+    };
+    let sent = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    crate::providers::signing::constant_time_eq(sent.as_bytes(), token.expose_secret().as_bytes())
 }
 
-async fn post_reset(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+fn operator_refused() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(serde_json::json!({
+            "error": "Forbidden",
+            "message": "the sandbox's operator endpoints answer loopback, or the operator token",
+        })),
+    )
+        .into_response()
+}
+
+async fn get_ledger(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !operator_allowed(&state.settings, peer, &headers) {
+        return operator_refused();
+    }
+    Json(state.ledger.entries()).into_response()
+}
+
+async fn post_reset(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !operator_allowed(&state.settings, peer, &headers) {
+        return operator_refused();
+    }
     let cleared = state.ledger.len();
     state.ledger.clear();
-    Json(serde_json::json!({ "cleared": cleared }))
+    Json(serde_json::json!({ "cleared": cleared })).into_response()
 }
 
 /// A documented identity as the HTTP endpoint shows it: masked only.
@@ -633,5 +685,30 @@ mod tests {
         )
         .await
         .expect("shutdown ends the pause");
+    }
+
+    #[test]
+    fn operator_endpoints_answer_loopback_or_the_token_only() {
+        use axum::http::HeaderValue;
+        let loopback: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        let other: SocketAddr = "192.0.2.7:5000".parse().unwrap(); // TEST-NET-1, never dialled
+        let none = HeaderMap::new();
+        let open = SandboxSettings::default();
+        assert!(operator_allowed(&open, loopback, &none));
+        assert!(operator_allowed(&open, v6, &none));
+        assert!(!operator_allowed(&open, other, &none));
+        let with_token = SandboxSettings {
+            operator_token: Some(SecretString::from("op-token")),
+            ..SandboxSettings::default()
+        };
+        let mut good = HeaderMap::new();
+        good.insert("authorization", HeaderValue::from_static("Bearer op-token"));
+        let mut bad = HeaderMap::new();
+        bad.insert("authorization", HeaderValue::from_static("Bearer op-tokeX"));
+        assert!(operator_allowed(&with_token, other, &good));
+        assert!(!operator_allowed(&with_token, other, &bad));
+        assert!(!operator_allowed(&with_token, other, &none));
+        assert!(!format!("{with_token:?}").contains("op-token"));
     }
 }

@@ -328,7 +328,7 @@ fn assert_recorded(
     );
     assert_eq!(
         entry.subject_key,
-        Some(sha256_hex(who.id_number.as_bytes())),
+        Some(crate::sandbox::ledger::subject_key(&who.id_number)),
         "{what}"
     );
 }
@@ -448,8 +448,8 @@ async fn mobile3_carries_the_carrier_and_md5_mode_resolves_documented_identities
     let entry = sandbox.last_entry();
     assert_eq!(
         entry.subject_key,
-        Some(sha256_hex(
-            crate::providers::alibaba::request::md5_hex(&stranger.id_number).as_bytes()
+        Some(crate::sandbox::ledger::subject_key(
+            &crate::providers::alibaba::request::md5_hex(&stranger.id_number)
         ))
     );
     // Id2 and the period API take plaintext only, whatever param_type says.
@@ -487,7 +487,7 @@ async fn wrong_secret_and_unknown_key_are_refused_unbilled() {
             // Refused calls are still attributed to the identity (hashed).
             assert_eq!(
                 entry.subject_key,
-                Some(sha256_hex(who.id_number.as_bytes()))
+                Some(crate::sandbox::ledger::subject_key(&who.id_number))
             );
         }
     }

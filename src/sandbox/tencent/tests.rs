@@ -225,7 +225,7 @@ fn assert_ledger(
     let who = identity(scenario, 0);
     assert_eq!(
         entry.subject_key.as_deref(),
-        Some(sha256_hex(who.id_number.as_bytes()).as_str())
+        Some(crate::sandbox::ledger::subject_key(&who.id_number).as_str())
     );
     assert_eq!(sandbox.running.ledger.calls_for_id(&who.id_number), 1);
 }
