@@ -8,8 +8,8 @@ use std::time::Duration;
 use kycq::check::{Billed, CheckResult, ReasonCode as R, Status, Verdict};
 use kycq::ops::enqueue::RequestMessage;
 use kycq::providers::alibaba;
-use kycq::providers::signing::sha256_hex;
 use kycq::sandbox::alibaba::{test_identity, VENDOR_CODES};
+use kycq::sandbox::ledger::subject_key;
 use kycq::sandbox::scenarios::{identity_with_code, Scenario, TestIdentity};
 use sqlx::Row;
 
@@ -305,7 +305,7 @@ fn finishing_codes() -> Vec<&'static str> {
 }
 
 fn ledger_for(app: &TestApp, who: &TestIdentity) -> (u32, u32) {
-    let key = sha256_hex(who.id_number.as_bytes());
+    let key = subject_key(&who.id_number);
     let entries: Vec<_> = app
         .sandbox
         .ledger
@@ -482,17 +482,14 @@ async fn md5_mode_end_to_end() {
             assert_eq!(ledger_for(&app, who).0, w.attempts, "md5 {check} {code}");
         }
     }
-    let hashed = sha256_hex(
-        kycq::providers::alibaba::request::md5_hex(
-            &sent
-                .values()
-                .find(|v| v.1 == "stranger")
-                .unwrap()
-                .2
-                .id_number,
-        )
-        .as_bytes(),
-    );
+    let hashed = subject_key(&kycq::providers::alibaba::request::md5_hex(
+        &sent
+            .values()
+            .find(|v| v.1 == "stranger")
+            .unwrap()
+            .2
+            .id_number,
+    ));
     assert!(app
         .sandbox
         .ledger
