@@ -3,6 +3,7 @@
 
 pub mod dlq;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::{
@@ -193,6 +194,73 @@ pub struct Publisher {
     channel: Channel,
     names: Names,
     confirm_timeout: Duration,
+    replies: Option<Arc<Replies>>,
+}
+
+/// Replies to a request's `reply_to`, on a connection of their own: a destination is the
+/// client's business, and a broker refusal (a made-up `amq.rabbitmq.reply-to.*` name makes the
+/// broker close the whole connection; a full queue refuses publishes) closes at most this
+/// disposable connection, never the worker's.
+pub struct Replies {
+    url: secrecy::SecretString,
+    name: String,
+    link: tokio::sync::Mutex<Option<(Connection, Channel)>>,
+    timeout: Duration,
+}
+
+impl Replies {
+    /// Publish `body` to the queue `reply_to` and wait for the broker's confirm. Any failure
+    /// drops the connection (the next reply opens a new one).
+    async fn send(
+        &self,
+        reply_to: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let mut link = self.link.lock().await;
+        if !link
+            .as_ref()
+            .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected())
+        {
+            let conn = connect(secrecy::ExposeSecret::expose_secret(&self.url), &self.name).await?;
+            let channel = conn.create_channel().await?;
+            channel
+                .confirm_select(ConfirmSelectOptions::default())
+                .await?;
+            *link = Some((conn, channel));
+        }
+        let channel = link.as_ref().expect("connected above").1.clone();
+        let sent = async {
+            let confirm = channel
+                .basic_publish(
+                    "",
+                    reply_to,
+                    BasicPublishOptions::default(),
+                    body,
+                    props.with_delivery_mode(2),
+                )
+                .await?;
+            match tokio::time::timeout(self.timeout, confirm).await {
+                Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+                Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::NotConfirmed(
+                    reply_to.into(),
+                    "nack (the queue refuses publishes)".into(),
+                )),
+                Ok(Err(e)) => Err(e.into()),
+                Err(_) => Err(BrokerError::NotConfirmed(
+                    reply_to.into(),
+                    "timed out".into(),
+                )),
+            }
+        }
+        .await;
+        if sent.is_err() {
+            if let Some((conn, _)) = link.take() {
+                let _ = conn.close(200, "reply failed").await;
+            }
+        }
+        sent
+    }
 }
 
 impl Publisher {
@@ -210,7 +278,21 @@ impl Publisher {
             channel,
             names,
             confirm_timeout,
+            replies: None,
         })
+    }
+
+    /// The same publisher, sending `reply_to` replies on a disposable connection to `url`
+    /// whose failures are logged and counted, never returned: they never affect the stored
+    /// result, the result exchange, other requests or the ack.
+    pub fn with_replies(mut self, url: secrecy::SecretString, name: &str) -> Self {
+        self.replies = Some(Arc::new(Replies {
+            url,
+            name: format!("{name} replies"),
+            link: tokio::sync::Mutex::new(None),
+            timeout: self.confirm_timeout.min(Duration::from_secs(5)),
+        }));
+        self
     }
 
     /// Whether the channel is usable.
@@ -274,10 +356,19 @@ impl Publisher {
             props.clone(),
         )
         .await?;
-        if let Some(q) = reply_to.filter(|q| !q.is_empty()) {
-            self.publish_confirmed("", q, &body, props).await?;
+        let Some(q) = reply_to.filter(|q| !q.is_empty()) else {
+            return Ok(());
+        };
+        match &self.replies {
+            Some(replies) => {
+                if let Err(e) = replies.send(q, &body, props).await {
+                    metrics::counter!("kycq_reply_failures_total").increment(1);
+                    tracing::warn!(error = %e, "the result could not be delivered to the request's reply_to; it is stored and on the result exchange");
+                }
+                Ok(())
+            }
+            None => self.publish_confirmed("", q, &body, props).await,
         }
-        Ok(())
     }
 
     /// Publish a request body to the dead-letter exchange, keeping its properties and adding

@@ -564,3 +564,75 @@ async fn ambiguous_messages_are_refused_not_guessed() {
     );
     app.cleanup().await;
 }
+
+/// A `reply_to` is the client's business: a made-up direct-reply name or a full queue that
+/// refuses publishes never holds the message, never takes the worker's channel down, and never
+/// changes the stored result or the result exchange; other requests are served meanwhile.
+#[tokio::test]
+async fn a_reply_to_the_broker_refuses_affects_nobody() {
+    use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    let full = format!("t-{}.full-reply", app.id);
+    let ch = app.conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString(LongString::from("reject-publish")),
+    );
+    ch.queue_declare(&full, QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (i, reply_to) in [
+        "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAzMjE4.bogus",
+        full.as_str(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let m = mobile3(&identity(Scenario::Match, 20 + i as u32));
+        let body = serde_json::to_vec(&m).unwrap();
+        let props = lapin::BasicProperties::default()
+            .with_reply_to(ShortString::from(reply_to))
+            .with_correlation_id(ShortString::from("c-1"));
+        app.publish_raw("check.mobile3", &body, props).await;
+        ids.push(m.request_id.clone());
+    }
+    let ok = mobile3(&identity(Scenario::Match, 22));
+    app.publish(&ok).await;
+    ids.push(ok.request_id.clone());
+    let got = app.results_for(&ids, T).await;
+    for id in &ids {
+        let r = &got[id][0];
+        assert_eq!(
+            (r.status, r.reason_code),
+            (Status::Completed, ReasonCode::Match),
+            "{id}"
+        );
+        assert_eq!(got[id].len(), 1, "published once, not again and again");
+    }
+    // Each was called once and acknowledged: nothing waits in the work queue, nothing is
+    // dead-lettered, and no later result appears.
+    app.assert_no_result_within(Duration::from_secs(2)).await;
+    assert_eq!(app.sandbox.ledger.len(), 3);
+    assert!(app.dead_letters().await.is_empty());
+    let q = ch
+        .queue_declare(
+            &app.names.work_queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
+    ch.queue_delete(&full, QueueDeleteOptions::default())
+        .await
+        .unwrap();
+    app.cleanup().await;
+}
