@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Billed, Carrier, ReasonCode, Subject};
 
-/// The classes of DESIGN.md §5: what an outcome means for billing, retries and the result.
+/// The class of a call's outcome: what it means for billing, retries and the result (the
+/// README's "Retries, billing and dead letters" table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeClass {
@@ -129,7 +130,7 @@ pub struct ProviderReply {
     pub classification: Classification,
     /// HTTP status, when a response arrived.
     pub http_status: Option<u16>,
-    /// The vendor's most specific code (see DESIGN.md §3 `provider_code`).
+    /// The vendor's most specific code (a result's `provider_code`).
     pub provider_code: Option<String>,
     /// The vendor's request id.
     pub provider_request_id: Option<String>,

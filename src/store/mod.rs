@@ -213,17 +213,6 @@ impl Store {
         v.flatten().map(|v| parse_result(request_id, v)).transpose()
     }
 
-    /// The subject fingerprint stored for a request (to spot a reused request_id).
-    pub async fn fingerprint(&self, request_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(
-            sqlx::query_scalar(r#"SELECT subject_fingerprint FROM checks WHERE request_id = $1"#)
-                .bind(request_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten(),
-        )
-    }
-
     /// Extend our lease. False when it is no longer ours.
     pub async fn renew(
         &self,
