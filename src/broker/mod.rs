@@ -197,6 +197,41 @@ pub struct Publisher {
     replies: Option<Arc<Replies>>,
 }
 
+/// Publish persistent on `channel` (in confirm mode) and wait up to `timeout` for the broker's
+/// confirm; a nack or no confirm in time is [`BrokerError::NotConfirmed`] naming the target.
+async fn publish_and_confirm(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
+    let target = if exchange.is_empty() {
+        routing_key
+    } else {
+        exchange
+    };
+    let confirm = channel
+        .basic_publish(
+            exchange,
+            routing_key,
+            BasicPublishOptions::default(),
+            body,
+            props.with_delivery_mode(2),
+        )
+        .await?;
+    match tokio::time::timeout(timeout, confirm).await {
+        Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+        Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::NotConfirmed(
+            target.into(),
+            "nack (refused: e.g. a full queue)".into(),
+        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(BrokerError::NotConfirmed(target.into(), "timed out".into())),
+    }
+}
+
 /// Replies to a request's `reply_to`, on a connection of their own: a destination is the
 /// client's business, and a broker refusal (a made-up `amq.rabbitmq.reply-to.*` name makes the
 /// broker close the whole connection; a full queue refuses publishes) closes at most this
@@ -230,30 +265,7 @@ impl Replies {
             *link = Some((conn, channel));
         }
         let channel = link.as_ref().expect("connected above").1.clone();
-        let sent = async {
-            let confirm = channel
-                .basic_publish(
-                    "",
-                    reply_to,
-                    BasicPublishOptions::default(),
-                    body,
-                    props.with_delivery_mode(2),
-                )
-                .await?;
-            match tokio::time::timeout(self.timeout, confirm).await {
-                Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-                Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::NotConfirmed(
-                    reply_to.into(),
-                    "nack (the queue refuses publishes)".into(),
-                )),
-                Ok(Err(e)) => Err(e.into()),
-                Err(_) => Err(BrokerError::NotConfirmed(
-                    reply_to.into(),
-                    "timed out".into(),
-                )),
-            }
-        }
-        .await;
+        let sent = publish_and_confirm(&channel, "", reply_to, body, props, self.timeout).await;
         if sent.is_err() {
             if let Some((conn, _)) = link.take() {
                 let _ = conn.close(200, "reply failed").await;
@@ -308,29 +320,15 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
-        let target = if exchange.is_empty() {
-            routing_key
-        } else {
-            exchange
-        };
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange,
-                routing_key,
-                BasicPublishOptions::default(),
-                body,
-                props.with_delivery_mode(2),
-            )
-            .await?;
-        match tokio::time::timeout(self.confirm_timeout, confirm).await {
-            Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
-            Ok(Ok(Confirmation::Nack(_))) => {
-                Err(BrokerError::NotConfirmed(target.into(), "nack".into()))
-            }
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(BrokerError::NotConfirmed(target.into(), "timed out".into())),
-        }
+        publish_and_confirm(
+            &self.channel,
+            exchange,
+            routing_key,
+            body,
+            props,
+            self.confirm_timeout,
+        )
+        .await
     }
 
     /// Publish a result to the result exchange (`result.<check>.<status>`) and, when the request

@@ -246,14 +246,15 @@ pub fn is_valid_request_id(s: &str) -> bool {
 
 /// Decode and validate one message body. `today` bounds birth dates (never read from a clock here).
 pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    // One parse: the top-level object with the first key it gives twice, if any.
+    let top: TopLevel = serde_json::from_slice(body).map_err(|e| {
         // serde_json's message names a line and column, never the content.
         Malformed::NotJson(e.to_string())
     })?;
-    let Value::Object(obj) = value else {
+    let TopLevel::Object(obj, twice) = top else {
         return Err(Malformed::NotObject);
     };
-    if let Some(key) = duplicate_key(body) {
+    if let Some(key) = twice {
         return Err(Malformed::DuplicateKey(key));
     }
     let request_id = match obj.get("request_id") {
@@ -289,30 +290,60 @@ pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
     }
 }
 
-/// The first top-level key a JSON object body gives twice, if any (serde_json keeps the last
-/// silently). `body` is known to be a JSON object.
-fn duplicate_key(body: &[u8]) -> Option<String> {
-    use serde::de::{Deserializer, MapAccess, Visitor};
-    struct Keys;
-    impl<'de> Visitor<'de> for Keys {
-        type Value = Option<String>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            let mut twice = None;
-            while let Some(key) = map.next_key::<String>()? {
-                map.next_value::<serde::de::IgnoredAny>()?;
-                if !seen.insert(key.clone()) && twice.is_none() {
-                    twice = Some(key);
-                }
+/// A body's top level: an object (with the first key it gives twice, which serde_json's own
+/// `Value` would keep silently, last one winning), or anything else.
+enum TopLevel {
+    Object(Map<String, Value>, Option<String>),
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for TopLevel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct Top;
+        impl<'de> Visitor<'de> for Top {
+            type Value = TopLevel;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
             }
-            Ok(twice)
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+                let mut obj = Map::new();
+                let mut twice = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let value: Value = map.next_value()?;
+                    if obj.contains_key(&key) {
+                        twice.get_or_insert(key);
+                    } else {
+                        obj.insert(key, value);
+                    }
+                }
+                Ok(TopLevel::Object(obj, twice))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TopLevel::Other)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
+            fn visit_unit<E>(self) -> Result<TopLevel, E> {
+                Ok(TopLevel::Other)
+            }
         }
+        d.deserialize_any(Top)
     }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    de.deserialize_map(Keys).ok().flatten()
 }
 
 struct Fields<'a>(&'a Map<String, Value>);
@@ -550,7 +581,25 @@ mod tests {
             decode(b"\xff\xfe", today()),
             Err(Malformed::NotJson(_))
         ));
-        assert_eq!(decode(b"[1,2]", today()), Err(Malformed::NotObject));
+        for other in [
+            &b"[1,2]"[..],
+            b"42",
+            b"-1.5",
+            b"\"text\"",
+            b"null",
+            b"true",
+            b"[[{}]]",
+        ] {
+            assert_eq!(
+                decode(other, today()),
+                Err(Malformed::NotObject),
+                "{other:?}"
+            );
+        }
+        assert!(matches!(
+            decode(b"{\"request_id\":\"r1\"} trailing", today()),
+            Err(Malformed::NotJson(_))
+        ));
         assert!(matches!(
             dec(serde_json::json!({"check":"id2"})),
             Err(Malformed::NoRequestId(_))
