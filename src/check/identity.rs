@@ -6,6 +6,8 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::check::mask::{mask_id_number, mask_mobile, mask_name};
 use crate::check::reason::ReasonCode;
+use crate::check::regions;
+use unicode_normalization::UnicodeNormalization;
 
 /// Why a field was refused. Messages never contain the submitted value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,12 +66,47 @@ pub fn id_check_char(first17: &str) -> Option<char> {
     Some(ID_CHECK_CHARS[(sum % 11) as usize])
 }
 
-/// Province-level region codes (the first two digits of a resident ID number).
-fn known_region(code: u32) -> bool {
-    matches!(
-        code,
-        11..=15 | 21..=23 | 31..=37 | 41..=46 | 50..=54 | 61..=65 | 71 | 81 | 82 | 83
-    )
+/// Codes accepted beyond the GB/T 2260 table: the residence permits for residents of Hong Kong,
+/// Macao and Taiwan (港澳台居民居住证, issued since 2018-09-01 under the State Council's
+/// 《港澳台居民居住证申领发放办法》) open with 810000, 820000 or 830000, whatever the holder's
+/// birth year. 830000 is not an administrative division code at all.
+const RESIDENCE_PERMIT_CODES: [u32; 3] = [810_000, 820_000, 830_000];
+
+/// Whether the six-digit administrative division code `code` can open the number of someone born
+/// in `birth_year`: it is in the GB/T 2260 table ([`regions::PERIODS`]) and was not abolished
+/// before that year. A number is assigned at household registration — at birth, or at the first
+/// ID card for people born before cards were issued (1984) — with the code in use *then*
+/// (GB 11643-1999 §5.2), so a code introduced after the birth year is possible; one abolished
+/// before the birth year is not.
+fn region_in_use(code: u32, birth_year: i32) -> Result<(), &'static str> {
+    if RESIDENCE_PERMIT_CODES.contains(&code) {
+        return Ok(());
+    }
+    let first = regions::PERIODS.partition_point(|&(c, _, _)| c < code);
+    let periods = regions::PERIODS[first..]
+        .iter()
+        .take_while(|&&(c, _, _)| c == code);
+    let mut known = false;
+    for &(_, _, last_year) in periods {
+        known = true;
+        if last_year == regions::OPEN_END || i32::from(last_year) >= birth_year {
+            return Ok(());
+        }
+    }
+    Err(if known {
+        "region code was abolished before the birth year"
+    } else {
+        "unknown region code"
+    })
+}
+
+/// The full-width forms of ASCII (U+FF01–U+FF5E: what Chinese input methods type, e.g. `１３８`
+/// or `Ｘ`) read as their ASCII characters in numbers and dates; anything else is left as is.
+fn fullwidth_to_ascii(c: char) -> char {
+    match c {
+        '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+        _ => c,
+    }
 }
 
 /// Parse `YYYYMMDD` from exactly 8 ASCII digits; None if not digits or not a real date.
@@ -92,12 +129,13 @@ pub struct IdNumber {
 }
 
 impl IdNumber {
-    /// Validate length, characters, region, birth date (1900-01-01 ..= `today`) and check character.
+    /// Validate length, characters (full-width forms read as ASCII), birth date (1900-01-01 ..=
+    /// `today`), region code (in use for that birth year) and check character.
     pub fn parse(raw: &str, today: NaiveDate) -> Result<IdNumber, FieldError> {
         if has_control(raw) {
             return Err(FieldError::IdNumber("must not contain control characters"));
         }
-        let s = raw.trim();
+        let s: String = raw.trim().chars().map(fullwidth_to_ascii).collect();
         if s.is_empty() {
             return Err(FieldError::IdNumber("must not be empty"));
         }
@@ -116,10 +154,6 @@ impl IdNumber {
             ));
         }
         let value = s.to_ascii_uppercase();
-        let region: u32 = value[0..2].parse().unwrap_or(0);
-        if !known_region(region) {
-            return Err(FieldError::IdNumber("unknown region prefix"));
-        }
         let birth_date = parse_yyyymmdd(&value[6..14])
             .ok_or(FieldError::IdNumber("birth date is not a real date"))?;
         if birth_date < NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid date") {
@@ -128,6 +162,8 @@ impl IdNumber {
         if birth_date > today {
             return Err(FieldError::IdNumber("birth date is in the future"));
         }
+        let region: u32 = value[0..6].parse().unwrap_or(0);
+        region_in_use(region, birth_date.year()).map_err(FieldError::IdNumber)?;
         let expected = id_check_char(&value[..17]);
         if expected != value.chars().last() {
             return Err(FieldError::IdNumber("check character does not match"));
@@ -192,7 +228,7 @@ fn valid_mobile_prefix(digits: &[u8]) -> bool {
 }
 
 impl Mobile {
-    /// Normalise (drop spaces and `-`, one leading `+86`/`0086`/`86` before 11 digits) and validate.
+    /// Normalise (full-width forms read as ASCII, drop spaces and `-`, one leading `+86`/`0086`/`86` before 11 digits) and validate.
     pub fn parse(raw: &str) -> Result<Mobile, FieldError> {
         if has_control(raw) {
             return Err(FieldError::Mobile("must not contain control characters"));
@@ -200,6 +236,7 @@ impl Mobile {
         let compact: String = raw
             .trim()
             .chars()
+            .map(fullwidth_to_ascii)
             .filter(|c| !c.is_whitespace() && *c != '-')
             .collect();
         if compact.is_empty() {
@@ -261,21 +298,42 @@ pub struct Name {
 
 const MIDDLE_DOT: char = '\u{00B7}';
 
+/// A Han character of a Chinese name: the CJK Unified Ideographs and Extension A, the
+/// compatibility ideographs, the Supplementary and Tertiary Ideographic Planes (Extensions B–J,
+/// planes 2 and 3 are set aside for them), and `〇` (U+3007, the ideographic zero used in names).
 fn is_cjk_ideograph(c: char) -> bool {
     matches!(
         c,
-        '\u{3400}'..='\u{4DBF}'
+        '\u{3007}'
+            | '\u{3400}'..='\u{4DBF}'
             | '\u{4E00}'..='\u{9FFF}'
             | '\u{F900}'..='\u{FAFF}'
-            | '\u{20000}'..='\u{2FA1F}'
+            | '\u{20000}'..='\u{2FFFD}'
+            | '\u{30000}'..='\u{3FFFD}'
     )
 }
 
-/// The dot characters accepted between the parts of a Chinese name (normalised to U+00B7).
+/// The dot characters accepted between the parts of a Chinese name, all stored as U+00B7
+/// MIDDLE DOT (the one the Ministry of Public Security's household registers use): the middle
+/// dot's look-alikes that input methods and fonts produce — GREEK ANO TELEIA (U+0387, which NFC
+/// also turns into U+00B7), BULLET, HYPHENATION POINT, BULLET OPERATOR, DOT OPERATOR, WORD
+/// SEPARATOR MIDDLE DOT, LATIN LETTER SINOLOGICAL DOT, KATAKANA and HALFWIDTH KATAKANA MIDDLE
+/// DOT — and the full stops `.` and `．`.
 fn is_name_dot(c: char) -> bool {
     matches!(
         c,
-        '\u{00B7}' | '\u{2022}' | '\u{30FB}' | '\u{2027}' | '\u{FF0E}' | '.'
+        '\u{00B7}'
+            | '\u{0387}'
+            | '\u{2022}'
+            | '\u{2027}'
+            | '\u{2219}'
+            | '\u{22C5}'
+            | '\u{2E31}'
+            | '\u{A78F}'
+            | '\u{30FB}'
+            | '\u{FF65}'
+            | '\u{FF0E}'
+            | '.'
     )
 }
 
@@ -375,12 +433,15 @@ fn parse_latin_name(s: &str) -> Result<String, FieldError> {
 }
 
 impl Name {
-    /// Trim, collapse whitespace, and accept a Chinese name (with `·` between parts) or a Latin-script name.
+    /// NFC-normalise (a decomposed `e` + U+0301 is `é`; a compatibility ideograph is its unified
+    /// form), trim, collapse whitespace, and accept a Chinese name (with `·` between parts) or a
+    /// Latin-script name.
     pub fn parse(raw: &str) -> Result<Name, FieldError> {
         if has_control(raw) {
             return Err(FieldError::Name("must not contain control characters"));
         }
-        let collapsed = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+        let composed: String = raw.nfc().collect();
+        let collapsed = composed.split_whitespace().collect::<Vec<_>>().join(" ");
         if collapsed.is_empty() {
             return Err(FieldError::Name("must not be empty"));
         }
@@ -446,7 +507,8 @@ fn parse_date_field(field: &'static str, raw: &str) -> Result<NaiveDate, FieldEr
             reason: "must not contain control characters",
         });
     }
-    let s = raw.trim();
+    let s: String = raw.trim().chars().map(fullwidth_to_ascii).collect();
+    let s = s.as_str();
     if s.is_empty() {
         return Err(FieldError::Date {
             field,
@@ -590,33 +652,96 @@ mod tests {
         ));
         assert_eq!(id("1101051949123100XX"), e);
         assert_eq!(id("11010519491231002Y"), e);
-        assert_eq!(id("１１010519491231002X"), e); // full-width digits, 18 chars
+        assert_eq!(id("\u{1D7CF}\u{1D7CF}010519491231002X"), e); // mathematical digits
         assert_eq!(id("11010519491231002😀"), e);
         assert_eq!(id("11010519491 31002X"), e);
     }
 
     #[test]
     fn id_unknown_region_rejected() {
-        let s = with_check("99010519491231002");
-        assert_eq!(id(&s), Err(FieldError::IdNumber("unknown region prefix")));
+        let unknown = Err(FieldError::IdNumber("unknown region code"));
+        assert_eq!(id(&with_check("99010519491231002")), unknown);
+        // Province prefixes that do not exist, and counties that do not exist in real provinces.
         for region in [
-            "10", "16", "20", "24", "30", "38", "40", "47", "55", "60", "66", "70", "72", "80",
-            "84", "90",
+            "100105", "160105", "200105", "240105", "300105", "380105", "400105", "470105",
+            "550105", "600105", "660105", "700105", "720105", "800105", "840105", "900105",
+            "110199", "119900", "710101", "810101", "830101",
         ] {
-            let s = with_check(&format!("{region}010519491231002"));
-            assert_eq!(
-                id(&s),
-                Err(FieldError::IdNumber("unknown region prefix")),
-                "{region}"
-            );
+            let s = with_check(&format!("{region}19491231002"));
+            assert_eq!(id(&s), unknown, "{region}");
         }
         for region in [
-            "11", "15", "21", "23", "31", "37", "41", "46", "50", "54", "61", "65", "71", "81",
-            "82", "83",
+            "110000", "110105", "150102", "210102", "230102", "310101", "370102", "410102",
+            "460105", "500101", "540102", "610102", "650102", "710000", "810000", "820000",
+            "830000",
         ] {
-            let s = with_check(&format!("{region}010519491231002"));
+            let s = with_check(&format!("{region}19491231002"));
             assert!(id(&s).is_ok(), "{region}");
         }
+    }
+
+    #[test]
+    fn id_region_code_must_not_be_abolished_before_the_birth_year() {
+        // 110103 (Chongwen district, Beijing) was abolished in 2010.
+        assert!(id(&with_check("11010320101231002")).is_ok());
+        assert_eq!(
+            id(&with_check("11010320110101002")),
+            Err(FieldError::IdNumber(
+                "region code was abolished before the birth year"
+            ))
+        );
+        // 110111 (Fangshan district) was introduced in 1986: someone born earlier got it at
+        // registration, so it is accepted (python-stdnum refuses it; documented difference).
+        assert!(id(&with_check("11011119491231002")).is_ok());
+        // A code reused with two periods: 120110 was Dongjiao district until 1991, Dongli since 1992.
+        assert!(id(&with_check("12011019801231002")).is_ok());
+        assert!(id(&with_check("12011020001231002")).is_ok());
+        // The residence permits' codes whatever the birth year (810000 entered GB/T 2260 in 1997).
+        assert!(id(&with_check("81000019491231002")).is_ok());
+        assert!(id(&with_check("83000020001231002")).is_ok());
+    }
+
+    #[test]
+    fn region_table_is_sorted_and_well_formed() {
+        assert!(regions::PERIODS.len() > 6_000);
+        for pair in regions::PERIODS.windows(2) {
+            assert!(pair[0] < pair[1], "{:?} then {:?}", pair[0], pair[1]);
+        }
+        for &(code, first, last) in regions::PERIODS {
+            assert!((110_000..=829_999).contains(&code), "{code}");
+            assert!(first <= last, "{code}");
+        }
+    }
+
+    #[test]
+    fn full_width_numbers_and_dates_read_as_ascii() {
+        assert_eq!(
+            id("１１０１０５１９４９１２３１００２Ｘ").unwrap().expose(),
+            "11010519491231002X"
+        );
+        assert_eq!(
+            id("１１０１０５１９４９１２３１００２ｘ").unwrap().expose(),
+            "11010519491231002X"
+        );
+        assert_eq!(
+            Mobile::parse("＋８６ １３８－１２３４－５６７８")
+                .unwrap()
+                .expose(),
+            "13812345678"
+        );
+        let v = Validity::parse("２０２０0101", "２０４０0101").unwrap();
+        assert_eq!(v.start, d(2020, 1, 1));
+        // Other digit forms (mathematical bold, Arabic-Indic) are refused, not guessed.
+        assert_eq!(
+            id("\u{1D7CF}1010519491231002X"),
+            Err(FieldError::IdNumber(
+                "must be 17 digits followed by a digit or X"
+            ))
+        );
+        assert_eq!(
+            Mobile::parse("١٣٨١٢٣٤٥٦٧٨"),
+            Err(FieldError::Mobile("must be 11 digits"))
+        );
     }
 
     #[test]
@@ -741,7 +866,7 @@ mod tests {
         assert_eq!(Mobile::parse("+1 13812345678"), e);
         assert_eq!(Mobile::parse("+86+8613812345678"), e);
         assert_eq!(Mobile::parse("1381234567a"), e);
-        assert_eq!(Mobile::parse("１3812345678"), e);
+        assert_eq!(Mobile::parse("\u{1D7CF}3812345678"), e);
         assert_eq!(
             Mobile::parse(""),
             Err(FieldError::Mobile("must not be empty"))
@@ -768,6 +893,12 @@ mod tests {
             "阿依古丽‧买买提",
             "阿依古丽．买买提",
             "阿依古丽.买买提",
+            "阿依古丽\u{0387}买买提",
+            "阿依古丽\u{2219}买买提",
+            "阿依古丽\u{22C5}买买提",
+            "阿依古丽\u{2E31}买买提",
+            "阿依古丽\u{A78F}买买提",
+            "阿依古丽\u{FF65}买买提",
         ] {
             assert_eq!(
                 Name::parse(raw).unwrap().expose(),
@@ -777,6 +908,12 @@ mod tests {
         }
         assert_eq!(Name::parse("  张三 ").unwrap().expose(), "张三");
         assert_eq!(Name::parse("𠀀三").unwrap().expose(), "𠀀三"); // extension B
+        for n in ["李〇", "王\u{30000}", "陈\u{31350}", "张\u{2EBF0}"] {
+            // 〇, extensions G, H and I
+            assert_eq!(Name::parse(n).unwrap().expose(), n, "{n:?}");
+        }
+        // A compatibility ideograph is stored as its unified form (NFC): U+F900 is U+8C48.
+        assert_eq!(Name::parse("\u{F900}三").unwrap().expose(), "\u{8C48}三");
         assert!(Name::parse(&"张".repeat(30)).is_ok());
         assert!(Name::parse(&"张".repeat(31)).is_err());
     }
@@ -798,6 +935,11 @@ mod tests {
         assert_eq!(
             Name::parse("  Zhang \t  San\n").unwrap().expose(),
             "Zhang San"
+        );
+        // Decomposed accents are composed (NFC): the same name, the same stored value.
+        assert_eq!(
+            Name::parse("Jose\u{301} Mu\u{308}ller").unwrap().expose(),
+            "José Müller"
         );
         assert!(Name::parse(&"a".repeat(64)).is_ok());
         assert!(Name::parse(&"a".repeat(65)).is_err());
@@ -946,7 +1088,7 @@ mod tests {
             })
         );
         assert_eq!(
-            Validity::parse("20201001", "２０３０1001")
+            Validity::parse("20201001", "\u{1D7D0}0301001")
                 .unwrap_err()
                 .reason_code(),
             ReasonCode::InvalidDate

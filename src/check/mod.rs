@@ -5,6 +5,7 @@ pub mod identity;
 pub mod mask;
 pub mod outcome;
 pub mod reason;
+pub mod regions;
 pub mod request;
 pub mod result;
 
