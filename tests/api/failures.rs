@@ -636,3 +636,308 @@ async fn a_reply_to_the_broker_refuses_affects_nobody() {
         .unwrap();
     app.cleanup().await;
 }
+
+/// What one message of the bad-input table must end with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Ends {
+    Dead(&'static str),
+    Answered(Status, ReasonCode),
+}
+
+/// The README's bad-input table in one batch, through the real broker and one worker: every
+/// message ends in exactly one outcome (one result, or one dead letter with its reason) within
+/// the bound, nothing is answered twice, and valid requests published behind them are served.
+#[tokio::test]
+async fn every_kind_of_bad_input_ends_in_exactly_one_outcome_and_the_worker_keeps_serving() {
+    use kycq::check::identity::id_check_char;
+    use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+    use lapin::BasicProperties;
+
+    let mut app = TestApp::new().await;
+    app.start_worker().await;
+    sqlx::query(
+        "ALTER TABLE checks ADD CONSTRAINT kycq_test_refuses \
+         CHECK (request_id NOT LIKE 'refused-%')",
+    )
+    .execute(app.db().await)
+    .await
+    .unwrap();
+    // A request whose id is then reused for somebody else.
+    let first = mobile3(&identity(Scenario::Match, 900));
+    app.publish(&first).await;
+    assert_eq!(
+        app.result_of(&first.request_id).await.reason_code,
+        ReasonCode::Match
+    );
+
+    let json = |m: &RequestMessage| serde_json::to_vec(m).unwrap();
+    let with_id = |first17: String| {
+        let check = id_check_char(&first17).unwrap();
+        format!("{first17}{check}")
+    };
+    let person = |variant: u32| mobile3(&identity(Scenario::Match, 901 + variant));
+    let plain = BasicProperties::default;
+    let mut cases: Vec<(&str, &str, Vec<u8>, BasicProperties, Ends)> = Vec::new();
+    let mut add = |what, key, body, props, ends| cases.push((what, key, body, props, ends));
+
+    add(
+        "not JSON",
+        "check.mobile3",
+        b"{not json".to_vec(),
+        plain(),
+        Ends::Dead("not_json"),
+    );
+    add(
+        "not an object",
+        "check.mobile3",
+        b"[1, 2]".to_vec(),
+        plain(),
+        Ends::Dead("not_an_object"),
+    );
+    let deep = format!(
+        r#"{{"request_id":"deep-{}","x":{}1{}}}"#,
+        app.id,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    add(
+        "nested past 128",
+        "check.mobile3",
+        deep.into_bytes(),
+        plain(),
+        Ends::Dead("not_json"),
+    );
+    let mut m = serde_json::to_value(person(0)).unwrap();
+    m.as_object_mut().unwrap().remove("request_id");
+    add(
+        "no request_id",
+        "check.mobile3",
+        serde_json::to_vec(&m).unwrap(),
+        plain(),
+        Ends::Dead("no_request_id"),
+    );
+    let p = person(1);
+    let twice = format!(
+        r#"{{"request_id":"{}","check":"mobile3","name":"{}","id_number":"{}","id_number":"110105194912310029","mobile":"{}"}}"#,
+        p.request_id,
+        p.name,
+        p.id_number,
+        p.mobile.clone().unwrap()
+    );
+    add(
+        "a field twice",
+        "check.mobile3",
+        twice.into_bytes(),
+        plain(),
+        Ends::Dead("duplicate_key"),
+    );
+    let mut huge = person(2);
+    huge.name = "张".repeat(40_000);
+    add(
+        "over max_body_bytes",
+        "check.mobile3",
+        json(&huge),
+        plain(),
+        Ends::Dead("too_large"),
+    );
+    let mut refused = person(3);
+    refused.request_id = format!("refused-{}", app.id);
+    add(
+        "a value Postgres refuses",
+        "check.mobile3",
+        json(&refused),
+        plain(),
+        Ends::Dead("unstorable"),
+    );
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-kycq-request-id".into(),
+        AMQPValue::LongString(LongString::from(first.request_id.as_str())),
+    );
+    add(
+        "forged x-kycq headers",
+        "check.mobile3",
+        b"{forged".to_vec(),
+        plain().with_headers(headers),
+        Ends::Dead("not_json"),
+    );
+
+    let rejected = |code| Ends::Answered(Status::Rejected, code);
+    let mut long = person(4);
+    long.name = "张".repeat(65);
+    add(
+        "a field too long",
+        "check.mobile3",
+        json(&long),
+        plain(),
+        rejected(ReasonCode::FieldTooLong),
+    );
+    let mut nul = person(5);
+    nul.name = format!("\u{0}{}", nul.name);
+    add(
+        "a NUL in the name",
+        "check.mobile3",
+        json(&nul),
+        plain(),
+        rejected(ReasonCode::InvalidName),
+    );
+    let mut esc = person(6);
+    esc.id_number.push('\u{1b}');
+    add(
+        "an escape in the ID number",
+        "check.mobile3",
+        json(&esc),
+        plain(),
+        rejected(ReasonCode::InvalidIdNumber),
+    );
+    let mut mobile = person(7);
+    mobile.mobile = Some("12345678901".into());
+    add(
+        "a malformed mobile",
+        "check.mobile3",
+        json(&mobile),
+        plain(),
+        rejected(ReasonCode::InvalidMobile),
+    );
+    let mut county = person(8);
+    county.id_number = with_id("11019919700101001".into());
+    add(
+        "a county code that does not exist",
+        "check.mobile3",
+        json(&county),
+        plain(),
+        rejected(ReasonCode::InvalidIdNumber),
+    );
+    let mut abolished = person(9);
+    abolished.id_number = with_id("11010320150101001".into());
+    add(
+        "a county code abolished before the birth",
+        "check.mobile3",
+        json(&abolished),
+        plain(),
+        rejected(ReasonCode::InvalidIdNumber),
+    );
+    let mut dates = person(10);
+    dates.check = "id2_period".into();
+    dates.mobile = None;
+    dates.validity_start = Some("20200230".into());
+    dates.validity_end = Some("20400101".into());
+    add(
+        "a date that does not exist",
+        "check.id2_period",
+        json(&dates),
+        plain(),
+        rejected(ReasonCode::InvalidDate),
+    );
+    add(
+        "another check's routing key",
+        "check.id2",
+        json(&person(11)),
+        plain(),
+        rejected(ReasonCode::InvalidRequest),
+    );
+    let mut reused = person(12);
+    reused.request_id = first.request_id.clone();
+    add(
+        "a request_id of another person",
+        "check.mobile3",
+        json(&reused),
+        plain(),
+        rejected(ReasonCode::RequestIdConflict),
+    );
+
+    let served = Ends::Answered(Status::Completed, ReasonCode::Match);
+    let reply_to = plain().with_reply_to(ShortString::from(
+        "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAzMjE4.bogus",
+    ));
+    add(
+        "a reply_to the broker refuses",
+        "check.mobile3",
+        json(&person(13)),
+        reply_to,
+        served,
+    );
+    let mut wide = person(14);
+    wide.id_number = wide
+        .id_number
+        .chars()
+        .map(|c| char::from_u32(c as u32 + 0xFEE0).unwrap())
+        .collect();
+    add(
+        "full-width digits (read as ASCII)",
+        "check.mobile3",
+        json(&wide),
+        plain(),
+        served,
+    );
+    let mut dot = person(15);
+    dot.name = "阿依古丽\u{0387}买买提".into();
+    add(
+        "a middle-dot look-alike (stored as ·)",
+        "check.mobile3",
+        json(&dot),
+        plain(),
+        served,
+    );
+    for v in 16..19 {
+        add(
+            "a valid request behind them",
+            "check.mobile3",
+            json(&person(v)),
+            plain(),
+            served,
+        );
+    }
+
+    for (_, key, body, props, _) in &cases {
+        app.publish_raw(key, body, props.clone()).await;
+    }
+    let want_results: Vec<String> = cases
+        .iter()
+        .filter(|c| matches!(c.4, Ends::Answered(..)))
+        .map(|c| {
+            serde_json::from_slice::<RequestMessage>(&c.2)
+                .unwrap()
+                .request_id
+        })
+        .collect();
+    let want_dead = cases.len() - want_results.len();
+    // The bound: everything ends within T, at once rather than after retries.
+    let got = app.results_for(&want_results, T).await;
+    let dead = app.wait_dead_letters(want_dead, T).await;
+    app.assert_no_result_within(Duration::from_secs(1)).await;
+
+    for (what, _, body, _, ends) in &cases {
+        let as_dead: Vec<_> = dead.iter().filter(|(_, b)| b == body).collect();
+        match ends {
+            Ends::Dead(reason) => {
+                assert_eq!(as_dead.len(), 1, "{what}: one dead letter");
+                assert_eq!(as_dead[0].0.reason, *reason, "{what}");
+                assert_ne!(
+                    as_dead[0].0.request_id.as_deref(),
+                    Some(first.request_id.as_str()),
+                    "{what}"
+                );
+            }
+            Ends::Answered(status, code) => {
+                assert!(as_dead.is_empty(), "{what}: not dead-lettered");
+                let id = serde_json::from_slice::<RequestMessage>(body)
+                    .unwrap()
+                    .request_id;
+                let results = &got[&id];
+                assert_eq!(results.len(), 1, "{what}: one result, {results:?}");
+                assert_eq!(
+                    (results[0].status, results[0].reason_code),
+                    (*status, *code),
+                    "{what}: {}",
+                    results[0].reason
+                );
+            }
+        }
+    }
+    assert_eq!(dead.len(), want_dead, "{dead:?}");
+    // Only the requests that were served reached the provider (the first one included).
+    let served_count = cases.iter().filter(|c| c.4 == served).count();
+    assert_eq!(app.sandbox.ledger.len(), served_count + 1);
+    app.cleanup().await;
+}

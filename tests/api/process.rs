@@ -252,7 +252,7 @@ async fn a_conflicting_queue_stops_the_worker_naming_the_queue_and_argument() {
 }
 
 #[tokio::test]
-async fn no_full_name_id_number_or_mobile_in_logs_results_or_rows() {
+async fn no_full_name_id_number_or_mobile_in_logs_results_rows_or_a_database_dump() {
     let mut app = TestApp::new().await;
     // Only the worker process consumes, at the most verbose filter kycq accepts (dependencies
     // still never log below info); the in-process worker runs only to be scanned afterwards.
@@ -338,6 +338,20 @@ async fn no_full_name_id_number_or_mobile_in_logs_results_or_rows() {
             .unwrap();
     assert!(!checks.is_empty() && !calls.is_empty());
     haystacks.push(("checks rows", checks.join("\n")));
+    // The whole database as an operator's backup would hold it (every table, index and sequence).
+    let dump = std::process::Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-password"])
+        .arg(&app.db_name)
+        .output()
+        .expect("pg_dump runs");
+    assert!(
+        dump.status.success(),
+        "pg_dump: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    let dump = String::from_utf8(dump.stdout).expect("a UTF-8 dump");
+    assert!(dump.contains("COPY public.checks") && dump.contains(&ids[0]));
+    haystacks.push(("pg_dump", dump));
     haystacks.push(("provider_calls rows", calls.join("\n")));
     haystacks.push((
         "sandbox ledger",
