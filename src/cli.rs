@@ -294,6 +294,10 @@ async fn setup(settings: &Settings) -> anyhow::Result<()> {
         "  dead letters      {} → {}",
         names.dead_exchange, names.dead_queue
     );
+    println!(
+        "  wait queue        {} (fanout exchange and queue; per-message TTL, then back to {})",
+        names.wait_queue, names.requests
+    );
     crate::store::connect_and_migrate(&settings.database).await?;
     println!("database migrated");
     Ok(())

@@ -124,6 +124,15 @@ pub struct TopologySettings {
     pub dead_letter_exchange: String,
     /// Holds every request that could not be finished.
     pub dead_letter_queue: String,
+    /// Requests that must wait (every provider of the route out, another worker's lease) park
+    /// here — a durable queue, and a fanout exchange of the same name — and return to the
+    /// request exchange, routing key kept, when their message TTL runs out.
+    #[serde(default = "default_wait_queue")]
+    pub wait_queue: String,
+}
+
+fn default_wait_queue() -> String {
+    "kyc.checks.wait".into()
 }
 
 /// The effective object names (prefix applied).
@@ -139,6 +148,8 @@ pub struct Names {
     pub dead_exchange: String,
     /// Dead-letter queue.
     pub dead_queue: String,
+    /// Wait queue, and the fanout exchange of the same name that feeds it.
+    pub wait_queue: String,
 }
 
 impl TopologySettings {
@@ -151,6 +162,7 @@ impl TopologySettings {
             results: p(&self.result_exchange),
             dead_exchange: p(&self.dead_letter_exchange),
             dead_queue: p(&self.dead_letter_queue),
+            wait_queue: p(&self.wait_queue),
         }
     }
 }
@@ -242,6 +254,34 @@ pub struct WorkerSettings {
     /// Largest message body read, in bytes: a larger one is dead-lettered `too_large` unread.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Longest a request waits for a provider of its route (every one out: open circuits),
+    /// in seconds, counted from its first wait; past it, `failed` / `provider_unavailable` and
+    /// dead-lettered (retryable with `kycq dlq retry`).
+    #[serde(default = "default_max_wait_secs")]
+    pub max_wait_secs: u64,
+    /// Longest one stay in the wait queue, in seconds: a waiting request comes back at the
+    /// latest after this long to look again (sooner when the circuit reopens sooner).
+    #[serde(default = "default_park_max_secs")]
+    pub park_max_secs: u64,
+}
+
+impl WorkerSettings {
+    /// When a waiting request stays in its slot, parks in the wait queue, or gives up.
+    pub fn wait_policy(&self) -> crate::worker::plan::WaitPolicy {
+        crate::worker::plan::WaitPolicy {
+            in_slot_max: Duration::from_secs(1),
+            park_max: Duration::from_secs(self.park_max_secs),
+            max_wait: Duration::from_secs(self.max_wait_secs),
+        }
+    }
+}
+
+fn default_max_wait_secs() -> u64 {
+    600
+}
+
+fn default_park_max_secs() -> u64 {
+    30
 }
 
 fn default_max_body_bytes() -> usize {
@@ -619,6 +659,12 @@ impl Settings {
                 "retry.max_delay_ms",
                 "must be at least retry.initial_delay_ms",
             ));
+        }
+        if self.worker.park_max_secs == 0 {
+            return Err(invalid("worker.park_max_secs", "must be at least 1"));
+        }
+        if self.worker.max_wait_secs == 0 {
+            return Err(invalid("worker.max_wait_secs", "must be at least 1"));
         }
         if self.worker.max_body_bytes < 1024 {
             return Err(invalid("worker.max_body_bytes", "must be at least 1024"));

@@ -53,6 +53,7 @@ pub async fn start_worker(
         lease: settings.worker.lease(),
         pii_key,
         max_body_bytes: settings.worker.max_body_bytes,
+        wait: settings.worker.wait_policy(),
     });
     let state = Arc::new(WorkerState::default());
     let http_addr = if settings.http.listen.is_empty() {

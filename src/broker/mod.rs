@@ -138,6 +138,52 @@ pub async fn declare_topology(
     )
     .await?;
     let _ = ch.close(200, "ok").await;
+    declare_wait_queue(conn, names).await
+}
+
+/// The wait queue: a fanout exchange and a durable classic queue of the same name. A parked
+/// request carries its own TTL (`expiration`); when it runs out the broker dead-letters it back
+/// to the request exchange with its routing key (`check.<kind>`) kept — the standard delayed
+/// retry pattern, no plugin needed.
+async fn declare_wait_queue(conn: &Connection, names: &Names) -> Result<(), BrokerError> {
+    let ch = conn.create_channel().await?;
+    ch.exchange_declare(
+        &names.wait_queue,
+        ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| inequivalent(e, "exchange", &names.wait_queue))?;
+    let _ = ch.close(200, "ok").await;
+    let ch = conn.create_channel().await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from(names.requests.as_str())),
+    );
+    ch.queue_declare(
+        &names.wait_queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .map_err(|e| inequivalent(e, "queue", &names.wait_queue))?;
+    ch.queue_bind(
+        &names.wait_queue,
+        &names.wait_queue,
+        "",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, "ok").await;
     Ok(())
 }
 
@@ -173,6 +219,32 @@ pub mod headers {
     pub const REQUEST_ID: &str = "x-kycq-request-id";
     /// When it was dead-lettered (RFC 3339).
     pub const AT: &str = "x-kycq-dead-lettered-at";
+    /// On a parked request: when it first had to wait (RFC 3339).
+    pub const WAITING_SINCE: &str = "x-kycq-waiting-since";
+    /// On a parked request: how many times it was parked.
+    pub const PARKS: &str = "x-kycq-parks";
+}
+
+/// The client's headers without any `x-kycq-*` one (kycq's own are never taken from a client).
+fn client_headers(original: &BasicProperties) -> FieldTable {
+    let mut h = FieldTable::default();
+    for (k, v) in original.headers().clone().unwrap_or_default().inner() {
+        if !k.as_str().to_ascii_lowercase().starts_with(headers::PREFIX) {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    h
+}
+
+/// Why a parked request waits, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Park {
+    /// How long it stays in the wait queue (its message TTL).
+    pub wait: Duration,
+    /// When it first had to wait (kept across parks).
+    pub waiting_since: chrono::DateTime<chrono::Utc>,
+    /// Times parked before this one.
+    pub parks: u32,
 }
 
 /// Why a request is dead-lettered, with what to tell an operator.
@@ -380,12 +452,7 @@ impl Publisher {
     ) -> Result<(), BrokerError> {
         // Every x-kycq-* header is kycq's own: one a client set (or an earlier dead-lettering
         // left) is never trusted, and never survives next to ours.
-        let mut h = FieldTable::default();
-        for (k, v) in original.headers().clone().unwrap_or_default().inner() {
-            if !k.as_str().to_ascii_lowercase().starts_with(headers::PREFIX) {
-                h.insert(k.clone(), v.clone());
-            }
-        }
+        let mut h = client_headers(original);
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         h.insert(headers::REASON.into(), s(&dl.reason));
         h.insert(headers::DETAIL.into(), s(&dl.detail));
@@ -403,6 +470,36 @@ impl Publisher {
         }
         let props = original.clone().with_headers(h);
         self.publish_confirmed(&self.names.dead_exchange, routing_key, body, props)
+            .await
+    }
+
+    /// Park a request in the wait queue (confirmed) for `park.wait`: it comes back to the
+    /// request exchange with `routing_key` and its properties, carrying when it first waited.
+    pub async fn park(
+        &self,
+        body: &[u8],
+        original: &BasicProperties,
+        routing_key: &str,
+        park: &Park,
+    ) -> Result<(), BrokerError> {
+        let mut h = client_headers(original);
+        h.insert(
+            headers::WAITING_SINCE.into(),
+            AMQPValue::LongString(LongString::from(
+                park.waiting_since
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            )),
+        );
+        h.insert(
+            headers::PARKS.into(),
+            AMQPValue::LongInt(park.parks.saturating_add(1).min(i32::MAX as u32) as i32),
+        );
+        let ttl_ms = park.wait.as_millis().max(1).to_string();
+        let props = original
+            .clone()
+            .with_headers(h)
+            .with_expiration(ShortString::from(ttl_ms));
+        self.publish_confirmed(&self.names.wait_queue, routing_key, body, props)
             .await
     }
 

@@ -51,6 +51,7 @@ pub enum ReasonCode {
     UnknownProviderCode,
     RequestIdConflict,
     FieldTooLong,
+    ProviderUnavailable,
 }
 
 /// The error of parsing one of the enums of this module from a string.
@@ -125,7 +126,7 @@ use ReasonCode as R;
 use Verdict as V;
 
 /// The table, one row per code, in declaration order (row `i` is the variant with discriminant `i`).
-const TABLE: [Row; 21] = [
+const TABLE: [Row; 22] = [
     row(
         R::Match,
         "match",
@@ -252,6 +253,12 @@ const TABLE: [Row; 21] = [
         None,
         "a field exceeds its documented maximum length",
     ),
+    row(
+        R::ProviderUnavailable,
+        "provider_unavailable",
+        None,
+        "every provider of the route stayed out longer than the maximum wait",
+    ),
 ];
 
 impl ReasonCode {
@@ -278,6 +285,7 @@ impl ReasonCode {
         R::UnknownProviderCode,
         R::RequestIdConflict,
         R::FieldTooLong,
+        R::ProviderUnavailable,
     ];
 
     fn row(self) -> &'static Row {
@@ -390,12 +398,13 @@ mod tests {
             R::UnknownProviderCode => 18,
             R::RequestIdConflict => 19,
             R::FieldTooLong => 20,
+            R::ProviderUnavailable => 21,
         }
     }
 
     #[test]
     fn all_has_every_variant_exactly_once() {
-        assert_eq!(ReasonCode::ALL.len(), 21);
+        assert_eq!(ReasonCode::ALL.len(), 22);
         let set: HashSet<_> = ReasonCode::ALL.iter().copied().collect();
         assert_eq!(set.len(), ReasonCode::ALL.len());
         for (i, c) in ReasonCode::ALL.iter().enumerate() {
@@ -502,6 +511,7 @@ mod tests {
             R::UnknownProviderCode,
             R::RequestIdConflict,
             R::FieldTooLong,
+            R::ProviderUnavailable,
         ] {
             assert_eq!(c.completed_verdict(), None, "{c}");
         }

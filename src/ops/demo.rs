@@ -354,10 +354,15 @@ async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration:
     let Ok(ch) = conn.create_channel().await else {
         return;
     };
-    for q in [&names.work_queue, &names.dead_queue] {
+    for q in [&names.work_queue, &names.dead_queue, &names.wait_queue] {
         let _ = ch.queue_delete(q, Default::default()).await;
     }
-    for e in [&names.requests, &names.results, &names.dead_exchange] {
+    for e in [
+        &names.requests,
+        &names.results,
+        &names.dead_exchange,
+        &names.wait_queue,
+    ] {
         let _ = ch.exchange_delete(e, Default::default()).await;
     }
     let _ = ch.close(200, "ok").await;

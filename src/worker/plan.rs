@@ -34,6 +34,50 @@ pub enum Finish {
     BillingUnknown(&'static str, ProviderReply),
     /// Transient failures outlasted the retry budget on every provider; dead-lettered.
     RetriesExhausted(&'static str, ProviderReply),
+    /// Every provider of the route stayed out (open circuits) past the maximum wait; not
+    /// billed, dead-lettered, retryable.
+    ProviderUnavailable(&'static str, ProviderReply),
+}
+
+/// How a request that has to wait does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// Briefly, in its worker slot.
+    InSlot(Duration),
+    /// In the wait queue for this long: the worker slot is free meanwhile.
+    Park(Duration),
+    /// It has waited longer than the maximum: finish `provider_unavailable`.
+    GiveUp,
+}
+
+/// The bounds of waiting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitPolicy {
+    /// A wait up to this long is spent in the slot (parking costs a publish and a delivery).
+    pub in_slot_max: Duration,
+    /// The longest one stay in the wait queue (`worker.park_max_secs`).
+    pub park_max: Duration,
+    /// The longest a request waits for a provider in all (`worker.max_wait_secs`).
+    pub max_wait: Duration,
+}
+
+impl WaitPolicy {
+    /// What a request does that must wait `left` more (until a circuit reopens, a lease runs
+    /// out) and has waited `waited` since its first wait — None when no deadline applies (a
+    /// request another live worker holds: that worker's own bounds end it).
+    pub fn decide(&self, left: Duration, waited: Option<Duration>) -> Waiting {
+        if waited.is_some_and(|w| w >= self.max_wait) {
+            return Waiting::GiveUp;
+        }
+        if left <= self.in_slot_max {
+            return Waiting::InSlot(left);
+        }
+        let mut park = left.min(self.park_max);
+        if let Some(w) = waited {
+            park = park.min(self.max_wait - w);
+        }
+        Waiting::Park(park.max(self.in_slot_max))
+    }
 }
 
 /// What a reply does to the provider's circuit.
@@ -127,6 +171,27 @@ impl Plan {
             .min()
             .unwrap_or(now + Duration::from_secs(1));
         Step::WaitForCircuit(reopen.max(now))
+    }
+
+    /// How the request ends when every provider stayed out past the maximum wait: with the
+    /// last provider-wide refusal this walk saw, or (none seen: every circuit was already open)
+    /// a reply saying so about the route's first provider.
+    pub fn unavailable(&self) -> Finish {
+        let (provider, reply) = self.last.clone().unwrap_or_else(|| {
+            (
+                self.route.first().copied().unwrap_or("unknown"),
+                ProviderReply::transport(
+                    Classification::PROVIDER_WIDE,
+                    None,
+                    format!(
+                        "every provider of the route ({}) is out: circuits open after \
+                         provider-wide refusals",
+                        self.route.join(", ")
+                    ),
+                ),
+            )
+        });
+        Finish::ProviderUnavailable(provider, reply)
     }
 
     /// The reply of the call [`Plan::next`] asked for, at `now`. Returns what it does to the
@@ -234,6 +299,49 @@ mod tests {
 
     fn open(_: &str) -> Option<Instant> {
         None
+    }
+
+    #[test]
+    fn waiting_is_in_the_slot_when_short_parked_when_long_and_bounded_in_all() {
+        let w = WaitPolicy {
+            in_slot_max: Duration::from_secs(1),
+            park_max: Duration::from_secs(30),
+            max_wait: Duration::from_secs(600),
+        };
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(w.decide(ms(300), Some(s(0))), Waiting::InSlot(ms(300)));
+        assert_eq!(w.decide(s(1), None), Waiting::InSlot(s(1)));
+        // Until the circuit reopens, at most park_max at a time.
+        assert_eq!(w.decide(s(12), Some(s(0))), Waiting::Park(s(12)));
+        assert_eq!(w.decide(s(300), Some(s(5))), Waiting::Park(s(30)));
+        assert_eq!(w.decide(s(300), None), Waiting::Park(s(30)));
+        // Never parked past the maximum wait, and never for less than the in-slot bound.
+        assert_eq!(w.decide(s(300), Some(s(590))), Waiting::Park(s(10)));
+        assert_eq!(w.decide(s(300), Some(ms(599_800))), Waiting::Park(s(1)));
+        assert_eq!(w.decide(s(300), Some(s(600))), Waiting::GiveUp);
+        assert_eq!(w.decide(ms(10), Some(s(601))), Waiting::GiveUp);
+    }
+
+    #[test]
+    fn unavailable_names_the_last_refusal_or_the_route() {
+        let t0 = Instant::now();
+        let mut plan = Plan::new(vec!["a", "b"], policy(), 0, t0, None);
+        match plan.unavailable() {
+            Finish::ProviderUnavailable("a", r) => {
+                assert_eq!(r.classification, Classification::PROVIDER_WIDE);
+                assert!(r.detail.contains("(a, b)"), "{}", r.detail);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(plan.next(t0, open), Step::Call("a"));
+        plan.record("a", reply(Classification::PROVIDER_WIDE), t0);
+        assert_eq!(plan.next(t0, open), Step::Call("b"));
+        plan.record("b", reply(Classification::PROVIDER_WIDE), t0);
+        assert!(matches!(
+            plan.unavailable(),
+            Finish::ProviderUnavailable("b", _)
+        ));
     }
 
     /// Drives a plan with scripted replies per provider (all circuits closed) and returns the

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Instrument};
 
-use crate::broker::{BrokerError, DeadLetter, Publisher};
+use crate::broker::{header_str, headers, BrokerError, DeadLetter, Park, Publisher};
 use crate::check::result::FromCall;
 use crate::check::{
     decode, Billed, CheckRequest, CheckResult, Decoded, MaskedSubject, ReasonCode, Rejection,
@@ -24,7 +24,7 @@ use crate::ratelimit::{Limiter, Saturated};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::store::{Claim, Store, StoreError};
 
-use super::plan::{self, Finish, Plan, Step};
+use super::plan::{self, Finish, Plan, Step, WaitPolicy, Waiting};
 
 /// Retrying the journal write of a call's outcome: 100 ms doubling to 5 s, jittered, for at
 /// most [`JOURNAL_RETRY_FOR`].
@@ -105,6 +105,59 @@ pub struct Processor {
     pub pii_key: SecretString,
     /// Largest body read; a larger message is dead-lettered `too_large` unread.
     pub max_body_bytes: usize,
+    /// When a request waits in its slot, parks in the wait queue, or gives up.
+    pub wait: WaitPolicy,
+}
+
+/// What a delivery says about its earlier waits (headers kycq set when it parked it).
+#[derive(Clone, Copy, Debug, Default)]
+struct Waited {
+    /// When it first had to wait, as the header says (not yet trusted: see [`Waited::since`]).
+    since: Option<DateTime<Utc>>,
+    /// Times parked before.
+    parks: u32,
+}
+
+impl Waited {
+    fn from_delivery(props: &lapin::BasicProperties) -> Waited {
+        Waited {
+            since: header_str(props, headers::WAITING_SINCE)
+                .and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            parks: header_str(props, headers::PARKS)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
+    /// When the request first waited: the header, never before the request was first received
+    /// (`received_at`, from Postgres) nor after `now` — a client-set header can neither end a
+    /// wait early nor make it last forever. Without a header: now.
+    fn since(&self, received_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+        match (self.since, received_at) {
+            (Some(h), Some(r)) => h.max(r).min(now),
+            (Some(h), None) => h.min(now),
+            (None, _) => now,
+        }
+    }
+
+    fn park(&self, wait: Duration, since: DateTime<Utc>) -> Park {
+        Park {
+            wait,
+            waiting_since: since,
+            parks: self.parks,
+        }
+    }
+}
+
+/// What claiming a request came to.
+enum Claimed {
+    /// We hold the lease; the request was first received then.
+    Held(DateTime<Utc>),
+    /// Answered from the stored result or as a conflict (or we are stopping).
+    Answered,
+    /// Another live worker holds it for longer than is worth waiting in the slot.
+    Park(Duration),
 }
 
 /// Where a request's result goes besides the result exchange (its AMQP `reply_to`).
@@ -134,6 +187,8 @@ enum RouteOutcome {
     Done(Box<CheckResult>, Option<DeadLetter>),
     Requeue,
     LeaseLost,
+    /// Every provider is out for longer than is worth waiting in the slot.
+    Park(Park),
 }
 
 impl Processor {
@@ -288,22 +343,39 @@ impl Processor {
         let fingerprint = req
             .subject
             .fingerprint(self.pii_key.expose_secret().as_bytes());
+        let waited = Waited::from_delivery(props);
         loop {
-            let Some(received_at) = self
+            let received_at = match self
                 .claim(publisher, &req, &fingerprint, lease_owner, stop, &reply)
                 .await?
-            else {
-                return Ok(self.finished_or_requeue(stop));
+            {
+                Claimed::Held(received_at) => received_at,
+                Claimed::Answered => return Ok(self.finished_or_requeue(stop)),
+                Claimed::Park(wait) => {
+                    let park = waited.park(wait, waited.since(None, Utc::now()));
+                    self.park(publisher, delivery, &park, "held_elsewhere")
+                        .await?;
+                    return Ok(Disposition::Ack);
+                }
             };
             let lease_lost = Arc::new(AtomicBool::new(false));
             // Aborted when this scope ends, however it ends (a panic included).
             let _renewer =
                 AbortOnDrop(self.spawn_renewer(&req.request_id, lease_owner, lease_lost.clone()));
-            let outcome = self.run(&req, &route, received_at, stop, &lease_lost).await;
+            let outcome = self
+                .run(&req, &route, received_at, &waited, stop, &lease_lost)
+                .await;
             match outcome? {
                 RouteOutcome::Requeue => {
                     self.store.release(&req.request_id, lease_owner).await?;
                     return Ok(Disposition::Requeue);
+                }
+                RouteOutcome::Park(park) => {
+                    // Parked (confirmed) first: a crash before the release leaves a lease that
+                    // runs out, never a request nobody holds.
+                    self.park(publisher, delivery, &park, "no_provider").await?;
+                    self.store.release(&req.request_id, lease_owner).await?;
+                    return Ok(Disposition::Ack);
                 }
                 RouteOutcome::LeaseLost => {
                     warn!("lease lost to another worker; waiting for its result");
@@ -335,6 +407,33 @@ impl Processor {
                 }
             }
         }
+    }
+
+    /// Park the delivery in the wait queue (confirmed); the caller then acknowledges it.
+    async fn park(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        park: &Park,
+        why: &'static str,
+    ) -> Result<(), ProcessError> {
+        publisher
+            .park(
+                &delivery.data,
+                &delivery.properties,
+                delivery.routing_key.as_str(),
+                park,
+            )
+            .await?;
+        metrics::counter!("kycq_parked_total", "reason" => why).increment(1);
+        info!(
+            reason = why,
+            wait_ms = park.wait.as_millis() as u64,
+            waiting_since = %park.waiting_since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            parks = park.parks + 1,
+            "request parked in the wait queue; the worker slot is free"
+        );
+        Ok(())
     }
 
     fn finished_or_requeue(&self, stop: &CancellationToken) -> Disposition {
@@ -420,8 +519,9 @@ impl Processor {
         Ok(())
     }
 
-    /// Claim the request. `Some(received_at)` when we hold the lease; None when the request was
-    /// answered from the stored result (or we are stopping).
+    /// Claim the request: held (we have the lease), answered (from the stored result, as a
+    /// conflict, or we are stopping), or to be parked (another live worker holds it for longer
+    /// than is worth waiting in the slot).
     async fn claim(
         &self,
         publisher: &Publisher,
@@ -430,7 +530,7 @@ impl Processor {
         lease_owner: &str,
         stop: &CancellationToken,
         reply: &Reply,
-    ) -> Result<Option<DateTime<Utc>>, ProcessError> {
+    ) -> Result<Claimed, ProcessError> {
         let mut delays = HELD_ELSEWHERE_WAIT.delays(None);
         loop {
             match self
@@ -445,7 +545,7 @@ impl Processor {
                 )
                 .await?
             {
-                Claim::Claimed { received_at } => return Ok(Some(received_at)),
+                Claim::Claimed { received_at } => return Ok(Claimed::Held(received_at)),
                 Claim::Finished(stored) => {
                     reply.send(publisher, &stored).await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
@@ -453,7 +553,7 @@ impl Processor {
                         status = stored.status.as_str(),
                         "duplicate or redelivery answered from the stored result"
                     );
-                    return Ok(None);
+                    return Ok(Claimed::Answered);
                 }
                 Claim::Conflict { subject, check } => {
                     let r = Rejection {
@@ -474,17 +574,20 @@ impl Processor {
                     };
                     self.conflict(publisher, &r, &subject, check.as_deref(), reply)
                         .await?;
-                    return Ok(None);
+                    return Ok(Claimed::Answered);
                 }
                 Claim::Leased { owner, until } => {
                     // A live worker renews its lease; a dead one's lease runs out and we take
                     // over: never wait past its end.
                     let left = (until - Utc::now()).to_std().unwrap_or_default();
+                    if let Waiting::Park(d) = self.wait.decide(left, None) {
+                        return Ok(Claimed::Park(d));
+                    }
                     let step = delays.next().unwrap_or(HELD_ELSEWHERE_WAIT.max);
                     let wait = step.min(left + Duration::from_millis(50));
                     tracing::debug!(%owner, ?wait, "request is being worked on by another worker");
                     tokio::select! {
-                        _ = stop.cancelled() => return Ok(None),
+                        _ = stop.cancelled() => return Ok(Claimed::Answered),
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -526,6 +629,7 @@ impl Processor {
         req: &CheckRequest,
         route: &[&Entry],
         received_at: DateTime<Utc>,
+        waited: &Waited,
         stop: &CancellationToken,
         lease_lost: &AtomicBool,
     ) -> Result<RouteOutcome, ProcessError> {
@@ -582,15 +686,40 @@ impl Processor {
                     }
                 }
                 Step::WaitForCircuit(until) => {
-                    // Every provider of the route is out (provider-wide failures): the request
-                    // waits, unacknowledged, until a circuit lets calls through again.
-                    warn!(
-                        wait_s = until.saturating_duration_since(now).as_secs(),
-                        "no provider available for this check; waiting"
-                    );
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
-                        _ = tokio::time::sleep_until(until) => {}
+                    // Every provider of the route is out (provider-wide failures): a short wait
+                    // in the slot; a longer one in the wait queue, the slot free; past the
+                    // maximum wait, the request ends provider_unavailable.
+                    let left = until.saturating_duration_since(now);
+                    let now_utc = Utc::now();
+                    let since = waited.since(Some(received_at), now_utc);
+                    let so_far = (now_utc - since).to_std().unwrap_or_default();
+                    match self.wait.decide(left, Some(so_far)) {
+                        Waiting::InSlot(d) => {
+                            tokio::select! {
+                                _ = stop.cancelled() => return Ok(RouteOutcome::Requeue),
+                                _ = tokio::time::sleep(d) => {}
+                            }
+                        }
+                        Waiting::Park(d) => {
+                            warn!(
+                                wait_s = left.as_secs(),
+                                waited_s = so_far.as_secs(),
+                                "no provider available for this check; parking the request"
+                            );
+                            return Ok(RouteOutcome::Park(waited.park(d, since)));
+                        }
+                        Waiting::GiveUp => {
+                            warn!(
+                                waited_s = so_far.as_secs(),
+                                "no provider came back within worker.max_wait_secs: provider_unavailable"
+                            );
+                            return Ok(finished(
+                                req,
+                                plan.unavailable(),
+                                plan.attempts(),
+                                received_at,
+                            ));
+                        }
                     }
                 }
                 Step::Finish(f) => return Ok(finished(req, f, plan.attempts(), received_at)),
@@ -739,6 +868,15 @@ fn finished(
                 "retries_exhausted",
             )),
         ),
+        Finish::ProviderUnavailable(p, r) => (
+            p,
+            r,
+            Some((
+                ReasonCode::ProviderUnavailable,
+                Billed::No,
+                "provider_unavailable",
+            )),
+        ),
     };
     let call = FromCall {
         request: req,
@@ -791,4 +929,56 @@ fn record_result(r: &CheckResult) {
         "provider" => r.provider.clone().unwrap_or_default()
     )
     .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn the_waiting_since_header_is_clamped_by_what_postgres_and_the_clock_say() {
+        let received = at("2026-12-02T10:00:00Z");
+        let now = at("2026-12-02T10:05:00Z");
+        let w = |h: Option<&str>| Waited {
+            since: h.map(at),
+            parks: 0,
+        };
+        // kycq's own header, set when it first parked the request.
+        assert_eq!(
+            w(Some("2026-12-02T10:01:00Z")).since(Some(received), now),
+            at("2026-12-02T10:01:00Z")
+        );
+        // A client's forged header can neither end the wait at once nor make it endless.
+        assert_eq!(
+            w(Some("2000-01-01T00:00:00Z")).since(Some(received), now),
+            received
+        );
+        assert_eq!(
+            w(Some("2999-01-01T00:00:00Z")).since(Some(received), now),
+            now
+        );
+        assert_eq!(w(Some("2999-01-01T00:00:00Z")).since(None, now), now);
+        // No header: the wait starts now.
+        assert_eq!(w(None).since(Some(received), now), now);
+    }
+
+    #[test]
+    fn the_waiting_headers_are_read_back() {
+        use lapin::types::{AMQPValue, FieldTable, LongString};
+        let mut h = FieldTable::default();
+        h.insert(
+            headers::WAITING_SINCE.into(),
+            AMQPValue::LongString(LongString::from("2026-12-02T10:01:00.000Z")),
+        );
+        h.insert(headers::PARKS.into(), AMQPValue::LongInt(3));
+        let w = Waited::from_delivery(&lapin::BasicProperties::default().with_headers(h));
+        assert_eq!(w.since, Some(at("2026-12-02T10:01:00Z")));
+        assert_eq!(w.parks, 3);
+        let none = Waited::from_delivery(&lapin::BasicProperties::default());
+        assert_eq!((none.since, none.parks), (None, 0));
+    }
 }

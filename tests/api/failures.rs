@@ -941,3 +941,135 @@ async fn every_kind_of_bad_input_ends_in_exactly_one_outcome_and_the_worker_keep
     assert_eq!(app.sandbox.ledger.len(), served_count + 1);
     app.cleanup().await;
 }
+
+/// Tencent (mobile3's only provider here) refuses the worker's key; Alibaba answers id2. The
+/// circuit cool-down is long, each stay in the wait queue short.
+fn tencent_refused_env(app: &TestApp, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = every_vendor_env(app);
+    env.retain(|(k, _)| !k.starts_with("KYCQ__ROUTES__"));
+    for (k, v) in [
+        ("KYCQ__ROUTES__MOBILE3", "tencent"),
+        ("KYCQ__ROUTES__ID2", "alibaba"),
+        ("KYCQ__ROUTES__ID2_PERIOD", "alibaba"),
+        ("KYCQ__PROVIDERS__TENCENT__SECRET_KEY", "not-the-key"),
+        ("KYCQ__WORKER__PARK_MAX_SECS", "1"),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        env.push((k.into(), v.into()));
+    }
+    env
+}
+
+fn as_pairs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A request whose every provider is out waits in the wait queue, not in a worker slot: a
+/// worker with one slot serves another check meanwhile, and the parked requests are answered
+/// once a provider can answer — each once, nothing lost.
+#[tokio::test]
+async fn a_request_whose_every_provider_is_out_waits_in_the_wait_queue_not_in_a_worker_slot() {
+    let mut app = TestApp::new().await;
+    let env = tencent_refused_env(&app, &[("KYCQ__WORKER__CONCURRENCY", "1")]);
+    let bad = app.start_worker_with(&as_pairs(&env)).await;
+    let waiting: Vec<RequestMessage> = (0..3)
+        .map(|i| mobile3(&identity(Scenario::Match, 40 + i)))
+        .collect();
+    for m in &waiting {
+        app.publish(m).await;
+    }
+    let id2 = request_for(CheckKind::Id2, &identity(Scenario::Match, 43), "alibaba");
+    app.publish(&id2).await;
+    // Before, the first mobile3 request held the only slot until a provider came back.
+    let r = app.result_of(&id2.request_id).await;
+    assert_eq!(
+        (r.status, r.reason_code),
+        (Status::Completed, ReasonCode::Match)
+    );
+    app.assert_no_result_within(Duration::from_secs(1)).await;
+    let refused: Vec<_> = app
+        .sandbox
+        .ledger
+        .entries()
+        .into_iter()
+        .filter(|e| e.provider == "tencent")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "one refused call opens the circuit: {refused:?}"
+    );
+    assert_eq!(refused[0].code, "AuthFailure.SignatureFailure");
+    // They wait in the wait queue (each stay is short: they come and go).
+    let ch = app.conn.create_channel().await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let q = ch
+            .queue_declare(
+                &app.names.wait_queue,
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        if q.message_count() > 0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing parked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The key is fixed: a worker with the right one answers the parked requests.
+    bad.cancel();
+    app.stop_workers().await;
+    app.start_worker().await;
+    let ids: Vec<String> = waiting.iter().map(|m| m.request_id.clone()).collect();
+    let got = app.results_for(&ids, T).await;
+    for id in &ids {
+        assert_eq!(got[id].len(), 1, "{id}");
+        assert_eq!(
+            (got[id][0].status, got[id][0].reason_code),
+            (Status::Completed, ReasonCode::Match)
+        );
+    }
+    app.assert_no_result_within(Duration::from_secs(2)).await;
+    assert_eq!(app.sandbox.ledger.billed_count(), 4);
+    assert!(app.dead_letters().await.is_empty());
+    app.cleanup().await;
+}
+
+/// Nobody waits forever: past `worker.max_wait_secs` a request whose every provider is still
+/// out ends `failed` / `provider_unavailable`, not billed, and is dead-lettered (retryable).
+#[tokio::test]
+async fn past_the_maximum_wait_a_request_ends_provider_unavailable() {
+    let mut app = TestApp::new().await;
+    let env = tencent_refused_env(&app, &[("KYCQ__WORKER__MAX_WAIT_SECS", "2")]);
+    app.start_worker_with(&as_pairs(&env)).await;
+    let m = mobile3(&identity(Scenario::Match, 44));
+    app.publish(&m).await;
+    let r = app.result_of(&m.request_id).await;
+    assert_eq!(
+        (r.status, r.reason_code, r.billed),
+        (Status::Failed, ReasonCode::ProviderUnavailable, Billed::No),
+        "{}",
+        r.reason
+    );
+    assert_eq!(r.provider.as_deref(), Some("tencent"));
+    let dead = app.wait_dead_letters(1, T).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].0.reason, "provider_unavailable");
+    assert_eq!(dead[0].0.request_id.as_deref(), Some(m.request_id.as_str()));
+    let journal = app.journal(&m.request_id).await;
+    assert_eq!(journal.len(), 1, "{journal:?}");
+    assert_eq!(
+        (journal[0].1.as_str(), journal[0].2.as_str()),
+        ("provider_wide", "no")
+    );
+    app.assert_no_result_within(Duration::from_secs(1)).await;
+    app.cleanup().await;
+}

@@ -413,10 +413,15 @@ pub fn config_dir() -> PathBuf {
 async fn teardown(names: Names, db_name: String, redis_prefix: String) {
     if let Ok(conn) = broker::connect(AMQP_URL, "kycq test teardown").await {
         if let Ok(ch) = conn.create_channel().await {
-            for q in [&names.work_queue, &names.dead_queue] {
+            for q in [&names.work_queue, &names.dead_queue, &names.wait_queue] {
                 let _ = ch.queue_delete(q, Default::default()).await;
             }
-            for e in [&names.requests, &names.results, &names.dead_exchange] {
+            for e in [
+                &names.requests,
+                &names.results,
+                &names.dead_exchange,
+                &names.wait_queue,
+            ] {
                 let _ = ch.exchange_delete(e, Default::default()).await;
             }
         }
