@@ -46,9 +46,10 @@ one failed, 2 when the configuration itself is invalid.",
 KYCQ__PROVIDERS__TENCENT__SECRET_KEY=wrong kycq doctor\n\n  \
 target            checked             result  detail\n  \
 postgres          connects            OK      database kycq\n  \
+postgres          migrations applied  OK      1 of 1\n  \
 ...\n  \
-provider tencent  credentials         FAILED  provider tencent: credentials refused (AuthFailure.SignatureFailure) — check providers.tencent.secret_id/secret_key (…)\n  \
-1 of 7 checks failed\n\n  \
+provider tencent  credentials         FAILED  provider tencent: credentials refused (AuthFailure.SignatureFailure) — check providers.tencent.secret_id/secret_key (KYCQ__PROVIDERS__TENCENT__SECRET_ID, KYCQ__PROVIDERS__TENCENT__SECRET_KEY)\n  \
+1 of 8 checks failed\n\n  \
 kycq doctor --json | jq '.checks[] | select(.ok | not)'"
     )]
     Doctor {

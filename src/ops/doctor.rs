@@ -238,7 +238,7 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
         }
         Some(Ok(c)) => c,
     };
-    let mut checks = vec![Check::ok(T, "connects", "")];
+    let mut checks = vec![Check::ok(T, "connects", "amqp.url accepted")];
     let names = settings.topology.names();
     let mut missing = Vec::new();
     let exchanges = [&names.requests, &names.results, &names.dead_exchange];
