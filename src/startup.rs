@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::configuration::{env_name, ConfigError, Settings};
 use crate::fault::{self, FaultClass, INFRA_BACKOFF};
+use crate::ops::http::{Health, Startup};
 use crate::providers::Registry;
 use crate::ratelimit::RedisLimiter;
 use crate::retry::RetryPolicy;
@@ -26,21 +27,44 @@ pub struct RunningWorker {
     pub task: tokio::task::JoinHandle<Result<(), WorkerError>>,
 }
 
-/// Connect everything and start consuming. Returns once the store is migrated and the HTTP
-/// endpoint is listening; the consumer connects (and reconnects) in the background.
+/// Connect everything and start consuming. The HTTP endpoint listens first (`/readyz` says what
+/// start-up still waits for); returns once the store is migrated; the consumer connects (and
+/// reconnects) in the background.
 pub async fn start_worker(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<RunningWorker> {
     let pii_key = settings.pii_key()?.clone();
     let worker_id = settings.worker_id();
-    let store = connect_store_with_retry(settings, &shutdown).await?;
     let (registry, notes) = Registry::from_settings(settings)?;
     for n in &notes {
         warn!("{n}");
     }
     info!(providers = ?registry.provider_names(), "providers configured");
     let registry = Arc::new(registry);
+    let state = Arc::new(WorkerState::default());
+    let startup = Arc::new(Startup::default());
+    // The endpoint answers from the first second; a start that fails takes it down with it.
+    let http_stop = shutdown.child_token();
+    let http_guard = http_stop.clone().drop_guard();
+    let http_addr = if settings.http.listen.is_empty() {
+        None
+    } else {
+        let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
+        let health = Health {
+            worker: state.clone(),
+            startup: startup.clone(),
+            registry: registry.clone(),
+        };
+        Some(
+            crate::ops::http::serve(addr, health, http_stop)
+                .await
+                .with_context(|| format!("cannot listen on http.listen = {addr}"))?,
+        )
+    };
+    let store =
+        connect_store_reporting(settings, &shutdown, |why| startup.waiting_for(why)).await?;
+    startup.connected(store.clone());
     let limiter = RedisLimiter::from_settings(settings)
         .await
         .context("redis.url")?;
@@ -55,22 +79,7 @@ pub async fn start_worker(
         max_body_bytes: settings.worker.max_body_bytes,
         wait: settings.worker.wait_policy(),
     });
-    let state = Arc::new(WorkerState::default());
-    let http_addr = if settings.http.listen.is_empty() {
-        None
-    } else {
-        let addr: SocketAddr = settings.http.listen.parse().context("http.listen")?;
-        let health = crate::ops::http::Health {
-            worker: state.clone(),
-            store: store.clone(),
-            registry: registry.clone(),
-        };
-        Some(
-            crate::ops::http::serve(addr, health, shutdown.clone())
-                .await
-                .with_context(|| format!("cannot listen on http.listen = {addr}"))?,
-        )
-    };
+    http_guard.disarm();
     let cfg = ConsumerConfig {
         amqp_url: settings.amqp.url.clone(),
         names: settings.topology.names(),
@@ -105,6 +114,15 @@ pub async fn connect_store_with_retry(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<store::Store> {
+    connect_store_reporting(settings, shutdown, |_| {}).await
+}
+
+/// [`connect_store_with_retry`], telling `waiting` why each attempt failed (for `/readyz`).
+async fn connect_store_reporting(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+    waiting: impl Fn(String),
+) -> anyhow::Result<store::Store> {
     let mut delays = INFRA_BACKOFF.delays(None);
     loop {
         let e = match store::connect_and_migrate(&settings.database).await {
@@ -120,6 +138,10 @@ pub async fn connect_store_with_retry(
             .into());
         }
         let delay = delays.next().unwrap_or(INFRA_BACKOFF.max);
+        waiting(format!(
+            "postgres: not reachable yet at database.url ({}): {e}; retrying",
+            env_name("database.url")
+        ));
         warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "postgres unavailable; retrying");
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("stopped while waiting for postgres"),

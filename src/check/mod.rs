@@ -10,7 +10,7 @@ pub mod request;
 pub mod result;
 
 pub use identity::{FieldError, IdNumber, Mobile, Name, Validity, ValidityEnd};
-pub use outcome::{Classification, OutcomeClass, ProviderReply};
+pub use outcome::{Classification, OutcomeClass, ProviderReply, Refusal};
 pub use reason::{ReasonCode, Status, Verdict};
 pub use request::{decode, CheckKind, CheckRequest, Decoded, Malformed, Rejection, Subject};
 pub use result::{Billed, Carrier, CheckResult, MaskedSubject};

@@ -59,6 +59,50 @@ impl OutcomeClass {
     }
 }
 
+/// Why a provider refuses every call, when a provider-wide answer says so: what the operator
+/// must fix. Carried by the vendor tables' rows (and the shared HTTP status table), so that the
+/// worker, `/readyz` and `kycq doctor` name the same cause.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// The credentials are refused (unknown key, wrong secret or AppCode, bad signature).
+    Credentials,
+    /// The account behind the credentials may not call: arrears, the service not activated,
+    /// missing permissions.
+    Account,
+    /// The purchased quota or package is used up or has expired.
+    Quota,
+}
+
+impl Refusal {
+    /// The name in metrics labels and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Credentials => "credentials",
+            Refusal::Account => "account",
+            Refusal::Quota => "quota",
+        }
+    }
+
+    /// What the provider's answer amounts to, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Refusal::Credentials => "credentials refused",
+            Refusal::Account => "account not allowed (arrears, not activated or no permission)",
+            Refusal::Quota => "quota used up or expired",
+        }
+    }
+
+    /// What to do about it, before the credential keys are named.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            Refusal::Credentials => "check",
+            Refusal::Account => "check the vendor account (activation, balance, permissions) of",
+            Refusal::Quota => "buy or renew the package of the account of",
+        }
+    }
+}
+
 /// One row of a vendor's code table: class, billing and the shared reason code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Classification {
@@ -70,6 +114,10 @@ pub struct Classification {
     pub reason_code: Option<ReasonCode>,
     /// The vendor said "throttled" (the shared bucket cools down).
     pub throttled: bool,
+    /// For a provider-wide answer about the credentials or the account: which (logged once per
+    /// change, shown by `/readyz`, counted in `kycq_provider_refusals_total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
 }
 
 impl Classification {
@@ -102,6 +150,13 @@ impl Classification {
     };
     /// Provider-wide and not billed.
     pub const PROVIDER_WIDE: Self = Self::new(OutcomeClass::ProviderWide, Billed::No, None);
+    /// Provider-wide and not billed, because of the credentials, the account or the quota.
+    pub const fn refused(refusal: Refusal) -> Self {
+        Classification {
+            refusal: Some(refusal),
+            ..Self::PROVIDER_WIDE
+        }
+    }
     /// Sent and lost: billing unknown.
     pub const UNKNOWN: Self = Self::new(OutcomeClass::Unknown, Billed::Unknown, None);
     /// A code not in the tables, with what is known about its billing.
@@ -119,6 +174,7 @@ impl Classification {
             billed,
             reason_code,
             throttled: false,
+            refusal: None,
         }
     }
 }

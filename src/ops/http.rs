@@ -1,9 +1,11 @@
 //! `/healthz` (the process is up), `/readyz` (consuming, Postgres answers, every enabled check has
-//! a provider) and `/metrics` (Prometheus).
+//! a provider, no provider refuses its credentials) and `/metrics` (Prometheus). The endpoint
+//! is up from the first second of a worker's start: while Postgres is still being retried,
+//! `/healthz` answers and `/readyz` says what is missing.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,10 +23,42 @@ use crate::worker::WorkerState;
 pub struct Health {
     /// Consumer state.
     pub worker: Arc<WorkerState>,
-    /// Postgres.
-    pub store: Store,
-    /// Circuits.
+    /// Postgres, once connected.
+    pub startup: Arc<Startup>,
+    /// Circuits and refused credentials.
     pub registry: Arc<Registry>,
+}
+
+/// What a starting worker has connected so far.
+#[derive(Debug, Default)]
+pub struct Startup {
+    store: OnceLock<Store>,
+    waiting: Mutex<Option<String>>,
+}
+
+impl Startup {
+    /// Start-up is waiting for a dependency: why, naming the key (shown by `/readyz`).
+    pub fn waiting_for(&self, why: String) {
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Postgres is connected and migrated.
+    pub fn connected(&self, store: Store) {
+        let _ = self.store.set(store);
+        *self.waiting.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// The store, once connected.
+    pub fn store(&self) -> Option<&Store> {
+        self.store.get()
+    }
+
+    fn waiting(&self) -> Option<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 /// Serve until `shutdown`. Returns the bound address (port 0 picks one).
@@ -58,9 +92,17 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
         reasons.push("not consuming from RabbitMQ".to_string());
     }
     reasons.extend(h.worker.problems());
-    if !h.store.ping().await {
-        reasons.push("postgres does not answer".to_string());
+    match h.startup.store() {
+        Some(store) => {
+            if !store.ping().await {
+                reasons.push("postgres does not answer".to_string());
+            }
+        }
+        None => reasons.push(h.startup.waiting().unwrap_or_else(|| {
+            "postgres: not connected yet (database.url, KYCQ__DATABASE__URL)".to_string()
+        })),
     }
+    reasons.extend(h.registry.refusals());
     for c in h.registry.blocked_checks(tokio::time::Instant::now()) {
         reasons.push(format!(
             "every provider of the {c} route has an open circuit"

@@ -1,7 +1,8 @@
-//! Operations: the health/readiness/metrics endpoint, `kycq enqueue`, `kycq demo` and
+//! Operations: the health/readiness/metrics endpoint, `kycq doctor`, `kycq enqueue`, `kycq demo` and
 //! `kycq loadgen`.
 
 pub mod demo;
+pub mod doctor;
 pub mod enqueue;
 pub mod http;
 pub mod loadgen;

@@ -1,10 +1,85 @@
 //! A per-provider circuit breaker: a provider-wide failure takes the provider out of routes for a
-//! cool-down, then one call is let through to probe it.
+//! cool-down, then one call is let through to probe it. Beside it, [`RefusalState`]: whether
+//! the provider refuses the credentials or the account right now, changed only by answers that
+//! say so (a refusal sets it, a final answer clears it), so that it is reported once per change.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::check::outcome::{ProviderReply, Refusal};
+
+/// A provider refusing the credentials, the account or the quota: the kind and the vendor's own
+/// code (never a secret: codes and gateway messages carry none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Credentials, account or quota.
+    pub kind: Refusal,
+    /// The vendor's code (`AuthFailure.SignatureFailure`, `Quota Exhausted`, `HTTP401`).
+    pub code: String,
+}
+
+impl Refused {
+    /// The refusal a reply carries, if any.
+    pub fn of(reply: &ProviderReply) -> Option<Refused> {
+        reply.classification.refusal.map(|kind| Refused {
+            kind,
+            code: reply
+                .provider_code
+                .clone()
+                .or_else(|| reply.http_status.map(|s| format!("HTTP{s}")))
+                .unwrap_or_else(|| "-".to_owned()),
+        })
+    }
+}
+
+/// What one reply changed in a provider's [`RefusalState`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing: still refused the same way, still fine, or an answer that says neither.
+    Unchanged,
+    /// Refused now (it was not, or it was for another reason).
+    Refused(Refused),
+    /// Answered again after a refusal: the earlier refusal is over.
+    Recovered(Refused),
+}
+
+/// Whether a provider refuses the credentials or the account right now (local to this worker).
+#[derive(Debug, Default)]
+pub struct RefusalState {
+    current: Mutex<Option<Refused>>,
+}
+
+impl RefusalState {
+    /// Take in one reply: a refusal sets the state, a final answer (a verdict, an invalid
+    /// field, …: the credentials were accepted) clears it; transient and unknown outcomes
+    /// change nothing. Returns the change, which the caller reports once.
+    pub fn record(&self, reply: &ProviderReply) -> Transition {
+        let mut current = self.current.lock().expect("refusal lock");
+        if let Some(refused) = Refused::of(reply) {
+            // Another code of the same kind is the same trouble: not a new transition.
+            if current.as_ref().map(|c| c.kind) == Some(refused.kind) {
+                return Transition::Unchanged;
+            }
+            *current = Some(refused.clone());
+            return Transition::Refused(refused);
+        }
+        let accepted = reply.classification.class.is_final_answer();
+        match current.take() {
+            Some(was) if accepted => Transition::Recovered(was),
+            was => {
+                *current = was;
+                Transition::Unchanged
+            }
+        }
+    }
+
+    /// The refusal in force, if any.
+    pub fn current(&self) -> Option<Refused> {
+        self.current.lock().expect("refusal lock").clone()
+    }
+}
 
 /// Circuit state of one provider (local to this worker).
 #[derive(Debug, Default)]
@@ -43,6 +118,70 @@ impl Circuit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::outcome::Classification;
+    use crate::check::{Billed, ReasonCode};
+
+    fn reply(classification: Classification, code: Option<&str>) -> ProviderReply {
+        let mut r = ProviderReply::transport(classification, Some(200), "");
+        r.provider_code = code.map(str::to_owned);
+        r
+    }
+
+    #[test]
+    fn a_refusal_is_one_transition_until_a_final_answer_clears_it() {
+        let s = RefusalState::default();
+        let auth = reply(
+            Classification::refused(Refusal::Credentials),
+            Some("AuthFailure.SignatureFailure"),
+        );
+        let refused = Refused {
+            kind: Refusal::Credentials,
+            code: "AuthFailure.SignatureFailure".into(),
+        };
+        assert_eq!(s.record(&auth), Transition::Refused(refused.clone()));
+        // The same refusal again (every cool-down's probe call): reported once only.
+        assert_eq!(s.record(&auth), Transition::Unchanged);
+        let other_code = reply(
+            Classification::refused(Refusal::Credentials),
+            Some("AuthFailure.SecretIdNotFound"),
+        );
+        assert_eq!(s.record(&other_code), Transition::Unchanged);
+        // Transient trouble and lost answers say nothing about the credentials.
+        assert_eq!(
+            s.record(&reply(Classification::TRANSIENT, Some("InternalError"))),
+            Transition::Unchanged
+        );
+        assert_eq!(
+            s.record(&reply(Classification::UNKNOWN, None)),
+            Transition::Unchanged
+        );
+        // A provider-wide answer that is not about the credentials (a wrong endpoint) neither.
+        assert_eq!(
+            s.record(&reply(Classification::PROVIDER_WIDE, Some("InvalidAction"))),
+            Transition::Unchanged
+        );
+        assert_eq!(s.current(), Some(refused.clone()));
+        // Another kind is a new transition.
+        let quota = reply(
+            Classification::refused(Refusal::Quota),
+            Some("Quota Exhausted"),
+        );
+        assert!(matches!(s.record(&quota), Transition::Refused(r) if r.kind == Refusal::Quota));
+        // A verdict: the credentials work again.
+        let verdict = reply(
+            Classification::verdict(ReasonCode::Match, Billed::Yes),
+            Some("0"),
+        );
+        assert!(
+            matches!(s.record(&verdict), Transition::Recovered(r) if r.code == "Quota Exhausted")
+        );
+        assert_eq!(s.record(&verdict), Transition::Unchanged);
+        assert_eq!(s.current(), None);
+        // Without a vendor code, the HTTP status stands for it.
+        let mut bare = reply(Classification::refused(Refusal::Credentials), None);
+        bare.http_status = Some(401);
+        assert_eq!(Refused::of(&bare).unwrap().code, "HTTP401");
+    }
 
     #[test]
     fn trips_for_the_cooldown_then_lets_calls_through() {

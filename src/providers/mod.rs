@@ -30,7 +30,7 @@ use std::fmt;
 use crate::check::{CheckKind, CheckRequest};
 use async_trait::async_trait;
 
-pub use crate::check::outcome::{Classification, OutcomeClass, ProviderReply};
+pub use crate::check::outcome::{Classification, OutcomeClass, ProviderReply, Refusal};
 pub use registry::Registry;
 
 /// One identity-verification vendor.
@@ -43,6 +43,21 @@ pub trait Provider: Send + Sync + 'static {
     /// Make one call and classify its outcome. Never panics, never returns an error: every
     /// failure is a classified reply.
     async fn call(&self, request: &CheckRequest) -> ProviderReply;
+    /// A call that tests the credentials and is never billed (`kycq doctor`): signed and sent
+    /// exactly as a check is, without personal data, with a parameter missing so that the
+    /// vendor, once it has accepted the credentials, refuses the request with an error that is
+    /// not charged. Never panics; every failure is a classified reply.
+    async fn probe(&self) -> Probe;
+}
+
+/// What a [`Provider::probe`] came back with.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// The classified reply.
+    pub reply: ProviderReply,
+    /// The vendor's code that answers the probe when the credentials are accepted (the
+    /// reply's `provider_code`).
+    pub accepted: &'static str,
 }
 
 impl fmt::Debug for dyn Provider {

@@ -18,7 +18,7 @@
 //! gateways use (Alibaba Cloud API Gateway error codes, help.aliyun.com/document_detail/43906;
 //! Tencent Cloud API 3.0 common errors, cloud.tencent.com/document/api/1007/31323).
 
-use super::{Classification, ProviderReply};
+use super::{Classification, ProviderReply, Refusal};
 use crate::check::Billed;
 
 /// How a call failed below HTTP (no whole answer arrived).
@@ -149,8 +149,8 @@ pub const STATUS_ROWS: &[StatusRow] = &[
     status(300, 399, Any, PROVIDER_WIDE, "a redirect (never followed: it could send the request twice): the endpoint is misconfigured", RFC),
     status(400, 400, Only(Origin::Backend), REFUSED, "the vendor refused this request's parameters", RFC),
     status(400, 400, Only(Origin::Gateway), UNPLACED, "the API gateway refused this request with an error kycq does not know", "Alibaba Cloud API Gateway error codes (doc 43906)"),
-    status(401, 401, Any, PROVIDER_WIDE, "credentials refused", RFC),
-    status(402, 403, Any, PROVIDER_WIDE, "the account is not allowed (payment, authorization, quota)", RFC),
+    status(401, 401, Any, Classification::refused(Refusal::Credentials), "credentials refused", RFC),
+    status(402, 403, Any, Classification::refused(Refusal::Account), "the account is not allowed (payment, authorization, quota)", RFC),
     status(404, 405, Any, PROVIDER_WIDE, "the endpoint or method does not exist: misconfigured", RFC),
     status(408, 408, Any, TRANSIENT, "the server timed out waiting for the request: it did not run", RFC),
     status(413, 414, Any, REFUSED, "this request is too large for the vendor", RFC),

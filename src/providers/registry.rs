@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::circuit::Circuit;
+use super::circuit::{Circuit, RefusalState, Refused, Transition};
 use super::vendor::Vendor;
-use super::Provider;
+use super::{Provider, ProviderReply};
 use crate::check::CheckKind;
-use crate::configuration::{invalid, ConfigError, Settings};
+use crate::configuration::{env_name, invalid, ConfigError, Settings};
 
 /// One configured provider with its circuit.
 #[derive(Debug)]
@@ -21,6 +21,88 @@ pub struct Entry {
     pub circuit: Circuit,
     /// How long a provider-wide failure keeps it out.
     pub cooldown: Duration,
+    /// Whether it refuses the credentials, the account or the quota right now.
+    pub refusal: RefusalState,
+}
+
+impl Entry {
+    fn new(provider: Arc<dyn Provider>, cooldown: Duration) -> Entry {
+        Entry {
+            provider,
+            circuit: Circuit::default(),
+            cooldown,
+            refusal: RefusalState::default(),
+        }
+    }
+
+    /// Take in one reply of this provider (every reply, before the route acts on it): a refusal
+    /// of the credentials, the account or the quota is counted
+    /// (`kycq_provider_refusals_total{provider,kind}`) and logged at ERROR once when it starts,
+    /// naming the keys to fix; the first final answer after it is logged as the recovery. The
+    /// circuit is the caller's business, as before.
+    pub fn note_reply(&self, reply: &ProviderReply) {
+        let provider = self.provider.name();
+        if let Some(kind) = reply.classification.refusal {
+            metrics::counter!("kycq_provider_refusals_total", "provider" => provider, "kind" => kind.as_str())
+                .increment(1);
+        }
+        match self.refusal.record(reply) {
+            Transition::Unchanged => {}
+            Transition::Refused(r) => {
+                metrics::gauge!("kycq_provider_refused", "provider" => provider).set(1.0);
+                tracing::error!(
+                    provider,
+                    kind = r.kind.as_str(),
+                    code = %r.code,
+                    "{}",
+                    refusal_message(provider, &r)
+                );
+            }
+            Transition::Recovered(was) => {
+                metrics::gauge!("kycq_provider_refused", "provider" => provider).set(0.0);
+                tracing::info!(
+                    provider,
+                    was = was.kind.as_str(),
+                    "provider {provider} answers again: its {} is over",
+                    was.kind.describe()
+                );
+            }
+        }
+    }
+}
+
+/// The keys an operator fixes for a refusal of `provider`, as `providers.<name>.<key>` joined
+/// with `/`, followed by their environment forms (`providers.tencent.secret_id/secret_key
+/// (KYCQ__PROVIDERS__TENCENT__SECRET_ID, KYCQ__PROVIDERS__TENCENT__SECRET_KEY)`). Never values.
+pub fn credential_keys(provider: &str) -> String {
+    let keys: Vec<&str> = vendor(provider)
+        .map(|v| v.credential_keys().collect())
+        .unwrap_or_default();
+    if keys.is_empty() {
+        return format!("providers.{provider}");
+    }
+    let full: Vec<String> = keys
+        .iter()
+        .map(|k| format!("providers.{provider}.{k}"))
+        .collect();
+    let envs: Vec<String> = full.iter().map(|k| env_name(k)).collect();
+    format!(
+        "providers.{provider}.{} ({})",
+        keys.join("/"),
+        envs.join(", ")
+    )
+}
+
+/// One line for logs, `/readyz` and `kycq doctor`: `provider tencent: credentials refused
+/// (AuthFailure.SignatureFailure) — check providers.tencent.secret_id/secret_key (…)`.
+pub fn refusal_message(provider: &str, r: &Refused) -> String {
+    format!(
+        "provider {provider}: {} ({}) — {} {}",
+        r.kind.describe(),
+        r.code,
+        r.kind.remedy(),
+        credential_keys(provider)
+    )
 }
 
 /// Why a request has no provider to go to.
@@ -116,11 +198,7 @@ impl Registry {
             if let Some(provider) = (v.build)(section)? {
                 entries.insert(
                     v.name,
-                    Entry {
-                        provider,
-                        circuit: Circuit::default(),
-                        cooldown: Duration::from_secs(section.circuit_cooldown_secs),
-                    },
+                    Entry::new(provider, Duration::from_secs(section.circuit_cooldown_secs)),
                 );
             }
         }
@@ -155,16 +233,7 @@ impl Registry {
     ) -> Registry {
         let entries = providers
             .into_iter()
-            .map(|(provider, cooldown)| {
-                (
-                    provider.name(),
-                    Entry {
-                        provider,
-                        circuit: Circuit::default(),
-                        cooldown,
-                    },
-                )
-            })
+            .map(|(provider, cooldown)| (provider.name(), Entry::new(provider, cooldown)))
             .collect();
         Registry {
             entries,
@@ -212,6 +281,15 @@ impl Registry {
                 })
             })
             .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// The providers refusing the credentials, the account or the quota right now, one line
+    /// each naming the keys to fix (readiness).
+    pub fn refusals(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .filter_map(|(name, e)| e.refusal.current().map(|r| refusal_message(name, &r)))
             .collect()
     }
 
@@ -297,6 +375,31 @@ mod tests {
         assert!(e.to_string().contains("not available"), "{e}");
         let e = reg.route(CheckKind::Id2, Some("nosuch")).unwrap_err();
         assert!(e.to_string().contains("unknown"), "{e}");
+    }
+
+    #[test]
+    fn a_refusal_names_the_provider_its_code_and_the_credential_keys_never_values() {
+        let r = Refused {
+            kind: crate::check::Refusal::Credentials,
+            code: "AuthFailure.SignatureFailure".into(),
+        };
+        assert_eq!(
+            refusal_message("tencent", &r),
+            "provider tencent: credentials refused (AuthFailure.SignatureFailure) — check \
+             providers.tencent.secret_id/secret_key (KYCQ__PROVIDERS__TENCENT__SECRET_ID, \
+             KYCQ__PROVIDERS__TENCENT__SECRET_KEY)"
+        );
+        assert_eq!(
+            credential_keys("alibaba"),
+            "providers.alibaba.access_key_id/access_key_secret \
+             (KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_ID, KYCQ__PROVIDERS__ALIBABA__ACCESS_KEY_SECRET)"
+        );
+        let quota = Refused {
+            kind: crate::check::Refusal::Quota,
+            code: "Quota Exhausted".into(),
+        };
+        let m = refusal_message("alimarket", &quota);
+        assert!(m.starts_with("provider alimarket: quota used up or expired (Quota Exhausted) — buy or renew the package of the account of providers.alimarket.app_code (KYCQ__PROVIDERS__ALIMARKET__APP_CODE)"), "{m}");
     }
 
     #[test]

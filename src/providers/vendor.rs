@@ -29,7 +29,8 @@ pub struct Vendor {
     /// Its code tables, by name (checked for well-formedness with every other vendor's).
     pub code_tables: &'static [(&'static str, &'static [CodeRow])],
     /// The vendor keys (and values) that point its section at `kycq sandbox` with the sandbox's
-    /// documented local credentials (`kycq demo`, tests).
+    /// documented local credentials (`kycq demo`, tests): every credential key of the vendor,
+    /// in the order an operator reads them ([`Vendor::credential_keys`]).
     pub sandbox_credentials: &'static [(&'static str, &'static str)],
     /// Where `kycq sandbox` serves the vendor's protocol.
     pub sandbox_route: SandboxRoute,
@@ -53,6 +54,12 @@ impl Vendor {
     /// Whether it serves `check`.
     pub fn serves(&self, check: CheckKind) -> bool {
         self.action(check).is_some()
+    }
+
+    /// The keys of `[providers.<name>]` that hold its credentials (named, never shown, when the
+    /// vendor refuses them).
+    pub fn credential_keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.sandbox_credentials.iter().map(|(k, _)| *k)
     }
 
     /// `[providers.<name>]`, the prefix of every key error about this vendor.

@@ -663,6 +663,7 @@ impl Processor {
                         Called::Stopped => return Ok(RouteOutcome::Requeue),
                         Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
                     };
+                    e.note_reply(&reply);
                     match plan.record(provider, reply, Instant::now()) {
                         plan::Circuit::Keep => {}
                         plan::Circuit::Reset => e.circuit.reset(),

@@ -4,6 +4,7 @@
 
 mod alibaba;
 mod alimarket;
+mod doctor;
 mod failures;
 mod helpers;
 mod pipeline;

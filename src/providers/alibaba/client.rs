@@ -5,13 +5,13 @@ use async_trait::async_trait;
 use chrono::Utc;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::request::{build_request, http_request, sign};
+use super::request::{build_request, http_request, sign, ApiRequest};
 use super::settings::AlibabaSettings;
-use super::{answer, ParamType, VENDOR};
+use super::{answer, Api, ParamType, VENDOR};
 use crate::check::{CheckKind, CheckRequest};
 use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http;
-use crate::providers::{host_header, Provider, ProviderReply};
+use crate::providers::{host_header, Probe, Provider, ProviderReply};
 
 /// The header that carries the vendor's request id (kept when a body is cut off).
 const REQUEST_ID_HEADER: &str = "x-acs-request-id";
@@ -103,6 +103,39 @@ impl Provider for AlibabaProvider {
         match http::exchange(&self.http, request, Some(REQUEST_ID_HEADER)).await {
             Ok(a) => answer::classify(built.api, a.status, &a.body),
             Err(reply) => reply,
+        }
+    }
+
+    /// `Mobile3MetaVerifyIntl` without parameters, signed like any call: Alibaba Cloud's
+    /// gateway checks the AccessKey and the signature first (`InvalidAccessKeyId.*`,
+    /// `SignatureDoesNotMatch`, `Forbidden.*` for the account) and the action's parameters after
+    /// (`MissingParameter`); error responses are not charged (ID Verification bills a
+    /// `Result`, see the product's billing and error-code pages listed in `codes.rs`).
+    async fn probe(&self) -> Probe {
+        let built = ApiRequest {
+            api: Api::Mobile3,
+            query: Vec::new(),
+            form: None,
+        };
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let signed = sign(
+            &built,
+            &self.host,
+            &self.access_key_id,
+            self.access_key_secret.expose_secret(),
+            Utc::now(),
+            &nonce,
+        );
+        let reply = match http_request(&self.endpoint, signed) {
+            Ok(r) => match http::exchange(&self.http, r, Some(REQUEST_ID_HEADER)).await {
+                Ok(a) => answer::classify(built.api, a.status, &a.body),
+                Err(reply) => reply,
+            },
+            Err(reply) => reply,
+        };
+        Probe {
+            reply,
+            accepted: "MissingParameter",
         }
     }
 }

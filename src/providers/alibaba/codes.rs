@@ -7,7 +7,7 @@
 
 use crate::check::{Billed, ReasonCode};
 use crate::providers::codes::{self, CodeRow, Matching};
-use crate::providers::Classification;
+use crate::providers::{Classification, Refusal};
 
 use super::Api;
 
@@ -224,31 +224,31 @@ pub const ERROR_CODES: &[Row] = &[
     ),
     err(
         "Forbidden.AccountAccessDenied",
-        Classification::PROVIDER_WIDE,
+        Classification::refused(Refusal::Account),
         "service not activated or account in arrears",
         ERR_PRODUCT_SRC,
     ),
     err(
         "Forbidden.RAMUserAccessDenied",
-        Classification::PROVIDER_WIDE,
+        Classification::refused(Refusal::Account),
         "the RAM user lacks AliyunAntCloudAuthFullAccess",
         ERR_PRODUCT_SRC,
     ),
     err(
         "SignatureDoesNotMatch",
-        Classification::PROVIDER_WIDE,
+        Classification::refused(Refusal::Credentials),
         "the signature does not match (wrong secret or signing bug)",
         ERR_POP_SRC,
     ),
     err(
         "InvalidAccessKeyId",
-        Classification::PROVIDER_WIDE,
+        Classification::refused(Refusal::Credentials),
         "the AccessKeyId is unknown or disabled (.NotFound, .Inactive)",
         ERR_POP_SRC,
     ),
     err(
         "IncompleteSignature",
-        Classification::PROVIDER_WIDE,
+        Classification::refused(Refusal::Credentials),
         "the signature does not follow the standard",
         ERR_POP_SRC,
     ),

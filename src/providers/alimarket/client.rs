@@ -10,7 +10,7 @@ use super::VENDOR;
 use crate::check::{CheckKind, CheckRequest};
 use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http;
-use crate::providers::{Provider, ProviderReply};
+use crate::providers::{Probe, Provider, ProviderReply};
 use secrecy::ExposeSecret;
 
 /// Alibaba Cloud Marketplace "运营商3要素V2" client.
@@ -63,6 +63,24 @@ impl Provider for AlimarketProvider {
         match http::exchange(&self.http, request, Some(REQUEST_ID_HEADER)).await {
             Ok(a) => answer::classify(&a),
             Err(reply) => reply,
+        }
+    }
+
+    /// `mobile3/check` with an empty body: the Marketplace's API gateway checks the AppCode
+    /// first (`Invalid AppCode`, `Unauthorized`, the quota and arrears messages) and the body
+    /// after (`Empty Request Body`), without calling the seller's backend: the package is not
+    /// counted (the product FAQ counts answers of the backend; see `codes.rs`).
+    async fn probe(&self) -> Probe {
+        let reply = match request::probe(&self.target) {
+            Ok(r) => match http::exchange(&self.http, r, Some(REQUEST_ID_HEADER)).await {
+                Ok(a) => answer::classify(&a),
+                Err(reply) => reply,
+            },
+            Err(reply) => reply,
+        };
+        Probe {
+            reply,
+            accepted: "Empty Request Body",
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use crate::check::{Billed, Carrier, ReasonCode};
 use crate::providers::codes::{self, CodeRow, Matching};
-use crate::providers::Classification;
+use crate::providers::{Classification, Refusal};
 
 /// The product page's field table (vendor-docs/003_*, PROVIDERS.md §5.1).
 pub const SOURCE_PRODUCT_PAGE: &str =
@@ -95,13 +95,13 @@ const PW: Classification = Classification::PROVIDER_WIDE;
 #[rustfmt::skip]
 pub const GATEWAY_MESSAGES: &[CodeRow] = &[
     // Credentials and authorization: nothing another attempt can fix.
-    row(prefix("Invalid AppCode"), 400, PW, "the AppCode does not exist", SOURCE_SAMPLE),
-    row(exact("Unauthorized"), 403, PW, "the AppCode is wrong for this product, or the app is not authorized for this API", SOURCE_FAQ),
-    row(exact("Expiry of Authorization"), 403, PW, "the API authorization window has passed", SOURCE_GATEWAY),
+    row(prefix("Invalid AppCode"), 400, Classification::refused(Refusal::Credentials), "the AppCode does not exist", SOURCE_SAMPLE),
+    row(exact("Unauthorized"), 403, Classification::refused(Refusal::Credentials), "the AppCode is wrong for this product, or the app is not authorized for this API", SOURCE_FAQ),
+    row(exact("Expiry of Authorization"), 403, Classification::refused(Refusal::Account), "the API authorization window has passed", SOURCE_GATEWAY),
     // The account and the purchased package: alert, buy more.
-    row(exact("Quota Exhausted"), 403, PW, "the purchased calls are used up", SOURCE_FAQ),
-    row(exact("Quota Expired"), 403, PW, "the purchased package has expired", SOURCE_GATEWAY),
-    row(exact("User Arrears"), 403, PW, "the account is in arrears", SOURCE_GATEWAY),
+    row(exact("Quota Exhausted"), 403, Classification::refused(Refusal::Quota), "the purchased calls are used up", SOURCE_FAQ),
+    row(exact("Quota Expired"), 403, Classification::refused(Refusal::Quota), "the purchased package has expired", SOURCE_GATEWAY),
+    row(exact("User Arrears"), 403, Classification::refused(Refusal::Account), "the account is in arrears", SOURCE_GATEWAY),
     // Flow control (USER, APP, API, DOMAIN, GROUP): back off; the shared bucket cools down.
     row(contains("Throttled by "), 403, Classification::THROTTLED, "a flow-control limit of the seller or the gateway", SOURCE_GATEWAY),
     // The request itself is malformed: a kycq or configuration bug, the same for every call.
@@ -131,7 +131,7 @@ pub const GATEWAY_CODES: &[CodeRow] = &[
     CodeRow::exact("X500ED", PW, "expired API definition", SOURCE_GATEWAY_VPC).with_status(500),
     CodeRow::exact("X500AM", PW, "invalid API metadata", SOURCE_GATEWAY_VPC).with_status(500),
     // The seller's own Alibaba Cloud account is in arrears.
-    CodeRow::exact("B403OD", PW, "the API provider's account is overdue", SOURCE_GATEWAY_VPC).with_status(403),
+    CodeRow::exact("B403OD", Classification::refused(Refusal::Account), "the API provider's account is overdue", SOURCE_GATEWAY_VPC).with_status(403),
 ];
 
 /// Billing from `isFee` ([`IS_FEE`]); absent or other values are unknown.

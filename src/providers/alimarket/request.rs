@@ -47,6 +47,15 @@ pub fn build(target: &Target, request: &CheckRequest) -> Result<Request, Provide
         id_card: s.id_number.expose(),
     })
     .expect("request body serialises");
+    with_app_code(target, body)
+}
+
+/// The call of `kycq doctor`: the same request with an empty body (see the client's `probe`).
+pub fn probe(target: &Target) -> Result<Request, ProviderReply> {
+    with_app_code(target, Vec::new())
+}
+
+fn with_app_code(target: &Target, body: Vec<u8>) -> Result<Request, ProviderReply> {
     let mut r = Request::new(Method::POST, target.url.clone());
     // The one place the AppCode leaves its SecretString.
     let authorization = HeaderValue::from_str(&format!(

@@ -9,7 +9,7 @@ use super::{answer, VENDOR};
 use crate::check::{CheckKind, CheckRequest};
 use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http;
-use crate::providers::{Provider, ProviderReply};
+use crate::providers::{Probe, Provider, ProviderReply};
 
 /// Tencent Cloud FaceID (intl) client.
 #[derive(Debug)]
@@ -62,6 +62,20 @@ impl Provider for TencentProvider {
         match http::exchange(&self.http, request, None).await {
             Ok(a) => answer::classify(a.status, &a.body),
             Err(reply) => reply,
+        }
+    }
+
+    async fn probe(&self) -> Probe {
+        let reply = match request::probe(&self.target, chrono::Utc::now().timestamp()) {
+            Ok(r) => match http::exchange(&self.http, r, None).await {
+                Ok(a) => answer::classify(a.status, &a.body),
+                Err(reply) => reply,
+            },
+            Err(reply) => reply,
+        };
+        Probe {
+            reply,
+            accepted: request::PROBE_ACCEPTED,
         }
     }
 }

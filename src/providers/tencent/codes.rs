@@ -5,7 +5,7 @@
 
 use crate::check::{Billed, ReasonCode};
 use crate::providers::codes::{find, CodeRow};
-use crate::providers::Classification;
+use crate::providers::{Classification, Refusal};
 
 const RESULT_SRC: &str = "PhoneVerification, Result table (intl API doc cloud.tencent.com/document/api/1061/79046; CN doc 1007/39765): 0 and -4 are charged";
 const DETAIL_SRC: &str =
@@ -51,9 +51,9 @@ pub const ERROR_CODES: &[CodeRow] = &[
     CodeRow::family("ResourceInsufficient", C::TRANSIENT, "resource insufficient", ERR_SRC),
     CodeRow::family("FailedOperation.UnKnown", C::TRANSIENT, "unknown internal failure", ERR_SRC),
     // Credentials, signing, account, activation: nothing this request can fix.
-    CodeRow::family("AuthFailure", C::PROVIDER_WIDE, "signature, SecretId or token refused", ERR_SRC),
-    CodeRow::family("UnauthorizedOperation", C::PROVIDER_WIDE, "not authorized (arrears, not activated, CAM)", ERR_SRC),
-    CodeRow::family("FailedOperation.StsUnAuthErrError", C::PROVIDER_WIDE, "STS authorization failed", ERR_SRC),
+    CodeRow::family("AuthFailure", C::refused(Refusal::Credentials), "signature, SecretId or token refused", ERR_SRC),
+    CodeRow::family("UnauthorizedOperation", C::refused(Refusal::Account), "not authorized (arrears, not activated, CAM)", ERR_SRC),
+    CodeRow::family("FailedOperation.StsUnAuthErrError", C::refused(Refusal::Credentials), "STS authorization failed", ERR_SRC),
     CodeRow::family("InvalidAction", C::PROVIDER_WIDE, "no such action", ERR_SRC),
     CodeRow::family("NoSuchVersion", C::PROVIDER_WIDE, "no such API version", ERR_SRC),
     CodeRow::family("ActionOffline", C::PROVIDER_WIDE, "the action is offline", ERR_SRC),
@@ -62,7 +62,7 @@ pub const ERROR_CODES: &[CodeRow] = &[
     CodeRow::family("UnsupportedOperation", C::PROVIDER_WIDE, "operation not supported", ERR_SRC),
     CodeRow::family("IpInBlacklist", C::PROVIDER_WIDE, "caller IP blacklisted", ERR_SRC),
     CodeRow::family("IpNotInWhitelist", C::PROVIDER_WIDE, "caller IP not whitelisted", ERR_SRC),
-    CodeRow::family("LimitExceeded", C::PROVIDER_WIDE, "a quota is exceeded", ERR_SRC),
+    CodeRow::family("LimitExceeded", C::refused(Refusal::Quota), "a quota is exceeded", ERR_SRC),
     CodeRow::family("OperationDenied", C::PROVIDER_WIDE, "operation denied", ERR_SRC),
     // The request itself: completed / invalid_input, never retried.
     CodeRow::family("InvalidParameter", C::invalid_field(ReasonCode::InvalidRequest), "a parameter is wrong", ERR_SRC),

@@ -56,6 +56,26 @@ pub fn build(
         phone: mobile.expose(),
     })
     .expect("request body serialises");
+    signed_request(target, body, timestamp)
+}
+
+/// The error code that answers [`probe`] when the credentials are accepted.
+pub const PROBE_ACCEPTED: &str = "MissingParameter";
+
+/// A `PhoneVerification` call with an empty JSON object for a body, signed like any other
+/// (`kycq doctor`). Tencent Cloud API 3.0 checks the signature and the SecretId first (an
+/// `AuthFailure.*` error) and the action's parameters after (`MissingParameter`); error
+/// responses are not charged (FaceID billing: only `Result` 0 and -4 are, see
+/// cloud.tencent.com/document/api/1007/31323 and 1061/79046).
+pub fn probe(target: &Target, timestamp: i64) -> Result<Request, ProviderReply> {
+    signed_request(target, b"{}".to_vec(), timestamp)
+}
+
+fn signed_request(
+    target: &Target,
+    body: Vec<u8>,
+    timestamp: i64,
+) -> Result<Request, ProviderReply> {
     let signed = tc3::sign_json_post(
         &target.secret_id,
         target.secret_key.expose_secret(),
