@@ -1,7 +1,8 @@
-//! Operations: the health/readiness/metrics endpoint, `kycq enqueue`, `kycq demo` and
-//! `kycq loadgen`.
+//! Operations: the health/readiness/metrics endpoint, `kycq enqueue`, `kycq status`,
+//! `kycq demo` and `kycq loadgen`.
 
 pub mod demo;
 pub mod enqueue;
 pub mod http;
 pub mod loadgen;
+pub mod status;
