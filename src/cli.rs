@@ -506,7 +506,7 @@ async fn enqueue_cmd(settings: &Settings, a: EnqueueArgs) -> anyhow::Result<()> 
                     return Err(Exit {
                         code: enqueue::exit::REJECTED,
                         message: format!(
-                            "not published: {r}. Nothing was sent; the worker would reject it                              with the same rule"
+                            "not published: {r}. Nothing was sent; the worker would reject it with the same rule"
                         ),
                     }
                     .into())
@@ -645,7 +645,17 @@ async fn status_cmd(settings: &Settings, a: StatusArgs) -> anyhow::Result<()> {
         0 => Ok(()),
         code => Err(Exit {
             code,
-            message: format!("request {} is {}", a.request_id, report.request.status),
+            message: match report.request.reason_code.as_deref() {
+                Some(reason) => format!(
+                    "request {} {} ({reason})",
+                    a.request_id, report.request.status
+                ),
+                None => format!(
+                    "request {} is not finished yet (a worker holds it, or it waits for a \
+                     provider)",
+                    a.request_id
+                ),
+            },
         }
         .into()),
     }

@@ -379,3 +379,74 @@ async fn csv_bad_rows_are_named_and_skipped_out_has_one_line_per_request_and_a_r
     let _ = std::fs::remove_file(&out);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn ctrl_c_while_waiting_stops_at_once_and_the_published_requests_stay_queued() {
+    // No worker: nothing will answer.
+    let app = TestApp::new().await;
+    let who = identity(Scenario::Match, 940);
+    let run = unique();
+    let csv = temp_file(&app, "in.csv");
+    let out = temp_file(&app, "out.csv");
+    let ids: Vec<String> = (1..=3).map(|i| format!("int-{run}-{i}")).collect();
+    let mut body = String::from("request_id,check,name,id_number,mobile\n");
+    for id in &ids {
+        body.push_str(&format!(
+            "{id},mobile3,{},{},{}\n",
+            who.name, who.id_number, who.mobile
+        ));
+    }
+    std::fs::write(&csv, body).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kycq"))
+        .args([
+            "enqueue",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--wait",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("KYCQ_CONFIG_DIR", config_dir())
+        .env("KYCQ__LOG__LEVEL", "warn,lapin=off")
+        .envs(&app.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once all three are published, Ctrl-C stops the wait.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while queued(&app).await < 3 {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let o = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits promptly after Ctrl-C")
+        .unwrap();
+    let (code, _, err) = parts(&o);
+    assert_eq!(code, 130, "{err}");
+    assert!(
+        err.contains("Ctrl-C: stopped waiting: 3 requests are still queued under their ids"),
+        "{err}"
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_owned)
+        .collect();
+    let want: Vec<String> = ids.iter().map(|i| format!("{i},pending,,,,")).collect();
+    assert_eq!(lines, want);
+    assert_eq!(queued(&app).await, 3, "nothing published is lost");
+    let _ = std::fs::remove_file(&csv);
+    let _ = std::fs::remove_file(&out);
+    app.cleanup().await;
+}
