@@ -68,7 +68,9 @@ pub enum Command {
 
 const WORKER_HELP: &str = "\
 Example:
-  KYCQ__PROVIDERS__TENCENT__SECRET_ID=... KYCQ__PROVIDERS__TENCENT__SECRET_KEY=... kycq worker
+  export KYCQ__PII__KEY=\"$(cat /run/secrets/kycq-pii-key)\"   # required: at least 16 characters
+  export KYCQ__PROVIDERS__TENCENT__SECRET_ID=... KYCQ__PROVIDERS__TENCENT__SECRET_KEY=...
+  kycq worker
 
 Settings come from config/default.toml, config/<KYCQ_ENV>.toml and KYCQ__SECTION__KEY
 variables. Exit codes: 0 after a graceful stop, 1 an error, 2 a configuration error.";

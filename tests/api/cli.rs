@@ -450,3 +450,110 @@ async fn ctrl_c_while_waiting_stops_at_once_and_the_published_requests_stay_queu
     let _ = std::fs::remove_file(&out);
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_first_ctrl_c_stops_publishing_a_second_stops_waiting_and_every_published_request_stays_queued(
+) {
+    use tokio::io::AsyncBufReadExt;
+    // No worker; a batch long enough that Ctrl-C lands while it is being published.
+    let app = TestApp::new().await;
+    let who = identity(Scenario::Match, 950);
+    let run = unique();
+    let csv = temp_file(&app, "in.csv");
+    let out = temp_file(&app, "out.csv");
+    let rows = 4000;
+    let mut body = String::from("request_id,check,name,id_number,mobile\n");
+    for i in 0..rows {
+        body.push_str(&format!(
+            "big-{run}-{i},mobile3,{},{},{}\n",
+            who.name, who.id_number, who.mobile
+        ));
+    }
+    std::fs::write(&csv, body).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kycq"))
+        .args([
+            "enqueue",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--wait",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env_clear()
+        .env("KYCQ_CONFIG_DIR", config_dir())
+        .env("KYCQ__LOG__LEVEL", "warn,lapin=off")
+        .envs(&app.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while queued(&app).await < 20 {
+        assert!(tokio::time::Instant::now() < deadline, "never published");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    let sigint = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    sigint();
+    let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), err.next_line())
+            .await
+            .expect("a line after Ctrl-C")
+            .unwrap()
+            .expect("stderr open");
+        let stopped = line.starts_with("Ctrl-C: publishing stopped after");
+        seen.push(line);
+        if stopped {
+            break;
+        }
+    }
+    let told = seen.last().unwrap().clone();
+    assert!(told.contains("Waiting for the results"), "{told}");
+    // Still waiting (nothing answers): the second Ctrl-C ends it.
+    sigint();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits after the second Ctrl-C")
+        .unwrap();
+    while let Ok(Some(l)) = err.next_line().await {
+        seen.push(l);
+    }
+    let all = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{all}");
+    let summary = seen
+        .iter()
+        .find(|l| l.starts_with("published "))
+        .unwrap_or_else(|| panic!("no summary in:\n{all}"));
+    let published: u32 = summary["published ".len()..]
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(published > 0 && published < rows, "{summary}");
+    assert!(
+        summary.contains(&format!("not published (Ctrl-C) {}", rows - published)),
+        "{summary}"
+    );
+    // Every confirmed publish is in the queue and in --out as pending; nothing else was sent.
+    assert_eq!(queued(&app).await, published, "{all}");
+    let pending = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| l.ends_with(",pending,,,,"))
+        .count();
+    assert_eq!(pending as u32, published);
+    let _ = std::fs::remove_file(&csv);
+    let _ = std::fs::remove_file(&out);
+    app.cleanup().await;
+}
