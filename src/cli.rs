@@ -1,4 +1,5 @@
-//! The `kycq` command line: worker, setup, migrate, doctor, sandbox, enqueue, dlq, demo, loadgen.
+//! The `kycq` command line: worker, setup, migrate, doctor, sandbox, enqueue, status, dlq, demo,
+//! loadgen.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, dlq, BrokerError, Publisher};
 use crate::configuration::Settings;
-use crate::ops::enqueue::{self, ReplyQueue, RequestMessage};
+use crate::ops::enqueue::{self, Prepared, RequestMessage, ResultsOut, RunOptions, Tally};
 
 /// kycq — identity-verification checks from RabbitMQ, with exactly one stored result per request.
 #[derive(Debug, Parser)]
@@ -28,10 +29,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Consume check requests until SIGTERM/SIGINT.
+    #[command(after_help = WORKER_HELP)]
     Worker,
     /// Declare the RabbitMQ topology (idempotent) and apply database migrations.
+    #[command(after_help = SETUP_HELP)]
     Setup,
     /// Apply database migrations.
+    #[command(after_help = MIGRATE_HELP)]
     Migrate,
     /// Check every configured service and provider once and say what to fix.
     #[command(
@@ -57,10 +61,17 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
         #[arg(long)]
         json: bool,
     },
-    /// Serve the provider sandbox (Tencent PhoneVerification) on loopback.
+    /// Serve the provider sandbox on loopback: every vendor of the registry, with the documented
+    /// test identities.
+    #[command(after_help = SANDBOX_HELP)]
     Sandbox(SandboxArgs),
-    /// Publish one check (from flags) or a CSV of checks.
+    /// Validate and publish one check (from flags) or a CSV of checks; optionally wait for the
+    /// results.
+    #[command(after_help = ENQUEUE_HELP)]
     Enqueue(EnqueueArgs),
+    /// Show a request's stored result and provider-call journal from Postgres (masked).
+    #[command(after_help = STATUS_HELP)]
+    Status(StatusArgs),
     /// Inspect and replay dead letters.
     Dlq {
         /// What to do with the dead-letter queue.
@@ -68,6 +79,7 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
         action: DlqAction,
     },
     /// Run the sandbox and a worker in-process against a sample batch covering every outcome.
+    #[command(after_help = DEMO_HELP)]
     Demo {
         /// Ordinary matching requests added to the batch.
         #[arg(long, default_value_t = 20)]
@@ -75,7 +87,100 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
     },
     /// Benchmark the shared rate limiter: N processes drive one Redis bucket; prints admitted
     /// rate ÷ R, worst 1-second window ÷ (R + burst) and Redis commands per admitted call.
+    #[command(after_help = LOADGEN_HELP)]
     Loadgen(LoadgenArgs),
+}
+
+const WORKER_HELP: &str = "\
+Example:
+  export KYCQ__PII__KEY=\"$(cat /run/secrets/kycq-pii-key)\"   # required: at least 16 characters
+  export KYCQ__PROVIDERS__TENCENT__SECRET_ID=... KYCQ__PROVIDERS__TENCENT__SECRET_KEY=...
+  kycq worker
+
+Settings come from config/default.toml, config/<KYCQ_ENV>.toml and KYCQ__SECTION__KEY
+variables. Exit codes: 0 after a graceful stop, 1 an error, 2 a configuration error.";
+
+const SETUP_HELP: &str = "\
+Example:
+  KYCQ__TOPOLOGY__PREFIX=staging. kycq setup
+
+Declares the exchanges and queues (with topology.prefix) and migrates the database of
+database.url, creating it when database.create_if_missing is true.";
+
+const MIGRATE_HELP: &str = "\
+Example:
+  KYCQ__DATABASE__URL=postgres://postgres@127.0.0.1:5432/kycq kycq migrate";
+
+const SANDBOX_HELP: &str = "\
+Example:
+  kycq sandbox --listen 127.0.0.1:8970 --latency-ms 50
+  KYCQ__PROVIDERS__TENCENT__ENDPOINT=http://127.0.0.1:8970 kycq worker
+
+The answer is chosen by the ID number's 3-digit sequence code (characters 15-17): see the
+README's sandbox section, or GET /_sandbox/identities on the running sandbox.";
+
+const ENQUEUE_HELP: &str = "\
+Examples:
+  kycq enqueue --check mobile3 --name 张三 --id-number 11010519491231002X \\
+      --mobile 13812345678 --wait
+  kycq enqueue --csv backfill.csv --wait --out results.csv
+
+Every request is validated first with the worker's own rules, on the exact bytes to be
+published; one that breaks a rule is not published (the column and the rule are named, never
+the value). A single request's request_id is printed on stderr before it is published.
+
+CSV: a header line naming the columns (request_id, check, name, id_number required; mobile,
+validity_start, validity_end, provider, merchant_user_id, scene_code optional). A bad row is
+reported with its line, column and rule and skipped (--stop-on-error: nothing is published).
+Rows whose request_id already finished in Postgres are not published again (a rerun resumes).
+With --wait: a progress bar of results; results go to --out (one line per request: request_id,
+status, verdict, reason_code, billed, provider) or, without --out, to stdout as JSON lines.
+Ctrl-C once: stop publishing, keep waiting for what was published; twice: stop waiting
+(published requests stay queued: look them up with `kycq status ID`).
+
+Exit codes:
+  0    every request completed (without --wait: every valid request was published)
+  1    an error (broker or database unreachable, unreadable CSV, wrong header)
+  2    a configuration error
+  3    a request was rejected: refused before publishing, or by the worker
+  4    a request failed (no answer could be had; see reason_code)
+  5    no result within --timeout: the request is still queued under its id
+  130  interrupted by Ctrl-C (published requests stay queued)
+The highest-priority code wins: 130, then 5, 4, 3.";
+
+const STATUS_HELP: &str = "\
+Examples:
+  kycq status 9f0c7a3e2b8d4c1fa6e5d4c3b2a19087
+  kycq status 9f0c7a3e2b8d4c1fa6e5d4c3b2a19087 --json | jq .calls
+
+Shows the stored result (status, verdict, reason, billed, provider, masked subject, received
+and completed times) and every journaled provider call (attempt, provider, action, sent and
+finished times, HTTP status, provider code and request id, outcome, billed). Read-only.
+
+Exit codes: 0 completed, 3 rejected, 4 failed, 5 not finished yet (a worker holds it),
+6 unknown request id (not received by any worker: maybe still queued), 1 an error.";
+
+const DEMO_HELP: &str = "\
+Example:
+  kycq demo --extra 50
+
+Uses its own queue names (kycq-demo-<random>.), its own database (kycq_demo) and Redis key
+prefix, so it never touches a deployment's.";
+
+const LOADGEN_HELP: &str = "\
+Example:
+  kycq loadgen --workers 1,4 --rate 50 --burst 5 --seconds 5 --runs 1
+
+Figures and how to read them: docs/ratelimit.md.";
+
+/// `kycq status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The request's id.
+    pub request_id: String,
+    /// One JSON object ({"request": …, "calls": […]}) instead of the report.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `kycq loadgen` flags.
@@ -136,9 +241,9 @@ pub struct SandboxArgs {
 /// `kycq enqueue` flags.
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
-    /// A CSV file with a header row (request_id, check, name, id_number, mobile,
-    /// validity_start, validity_end, provider, merchant_user_id, scene_code).
-    #[arg(long, conflicts_with_all = ["check", "name", "id_number"])]
+    /// A CSV file with a header line (request_id, check, name, id_number required; mobile,
+    /// validity_start, validity_end, provider, merchant_user_id, scene_code optional).
+    #[arg(long, conflicts_with_all = ["check", "name", "id_number", "mobile", "validity_start", "validity_end", "provider", "request_id"])]
     pub csv: Option<PathBuf>,
     /// `mobile3`, `id2` or `id2_period`.
     #[arg(long, required_unless_present = "csv")]
@@ -166,12 +271,52 @@ pub struct EnqueueArgs {
     /// Idempotency key (a new UUID when omitted).
     #[arg(long)]
     pub request_id: Option<String>,
-    /// Wait for the result(s) and print them as JSON lines.
+    /// Wait for the result(s): JSON lines on stdout, or --out.
     #[arg(long)]
     pub wait: bool,
-    /// Seconds to wait with --wait.
+    /// With --wait: give up after this many seconds without a new result (exit code 5; the
+    /// requests stay queued).
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// With --wait: write one CSV line per request (request_id, status, verdict, reason_code,
+    /// billed, provider; no personal data) to this file instead of JSON lines on stdout.
+    #[arg(long, requires = "wait")]
+    pub out: Option<PathBuf>,
+    /// With --csv: publish nothing if any row is bad (default: report bad rows and skip them).
+    #[arg(long, requires = "csv")]
+    pub stop_on_error: bool,
+}
+
+/// An error that ends `kycq` with its own exit code (the message is printed like any error).
+#[derive(Debug)]
+pub struct Exit {
+    /// The process exit code.
+    pub code: u8,
+    /// What to tell the user.
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// The exit code of any error `run` returns: an [`Exit`]'s own, 2 for a configuration error,
+/// 1 otherwise.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(x) = e.downcast_ref::<Exit>() {
+        x.code
+    } else if e
+        .downcast_ref::<crate::configuration::ConfigError>()
+        .is_some()
+    {
+        2
+    } else {
+        1
+    }
 }
 
 /// `kycq dlq` actions.
@@ -232,6 +377,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor { json } => doctor(&settings, json).await,
         Command::Sandbox(a) => sandbox(&settings, a).await,
         Command::Enqueue(a) => enqueue_cmd(&settings, a).await,
+        Command::Status(a) => status_cmd(&settings, a).await,
         Command::Dlq { action } => dlq_cmd(&settings, action).await,
         Command::Demo { extra } => crate::ops::demo::run(settings, extra).await,
         Command::Loadgen(a) => loadgen(&settings, a, &cli.config_dir).await,
@@ -389,68 +535,182 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
 }
 
 async fn enqueue_cmd(settings: &Settings, a: EnqueueArgs) -> anyhow::Result<()> {
-    let batch = match &a.csv {
-        Some(path) => enqueue::read_csv(path)?,
-        None => vec![RequestMessage {
-            request_id: a.request_id.clone().unwrap_or_default(),
-            check: a.check.clone().unwrap_or_default(),
-            name: a.name.clone().unwrap_or_default(),
-            id_number: a.id_number.clone().unwrap_or_default(),
-            mobile: a.mobile.clone(),
-            validity_start: a.validity_start.clone(),
-            validity_end: a.validity_end.clone(),
-            provider: a.provider.clone(),
-            ..Default::default()
-        }
-        .normalised()],
-    };
-    let names = settings.topology.names();
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq enqueue").await?;
-    broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
-    let publisher = Publisher::new(
-        &conn,
-        names,
-        Duration::from_secs(settings.amqp.confirm_timeout_secs),
-    )
-    .await?;
-    let mut replies = if a.wait {
-        Some(ReplyQueue::open(&conn).await?)
-    } else {
-        None
-    };
-    let bar = (batch.len() > 1).then(|| indicatif::ProgressBar::new(batch.len() as u64));
-    for m in &batch {
-        enqueue::publish(&publisher, m, replies.as_ref().map(ReplyQueue::name)).await?;
-        if let Some(b) = &bar {
-            b.inc(1);
-        } else if !a.wait {
-            println!("{}", m.request_id);
-        }
-    }
-    if let Some(b) = bar {
-        b.finish_with_message("published");
-        eprintln!("published {} requests", batch.len());
-    }
-    if let Some(replies) = replies.as_mut() {
-        let mut waiting: std::collections::HashSet<String> =
-            batch.iter().map(|m| m.request_id.clone()).collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout);
-        while !waiting.is_empty() {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some((_, r)) = replies.next(left).await else {
-                anyhow::bail!(
-                    "timed out after {}s waiting for {} result(s)",
-                    a.timeout,
-                    waiting.len()
-                );
-            };
-            if waiting.remove(&r.request_id) {
-                println!("{}", serde_json::to_string(&r)?);
+    let today = enqueue::today();
+    let mut out = a.out.as_deref().map(ResultsOut::create).transpose()?;
+    let mut tally = Tally::default();
+    let requests: Vec<Prepared> = match &a.csv {
+        None => {
+            let msg = RequestMessage {
+                request_id: a.request_id.clone().unwrap_or_default(),
+                check: a.check.clone().unwrap_or_default(),
+                name: a.name.clone().unwrap_or_default(),
+                id_number: a.id_number.clone().unwrap_or_default(),
+                mobile: a.mobile.clone(),
+                validity_start: a.validity_start.clone(),
+                validity_end: a.validity_end.clone(),
+                provider: a.provider.clone(),
+                ..Default::default()
+            }
+            .normalised();
+            match enqueue::prepare(&msg, today) {
+                Ok(p) => vec![p],
+                Err(r) => {
+                    return Err(Exit {
+                        code: enqueue::exit::REJECTED,
+                        message: format!(
+                            "not published: {r}. Nothing was sent; the worker would reject it with the same rule"
+                        ),
+                    }
+                    .into())
+                }
             }
         }
+        Some(path) => {
+            let batch = enqueue::read_csv(path, today)?;
+            for e in &batch.errors {
+                eprintln!("{}: {e}", path.display());
+            }
+            if a.stop_on_error && !batch.errors.is_empty() {
+                return Err(Exit {
+                    code: enqueue::exit::REJECTED,
+                    message: format!(
+                        "{}: {} bad row(s) (above); with --stop-on-error nothing was published",
+                        path.display(),
+                        batch.errors.len()
+                    ),
+                }
+                .into());
+            }
+            tally.refused = batch.errors.len();
+            if let Some(o) = out.as_mut() {
+                for e in &batch.errors {
+                    if let Some(id) = &e.request_id {
+                        o.refused(id, e.refusal.reason_code)?;
+                    }
+                }
+            }
+            // A rerun of the same file resumes: ids already finished are not published again.
+            let ids: Vec<String> = batch
+                .rows
+                .iter()
+                .map(|(_, p)| p.request_id.clone())
+                .collect();
+            let finished = match enqueue::finished_results(settings, &ids).await {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!(
+                        "warning: cannot read which requests already finished ({e:#}); every \
+                         valid row is published (a finished one is answered from its stored \
+                         result, never called or billed again)"
+                    );
+                    Default::default()
+                }
+            };
+            let mut requests = Vec::with_capacity(batch.rows.len());
+            for (_, p) in batch.rows {
+                match finished.get(&p.request_id) {
+                    Some(r) => {
+                        tally.finished_before += 1;
+                        if a.wait {
+                            tally.count(r.status);
+                        }
+                        if let Some(o) = out.as_mut() {
+                            o.result(r)?;
+                        }
+                    }
+                    None => requests.push(p),
+                }
+            }
+            if tally.finished_before > 0 {
+                eprintln!(
+                    "{}: {} request(s) already finished, skipped (not published again){}",
+                    path.display(),
+                    tally.finished_before,
+                    if out.is_some() {
+                        "; their stored results are in --out"
+                    } else {
+                        "; see `kycq status ID`"
+                    }
+                );
+            }
+            requests
+        }
+    };
+    let opts = RunOptions {
+        wait: a.wait,
+        timeout: Duration::from_secs(a.timeout),
+        progress: a.csv.is_some(),
+        single: a.csv.is_none(),
+    };
+    let tally = enqueue::run(settings, &requests, &opts, tally, out.as_mut()).await?;
+    if a.csv.is_some() {
+        eprintln!("{}", enqueue::summary(&tally, a.wait));
     }
-    let _ = conn.close(200, "done").await;
-    Ok(())
+    let code = enqueue::exit_code(&tally);
+    if code == enqueue::exit::OK {
+        return Ok(());
+    }
+    let message = match code {
+        enqueue::exit::INTERRUPTED => format!(
+            "interrupted: {} published, {} not published{}",
+            tally.published,
+            tally.not_published,
+            if tally.pending.is_empty() {
+                String::new()
+            } else {
+                format!(", {} still queued without a result", tally.pending.len())
+            }
+        ),
+        enqueue::exit::TIMEOUT => format!(
+            "{} request(s) without a result within {}s (still queued: see above)",
+            tally.pending.len(),
+            a.timeout
+        ),
+        enqueue::exit::FAILED => format!("{} request(s) failed", tally.failed),
+        _ => format!(
+            "{} request(s) rejected{}",
+            tally.rejected + tally.refused,
+            if tally.refused > 0 {
+                format!(" ({} refused before publishing)", tally.refused)
+            } else {
+                String::new()
+            }
+        ),
+    };
+    Err(Exit { code, message }.into())
+}
+
+async fn status_cmd(settings: &Settings, a: StatusArgs) -> anyhow::Result<()> {
+    let Some(report) = crate::ops::status::load(settings, &a.request_id).await? else {
+        return Err(Exit {
+            code: enqueue::exit::UNKNOWN,
+            message: crate::ops::status::unknown_message(&a.request_id),
+        }
+        .into());
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::ops::status::render(&report));
+    }
+    match crate::ops::status::exit_code(&report.request.status) {
+        0 => Ok(()),
+        code => Err(Exit {
+            code,
+            message: match report.request.reason_code.as_deref() {
+                Some(reason) => format!(
+                    "request {} {} ({reason})",
+                    a.request_id, report.request.status
+                ),
+                None => format!(
+                    "request {} is not finished yet (a worker holds it, or it waits for a \
+                     provider)",
+                    a.request_id
+                ),
+            },
+        }
+        .into()),
+    }
 }
 
 async fn dlq_cmd(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {

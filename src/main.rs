@@ -9,12 +9,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kycq: {e:#}");
-            std::process::ExitCode::from(
-                match e.downcast_ref::<kycq::configuration::ConfigError>() {
-                    Some(_) => 2,
-                    None => 1,
-                },
-            )
+            std::process::ExitCode::from(kycq::cli::exit_code(&e))
         }
     }
 }

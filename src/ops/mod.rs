@@ -1,8 +1,9 @@
-//! Operations: the health/readiness/metrics endpoint, `kycq doctor`, `kycq enqueue`, `kycq demo` and
-//! `kycq loadgen`.
+//! Operations: the health/readiness/metrics endpoint, `kycq doctor`, `kycq enqueue`, `kycq status`,
+//! `kycq demo` and `kycq loadgen`.
 
 pub mod demo;
 pub mod doctor;
 pub mod enqueue;
 pub mod http;
 pub mod loadgen;
+pub mod status;

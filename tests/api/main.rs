@@ -4,6 +4,7 @@
 
 mod alibaba;
 mod alimarket;
+mod cli;
 mod doctor;
 mod failures;
 mod helpers;
