@@ -4,6 +4,7 @@
 
 mod alibaba;
 mod alimarket;
+mod dlq;
 mod failures;
 mod helpers;
 mod pipeline;
