@@ -500,3 +500,57 @@ async fn replay_all_reads_each_dead_letter_once() {
     assert_eq!(app.dead_letters().await.len(), 2);
     app.cleanup().await;
 }
+
+/// A retry interrupted after its database change (before the publish) is finished by running
+/// the same command again: published once more, never superseded twice.
+#[tokio::test]
+async fn a_retry_interrupted_after_the_database_change_finishes_on_rerun() {
+    let mut app = app().await;
+    let who = identity(Scenario::BusyOnce, 71);
+    let m = mobile3(&who);
+    app.publish(&m).await;
+    app.result_of(&m.request_id).await;
+    assert_eq!(app.wait_dead_letters(1, T).await.len(), 1);
+    let store = store(&app).await;
+    // The first run got as far as its transaction: the decision committed, nothing published,
+    // the dead letter still in the queue.
+    let mut cursor = Cursor::open(&app.conn, &app.names).await.unwrap();
+    let held = cursor.next().await.unwrap().unwrap();
+    let key = held.key().expect("a kycq dead letter has an identity");
+    cursor.close().await;
+    let decision = kycq::store::Decision {
+        request_id: Some(&m.request_id),
+        operator: "tester",
+        note: Some("crashed run"),
+        reason: "retries_exhausted",
+        key: Some(&key),
+    };
+    store
+        .retry_request(decision, |_, _, _| (kycq::store::RetryWrite::Supersede, ()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.snapshot(&m.request_id).await.unwrap().unwrap().status,
+        "pending"
+    );
+    app.assert_no_result_within(Duration::from_millis(300))
+        .await;
+    // The re-run publishes it and removes the dead letter; the request runs once more.
+    let r = dlq::retry(
+        ctx!(app, store),
+        Target::One(&m.request_id),
+        &Filters::default(),
+        &tester("again"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.done, r.skipped, r.failed), (1, 0, 0), "{r:?}");
+    let after = app.result_of(&m.request_id).await;
+    assert_eq!(after.verdict, Some(Verdict::Match));
+    assert_eq!(app.sandbox.ledger.calls_for_id(&who.id_number), 2);
+    assert_eq!(store.superseded(&m.request_id).await.unwrap().len(), 1);
+    assert_eq!(store.decisions(&m.request_id).await.unwrap().len(), 1);
+    assert!(app.dead_letters().await.is_empty());
+    app.cleanup().await;
+}
