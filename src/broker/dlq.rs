@@ -1,7 +1,9 @@
-//! The dead-letter queue for operators: stats, list, show (masked), replay (publish confirmed,
-//! then ack) and purge — nothing is lost on the way.
+//! The dead-letter queue at the broker: reading it once (a [`Cursor`] over a snapshot of its
+//! message count), describing each dead letter without personal data, masking bodies, publishing
+//! back (confirmed, then ack). What an operator may do with each one is decided in
+//! `ops::dlq`.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use serde::Serialize;
@@ -242,16 +244,6 @@ pub fn dead_letter_key(p: &BasicProperties) -> Option<String> {
     };
     let reason = table_str(&death, "reason").unwrap_or_default();
     Some(format!("{reason}@x-death:{time}:{count}"))
-}
-
-/// Drop every dead letter. Returns how many were dropped.
-pub async fn purge(conn: &Connection, names: &Names) -> Result<u32, BrokerError> {
-    let ch = conn.create_channel().await?;
-    let n = ch
-        .queue_purge(&names.dead_queue, QueuePurgeOptions::default())
-        .await?;
-    let _ = ch.close(200, "ok").await;
-    Ok(n)
 }
 
 /// The body with name, ID number and mobile masked (what `kycq dlq show` prints).
