@@ -404,4 +404,39 @@ mod tests {
             Some(&AMQPValue::LongInt(2))
         );
     }
+
+    #[test]
+    fn a_dead_letter_is_identified_by_its_reason_and_time() {
+        let s = |v: &str| AMQPValue::LongString(v.into());
+        let mut h = FieldTable::default();
+        h.insert(headers::REASON.into(), s("retries_exhausted"));
+        h.insert(headers::AT.into(), s("2026-12-02T14:44:23.131Z"));
+        let p = BasicProperties::default().with_headers(h);
+        assert_eq!(
+            dead_letter_key(&p).as_deref(),
+            Some("retries_exhausted@2026-12-02T14:44:23.131Z")
+        );
+        // The broker's own dead letters (delivery limit): its x-death time and count.
+        let mut death = FieldTable::default();
+        death.insert("reason".into(), s("delivery_limit"));
+        death.insert("time".into(), AMQPValue::Timestamp(1_764_686_663));
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        let mut h = FieldTable::default();
+        h.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let p = BasicProperties::default().with_headers(h);
+        assert_eq!(
+            dead_letter_key(&p).as_deref(),
+            Some("delivery_limit@x-death:1764686663:1")
+        );
+        let info = describe(0, &p, b"{}");
+        assert_eq!(info.reason, "delivery_limit");
+        assert_eq!(
+            info.dead_lettered_at.as_deref(),
+            Some("2025-12-02T14:44:23Z")
+        );
+        assert_eq!(dead_letter_key(&BasicProperties::default()), None);
+    }
 }
