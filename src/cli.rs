@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{self, dlq, BrokerError, Publisher};
+use crate::broker::{self, BrokerError, Publisher};
 use crate::configuration::Settings;
 use crate::ops::enqueue::{self, Prepared, RequestMessage, ResultsOut, RunOptions, Tally};
 
@@ -72,7 +72,10 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
     /// Show a request's stored result and provider-call journal from Postgres (masked).
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
-    /// Inspect and replay dead letters.
+    /// Inspect, retry, resolve, replay and purge dead letters.
+    #[command(
+        after_help = "Examples:\n  kycq dlq list\n  kycq dlq show req-42\n  kycq dlq retry --all --dry-run\n  kycq dlq resolve req-42 --billed no --note \"not in the bill\""
+    )]
     Dlq {
         /// What to do with the dead-letter queue.
         #[command(subcommand)]
@@ -319,36 +322,226 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// Which dead letters a `kycq dlq` command acts on.
+#[derive(Debug, Args, Clone, Default)]
+pub struct DlqFilters {
+    /// Only dead letters with this reason (repeatable), e.g. retries_exhausted, not_json.
+    #[arg(long = "reason", value_name = "REASON")]
+    pub reasons: Vec<String>,
+    /// Only this check: mobile3, id2 or id2_period.
+    #[arg(long)]
+    pub check: Option<String>,
+    /// Only requests whose stored result names this provider.
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// Only dead letters at least this old (90s, 30m, 2h, 7d).
+    #[arg(long, value_name = "AGE")]
+    pub older_than: Option<String>,
+    /// Only dead letters at most this old (90s, 30m, 2h, 7d).
+    #[arg(long, value_name = "AGE")]
+    pub newer_than: Option<String>,
+}
+
+impl DlqFilters {
+    fn parse(&self) -> anyhow::Result<crate::ops::dlq::Filters> {
+        let age = |a: &Option<String>, flag: &str| -> anyhow::Result<Option<Duration>> {
+            a.as_deref()
+                .map(|s| crate::ops::dlq::parse_age(s).map_err(|e| anyhow::anyhow!("{flag} {e}")))
+                .transpose()
+        };
+        Ok(crate::ops::dlq::Filters {
+            reasons: self.reasons.clone(),
+            check: self.check.clone(),
+            provider: self.provider.clone(),
+            older_than: age(&self.older_than, "--older-than")?,
+            newer_than: age(&self.newer_than, "--newer-than")?,
+        })
+    }
+}
+
+/// Who takes an operator decision (kept in Postgres with it).
+#[derive(Debug, Args, Clone)]
+pub struct DlqOperator {
+    /// Who decides (recorded in operator_decisions).
+    #[arg(long, env = "USER", value_name = "NAME")]
+    pub operator: Option<String>,
+    /// Why (recorded with the decision).
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+impl DlqOperator {
+    fn get(&self) -> anyhow::Result<crate::ops::dlq::Operator> {
+        let name = self
+            .operator
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "who is deciding? say --operator NAME (defaults to $USER, which is not set)"
+                )
+            })?;
+        Ok(crate::ops::dlq::Operator {
+            name,
+            note: self.note.clone(),
+        })
+    }
+}
+
+/// `yes` or `no`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BilledFinding {
+    /// The vendor's console shows the call was charged.
+    Yes,
+    /// The vendor's console shows no charge (or no call).
+    No,
+}
+
 /// `kycq dlq` actions.
 #[derive(Debug, Subcommand)]
 pub enum DlqAction {
-    /// How many dead letters there are, by reason.
-    Stats,
-    /// List dead letters (no personal data).
+    /// How many dead letters there are, by reason and by action.
+    #[command(after_help = "Example:\n  kycq dlq stats\n  kycq dlq stats --json")]
+    Stats {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List dead letters with the action each allows.
+    ///
+    /// No personal data. Actions: retry, resolve, purge only, wait, replay or purge.
+    #[command(
+        after_help = "Example:\n  kycq dlq list\n  kycq dlq list --reason billing_unknown --older-than 1h --json"
+    )]
     List {
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Filters.
+        #[command(flatten)]
+        filters: DlqFilters,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
     },
-    /// Show one dead letter, personal data masked.
+    /// Show one request's dead letters, its provider calls and decisions.
+    ///
+    /// Personal data masked; every journaled provider call
+    /// (provider, time, outcome, billed, provider_request_id), operator decisions and superseded
+    /// results.
+    #[command(after_help = "Example:\n  kycq dlq show req-42\n  kycq dlq show req-42 --json")]
     Show {
         /// Its request id.
         request_id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// Publish dead letters back to the request exchange (confirmed), then remove them.
-    Replay {
+    /// Run requests again under their own request_id.
+    ///
+    /// Only unbilled retryable failures
+    /// (retries_exhausted, provider_unavailable, the broker's delivery_limit, billing_unknown once
+    /// resolved --billed no). The stored result is kept in superseded_results, the request runs
+    /// again, its new result is stored and published. Each dead letter is handled at most once.
+    #[command(
+        after_help = "Examples:\n  kycq dlq retry req-42 --note \"Tencent outage over\"\n  kycq dlq retry --all --reason retries_exhausted --older-than 10m --dry-run\n  kycq dlq retry --all --provider tencent --json"
+    )]
+    Retry {
         /// Only this request id.
-        #[arg(long, conflicts_with = "all")]
+        #[arg(conflicts_with = "all", required_unless_present = "all")]
         request_id: Option<String>,
-        /// Every dead letter.
+        /// Every dead letter that passes the filters.
         #[arg(long)]
         all: bool,
+        /// Filters.
+        #[command(flatten)]
+        filters: DlqFilters,
+        /// Who and why.
+        #[command(flatten)]
+        who: DlqOperator,
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
-    /// Drop every dead letter.
+    /// Record the billing found for a billing_unknown request.
+    ///
+    /// Look the call up in the vendor's console (search it
+    /// by the provider_request_id `kycq dlq show` prints). `--billed yes` corrects the stored
+    /// result's billing and removes the dead letter (closed); `--billed no` corrects it and
+    /// allows `kycq dlq retry`.
+    #[command(
+        after_help = "Examples:\n  kycq dlq resolve req-42 --billed no --note \"not in the Tencent bill for 2026-12-02\"\n  kycq dlq retry req-42\n  kycq dlq resolve req-43 --billed yes --note \"charged, RequestId 6c1f…\""
+    )]
+    Resolve {
+        /// Its request id.
+        request_id: String,
+        /// What the vendor's console shows.
+        #[arg(long, value_enum)]
+        billed: BilledFinding,
+        /// Who and why.
+        #[command(flatten)]
+        who: DlqOperator,
+        /// Check and print; record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish dead letters back unchanged, then remove them.
+    ///
+    /// Published to the request exchange (confirmed), then acknowledged.
+    /// A request with a stored result is answered from it (use `retry` to run it again);
+    /// malformed messages are skipped (they can only be purged). Each is handled at most once.
+    #[command(
+        after_help = "Examples:\n  kycq dlq replay --request-id req-42\n  kycq dlq replay --all --reason delivery_limit --dry-run"
+    )]
+    Replay {
+        /// Only this request id.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        request_id: Option<String>,
+        /// Every dead letter that passes the filters.
+        #[arg(long)]
+        all: bool,
+        /// Filters.
+        #[command(flatten)]
+        filters: DlqFilters,
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove dead letters for good.
+    ///
+    /// Each is recorded in operator_decisions: every one, one
+    /// request's, or those passing the filters (e.g. `--reason not_json`).
+    #[command(
+        after_help = "Examples:\n  kycq dlq purge --reason not_json --reason duplicate_key --yes\n  kycq dlq purge --request-id req-42 --yes --note \"sent again as req-42b\"\n  kycq dlq purge --yes"
+    )]
     Purge {
-        /// Required: purging cannot be undone.
+        /// Only this request id.
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Filters.
+        #[command(flatten)]
+        filters: DlqFilters,
+        /// Who and why.
+        #[command(flatten)]
+        who: DlqOperator,
+        /// Print what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Required (unless --dry-run): purging cannot be undone.
         #[arg(long)]
         yes: bool,
+        /// The report as one JSON object.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -714,57 +907,303 @@ async fn status_cmd(settings: &Settings, a: StatusArgs) -> anyhow::Result<()> {
 }
 
 async fn dlq_cmd(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
+    use crate::ops::dlq::{self as ops_dlq, Ctx};
     let names = settings.topology.names();
     let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq dlq").await?;
     broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
+    let store = crate::store::connect_and_migrate(&settings.database).await?;
+    let publisher = Publisher::new(
+        &conn,
+        names.clone(),
+        Duration::from_secs(settings.amqp.confirm_timeout_secs),
+    )
+    .await?;
+    let ctx = Ctx {
+        conn: &conn,
+        names: &names,
+        store: &store,
+        publisher: &publisher,
+    };
     match action {
-        DlqAction::Stats => {
-            let all = dlq::list(&conn, &names, usize::MAX).await?;
-            let mut by: std::collections::BTreeMap<String, usize> = Default::default();
-            for (d, _) in &all {
-                *by.entry(d.reason.clone()).or_default() += 1;
+        DlqAction::Stats { json } => {
+            let all = ops_dlq::list(&ctx, &Default::default(), usize::MAX).await?;
+            let mut by_reason: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut by_action: std::collections::BTreeMap<&str, usize> = Default::default();
+            for d in &all {
+                *by_reason.entry(d.info.reason.clone()).or_default() += 1;
+                *by_action.entry(d.action).or_default() += 1;
             }
-            println!("{}: {} dead letters", names.dead_queue, all.len());
-            for (r, n) in by {
-                println!("  {r:<24} {n}");
+            if json {
+                let v = serde_json::json!({
+                    "queue": names.dead_queue, "total": all.len(),
+                    "by_reason": by_reason, "by_action": by_action,
+                });
+                println!("{v}");
+            } else {
+                println!("{}: {} dead letters", names.dead_queue, all.len());
+                for (r, n) in by_reason {
+                    println!("  {r:<24} {n}");
+                }
+                if !by_action.is_empty() {
+                    println!("by action:");
+                    for (a, n) in by_action {
+                        println!("  {a:<24} {n}");
+                    }
+                }
             }
         }
-        DlqAction::List { limit } => {
-            for (d, _) in dlq::list(&conn, &names, limit).await? {
-                println!("{}", serde_json::to_string(&d)?);
+        DlqAction::List {
+            limit,
+            filters,
+            json,
+        } => {
+            let listed = ops_dlq::list(&ctx, &filters.parse()?, limit).await?;
+            if json {
+                for d in &listed {
+                    println!("{}", serde_json::to_string(d)?);
+                }
+            } else {
+                println!(
+                    "{:<4} {:<36} {:<20} {:<16} {:<25} action",
+                    "pos", "request_id", "reason", "stored", "dead-lettered at"
+                );
+                for d in &listed {
+                    let stored = d.stored.as_ref().map_or("-".to_owned(), |r| {
+                        format!(
+                            "{}/{}",
+                            r.billed.as_deref().unwrap_or("-"),
+                            r.provider.as_deref().unwrap_or("-")
+                        )
+                    });
+                    println!(
+                        "{:<4} {:<36} {:<20} {:<16} {:<25} {}",
+                        d.info.position,
+                        d.info.request_id.as_deref().unwrap_or("-"),
+                        d.info.reason,
+                        stored,
+                        d.info.dead_lettered_at.as_deref().unwrap_or("-"),
+                        d.action
+                    );
+                }
+                println!(
+                    "({} shown; stored = billed/provider of the stored result)",
+                    listed.len()
+                );
             }
         }
-        DlqAction::Show { request_id } => {
-            let all = dlq::list(&conn, &names, usize::MAX).await?;
-            let Some((d, body)) = all
-                .iter()
-                .find(|(d, _)| d.request_id.as_deref() == Some(request_id.as_str()))
-            else {
-                anyhow::bail!("no dead letter with request_id {request_id}");
-            };
-            println!("{}", serde_json::to_string_pretty(d)?);
-            println!("body (personal data masked):\n{}", dlq::masked_body(body));
+        DlqAction::Show { request_id, json } => {
+            let shown = ops_dlq::show(&ctx, &request_id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&shown)?);
+            } else {
+                print_shown(&request_id, &shown);
+            }
         }
-        DlqAction::Replay { request_id, all } => {
-            anyhow::ensure!(
-                all || request_id.is_some(),
-                "say --all or --request-id <id>"
-            );
-            let publisher = Publisher::new(
-                &conn,
-                names.clone(),
-                Duration::from_secs(settings.amqp.confirm_timeout_secs),
+        DlqAction::Retry {
+            request_id,
+            all: _,
+            filters,
+            who,
+            dry_run,
+            json,
+        } => {
+            let r = ops_dlq::retry(
+                &ctx,
+                target_of(&request_id),
+                &filters.parse()?,
+                &who.get()?,
+                dry_run,
             )
             .await?;
-            let n = dlq::replay(&conn, &publisher, &names, request_id.as_deref()).await?;
-            println!("replayed {n} dead letter(s) to {}", names.requests);
+            print_report(&r, json)?;
+            finish_report(&r)?;
         }
-        DlqAction::Purge { yes } => {
-            anyhow::ensure!(yes, "purging drops every dead letter for good: add --yes");
-            let n = dlq::purge(&conn, &names).await?;
-            println!("purged {n} dead letter(s)");
+        DlqAction::Resolve {
+            request_id,
+            billed,
+            who,
+            dry_run,
+            json,
+        } => {
+            let billed = match billed {
+                BilledFinding::Yes => crate::check::Billed::Yes,
+                BilledFinding::No => crate::check::Billed::No,
+            };
+            let r = ops_dlq::resolve(&ctx, &request_id, billed, &who.get()?, dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{}: billed {} {}{}",
+                    r.request_id,
+                    r.billed.as_str(),
+                    if r.recorded {
+                        "recorded"
+                    } else if dry_run {
+                        "would be recorded"
+                    } else {
+                        "was already recorded"
+                    },
+                    if r.dead_letter_removed {
+                        "; dead letter removed"
+                    } else {
+                        ""
+                    }
+                );
+                println!("{}", r.next);
+            }
+        }
+        DlqAction::Replay {
+            request_id,
+            all: _,
+            filters,
+            dry_run,
+            json,
+        } => {
+            let r =
+                ops_dlq::replay(&ctx, target_of(&request_id), &filters.parse()?, dry_run).await?;
+            print_report(&r, json)?;
+            finish_report(&r)?;
+        }
+        DlqAction::Purge {
+            request_id,
+            filters,
+            who,
+            dry_run,
+            yes,
+            json,
+        } => {
+            anyhow::ensure!(
+                yes || dry_run,
+                "purging removes dead letters for good: add --yes (or look first with --dry-run)"
+            );
+            let r = ops_dlq::purge(
+                &ctx,
+                target_of(&request_id),
+                &filters.parse()?,
+                &who.get()?,
+                dry_run,
+            )
+            .await?;
+            print_report(&r, json)?;
+            finish_report(&r)?;
         }
     }
     let _ = conn.close(200, "done").await;
     Ok(())
+}
+
+fn target_of(id: &Option<String>) -> crate::ops::dlq::Target<'_> {
+    id.as_deref()
+        .map_or(crate::ops::dlq::Target::All, crate::ops::dlq::Target::One)
+}
+
+fn print_report(r: &crate::ops::dlq::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    for i in &r.items {
+        println!(
+            "{:<14} {:<36} {:<20} {}",
+            i.outcome,
+            i.request_id.as_deref().unwrap_or("-"),
+            i.reason,
+            i.why.as_deref().unwrap_or("")
+        );
+    }
+    println!("{}", r.summary());
+    Ok(())
+}
+
+/// Exit 1 when some dead letter failed (the report says which and why).
+fn finish_report(r: &crate::ops::dlq::Report) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        r.failed == 0,
+        "{} dead letter(s) failed; they are left in the queue (see above)",
+        r.failed
+    );
+    Ok(())
+}
+
+fn print_shown(request_id: &str, s: &crate::ops::dlq::Shown) {
+    println!("request_id {request_id}");
+    for d in &s.dead_letters {
+        println!(
+            "dead letter: reason {}, dead-lettered at {}, routing key {}, action: {}",
+            d.info.reason,
+            d.info.dead_lettered_at.as_deref().unwrap_or("-"),
+            d.info.routing_key,
+            d.action
+        );
+        if let Some(detail) = &d.info.detail {
+            println!("  detail: {detail}");
+        }
+        if let Some(why) = &d.why {
+            println!("  {why}");
+        }
+    }
+    if let Some(r) = s.dead_letters.first().and_then(|d| d.stored.as_ref()) {
+        println!(
+            "stored: {} {} billed {} provider {} (run {})",
+            r.status,
+            r.reason_code.as_deref().unwrap_or("-"),
+            r.billed.as_deref().unwrap_or("-"),
+            r.provider.as_deref().unwrap_or("-"),
+            r.retry_round
+        );
+    }
+    println!("provider calls ({}):", s.calls.len());
+    println!(
+        "  {:<3} {:<7} {:<9} {:<24} {:<16} {:<8} {:<6} provider_request_id",
+        "run", "attempt", "provider", "sent_at", "outcome", "billed", "code"
+    );
+    for c in &s.calls {
+        let billed = match &c.billed_by_operator {
+            Some(b) => format!("{}→{b}", c.billed),
+            None => c.billed.clone(),
+        };
+        println!(
+            "  {:<3} {:<7} {:<9} {:<24} {:<16} {:<8} {:<6} {}",
+            c.retry_round,
+            c.attempt,
+            c.provider,
+            c.sent_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            c.outcome.as_deref().unwrap_or("in flight"),
+            billed,
+            c.provider_code.as_deref().unwrap_or("-"),
+            c.provider_request_id.as_deref().unwrap_or("-")
+        );
+    }
+    if !s.decisions.is_empty() {
+        println!("operator decisions:");
+        for d in &s.decisions {
+            println!(
+                "  {} {} by {}{}{}",
+                d.decided_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                d.action,
+                d.operator,
+                d.billed
+                    .as_deref()
+                    .map(|b| format!(" (billed {b})"))
+                    .unwrap_or_default(),
+                d.note
+                    .as_deref()
+                    .map(|n| format!(": {n}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for r in &s.superseded {
+        println!(
+            "superseded result of run {} (at {}): {}",
+            r.retry_round,
+            r.superseded_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            r.result
+        );
+    }
+    println!("body (personal data masked):\n{}", s.body_masked);
 }

@@ -1,7 +1,9 @@
-//! The dead-letter queue for operators: stats, list, show (masked), replay (publish confirmed,
-//! then ack) and purge — nothing is lost on the way.
+//! The dead-letter queue at the broker: reading it once (a [`Cursor`] over a snapshot of its
+//! message count), describing each dead letter without personal data, masking bodies, publishing
+//! back (confirmed, then ack). What an operator may do with each one is decided in
+//! `ops::dlq`.
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use serde::Serialize;
@@ -72,46 +74,176 @@ pub async fn list(
 }
 
 /// Replay dead letters to the request exchange: each is published (confirmed) and only then
-/// acknowledged. `only` limits replay to one request id. Returns how many were replayed.
+/// acknowledged. `only` limits replay to one request id; malformed messages (see [`malformed`])
+/// are left in place. Each dead letter is handled at most once per call (see [`Cursor`]).
+/// Returns how many were replayed.
 pub async fn replay(
     conn: &Connection,
     publisher: &Publisher,
     names: &Names,
     only: Option<&str>,
 ) -> Result<usize, BrokerError> {
-    let ch = conn.create_channel().await?;
+    let mut cursor = Cursor::open(conn, names).await?;
     let mut replayed = 0;
-    loop {
-        let Some(msg) = ch
-            .basic_get(&names.dead_queue, BasicGetOptions { no_ack: false })
-            .await?
-        else {
-            break;
-        };
-        let d = msg.delivery;
-        let info = describe(0, &d.properties, &d.data);
-        if only.is_some_and(|id| info.request_id.as_deref() != Some(id)) {
-            continue; // left unacknowledged: back in the queue when the channel closes
+    while let Some(m) = cursor.next().await? {
+        if only.is_some_and(|id| m.info.request_id.as_deref() != Some(id))
+            || malformed(&m.info.reason)
+        {
+            continue; // left unacknowledged: back in the queue when the cursor closes
         }
-        let props = replay_properties(&d.properties);
-        publisher
-            .publish_request(&info.routing_key, &d.data, props)
-            .await?;
-        d.acker.ack(BasicAckOptions::default()).await?;
+        m.replay(publisher).await?;
         replayed += 1;
     }
-    let _ = ch.close(200, "ok").await;
+    cursor.close().await;
     Ok(replayed)
 }
 
-/// Drop every dead letter. Returns how many were dropped.
-pub async fn purge(conn: &Connection, names: &Names) -> Result<u32, BrokerError> {
-    let ch = conn.create_channel().await?;
-    let n = ch
-        .queue_purge(&names.dead_queue, QueuePurgeOptions::default())
-        .await?;
-    let _ = ch.close(200, "ok").await;
-    Ok(n)
+/// The reasons of messages kycq cannot read as a request (or store): replaying or retrying them
+/// can only dead-letter them again; they can only be purged.
+pub const MALFORMED: [&str; 6] = [
+    "not_json",
+    "not_an_object",
+    "no_request_id",
+    "duplicate_key",
+    "too_large",
+    "unstorable",
+];
+
+/// Whether a dead-letter reason is one of [`MALFORMED`].
+pub fn malformed(reason: &str) -> bool {
+    MALFORMED.contains(&reason)
+}
+
+/// Reads the dead-letter queue once: the number of messages is taken when it opens and at most
+/// that many are read, each held unacknowledged until the caller acts on it or the cursor
+/// closes (then it returns to the queue, in place). A message published back and dead-lettered
+/// again during the run lands behind that snapshot and is not read again.
+pub struct Cursor {
+    ch: lapin::Channel,
+    queue: String,
+    left: u32,
+    position: usize,
+}
+
+/// One dead letter read by a [`Cursor`].
+pub struct Held {
+    /// Its description.
+    pub info: DeadLetterInfo,
+    /// The original body.
+    pub body: Vec<u8>,
+    /// The original properties with kycq's dead-letter headers.
+    pub properties: BasicProperties,
+    acker: lapin::acker::Acker,
+}
+
+impl Cursor {
+    /// Open a channel and take the queue's message count.
+    pub async fn open(conn: &Connection, names: &Names) -> Result<Cursor, BrokerError> {
+        let ch = conn.create_channel().await?;
+        let q = ch
+            .queue_declare(
+                &names.dead_queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Cursor {
+            ch,
+            queue: names.dead_queue.clone(),
+            left: q.message_count(),
+            position: 0,
+        })
+    }
+
+    /// How many dead letters the queue held when the cursor opened.
+    pub fn snapshot(&self) -> u32 {
+        self.left + self.position as u32
+    }
+
+    /// The next dead letter of the snapshot, or None when the snapshot is read.
+    pub async fn next(&mut self) -> Result<Option<Held>, BrokerError> {
+        if self.left == 0 {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let Some(msg) = self
+            .ch
+            .basic_get(&self.queue, BasicGetOptions { no_ack: false })
+            .await?
+        else {
+            self.left = 0;
+            return Ok(None);
+        };
+        let d = msg.delivery;
+        let info = describe(self.position, &d.properties, &d.data);
+        self.position += 1;
+        Ok(Some(Held {
+            info,
+            body: d.data,
+            properties: d.properties,
+            acker: d.acker,
+        }))
+    }
+
+    /// Close the channel: every message read and not acknowledged returns to the queue.
+    pub async fn close(self) {
+        let _ = self.ch.close(200, "ok").await;
+    }
+}
+
+impl Held {
+    /// Remove it from the queue.
+    pub async fn ack(&self) -> Result<(), BrokerError> {
+        self.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    /// Publish it back to the request exchange (confirmed) with its original properties, then
+    /// remove it.
+    pub async fn replay(&self, publisher: &Publisher) -> Result<(), BrokerError> {
+        self.republish(publisher).await?;
+        self.ack().await
+    }
+
+    /// Publish it back to the request exchange (confirmed) without removing it.
+    pub async fn republish(&self, publisher: &Publisher) -> Result<(), BrokerError> {
+        publisher
+            .publish_request(
+                &self.info.routing_key,
+                &self.body,
+                replay_properties(&self.properties),
+            )
+            .await
+    }
+
+    /// What identifies this dead letter among the dead letters of its request: its reason and
+    /// when it was dead-lettered (kycq's header, else the broker's `x-death` time and count).
+    pub fn key(&self) -> Option<String> {
+        dead_letter_key(&self.properties)
+    }
+}
+
+/// See [`Held::key`].
+pub fn dead_letter_key(p: &BasicProperties) -> Option<String> {
+    if let Some(at) = header_str(p, headers::AT) {
+        let reason = header_str(p, headers::REASON).unwrap_or_default();
+        return Some(format!("{reason}@{at}"));
+    }
+    let death = first_death(p)?;
+    let time = match death.inner().get("time")? {
+        AMQPValue::Timestamp(t) => *t,
+        _ => return None,
+    };
+    let count = match death.inner().get("count") {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        Some(AMQPValue::LongInt(n)) => i64::from(*n),
+        _ => 0,
+    };
+    let reason = table_str(&death, "reason").unwrap_or_default();
+    Some(format!("{reason}@x-death:{time}:{count}"))
 }
 
 /// The body with name, ID number and mobile masked (what `kycq dlq show` prints).
@@ -168,7 +300,13 @@ fn describe(position: usize, p: &BasicProperties, body: &[u8]) -> DeadLetterInfo
         detail: header_str(p, headers::DETAIL),
         attempts: header_str(p, headers::ATTEMPTS),
         routing_key,
-        dead_lettered_at: header_str(p, headers::AT),
+        dead_lettered_at: header_str(p, headers::AT).or_else(|| {
+            match death.as_ref()?.inner().get("time")? {
+                AMQPValue::Timestamp(t) => chrono::DateTime::from_timestamp(*t as i64, 0)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                _ => None,
+            }
+        }),
         body_bytes: body.len(),
     }
 }
@@ -265,5 +403,40 @@ mod tests {
                 .get("x-kycq-replays"),
             Some(&AMQPValue::LongInt(2))
         );
+    }
+
+    #[test]
+    fn a_dead_letter_is_identified_by_its_reason_and_time() {
+        let s = |v: &str| AMQPValue::LongString(v.into());
+        let mut h = FieldTable::default();
+        h.insert(headers::REASON.into(), s("retries_exhausted"));
+        h.insert(headers::AT.into(), s("2026-12-02T14:44:23.131Z"));
+        let p = BasicProperties::default().with_headers(h);
+        assert_eq!(
+            dead_letter_key(&p).as_deref(),
+            Some("retries_exhausted@2026-12-02T14:44:23.131Z")
+        );
+        // The broker's own dead letters (delivery limit): its x-death time and count.
+        let mut death = FieldTable::default();
+        death.insert("reason".into(), s("delivery_limit"));
+        death.insert("time".into(), AMQPValue::Timestamp(1_764_686_663));
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        let mut h = FieldTable::default();
+        h.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let p = BasicProperties::default().with_headers(h);
+        assert_eq!(
+            dead_letter_key(&p).as_deref(),
+            Some("delivery_limit@x-death:1764686663:1")
+        );
+        let info = describe(0, &p, b"{}");
+        assert_eq!(info.reason, "delivery_limit");
+        assert_eq!(
+            info.dead_lettered_at.as_deref(),
+            Some("2025-12-02T14:44:23Z")
+        );
+        assert_eq!(dead_letter_key(&BasicProperties::default()), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Operations: the health/readiness/metrics endpoint, `kycq doctor`, `kycq enqueue`, `kycq status`,
-//! `kycq demo` and `kycq loadgen`.
+//! `kycq dlq`, `kycq demo` and `kycq loadgen`.
 
 pub mod demo;
+pub mod dlq;
 pub mod doctor;
 pub mod enqueue;
 pub mod http;

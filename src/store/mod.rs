@@ -14,6 +14,9 @@ use crate::check::{CheckKind, CheckResult, MaskedSubject};
 use crate::configuration::DatabaseSettings;
 use crate::providers::ProviderReply;
 
+mod operator;
+pub use operator::{Decision, DecisionRow, JournalRow, RetryWrite, RowSnapshot, SupersededRow};
+
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -339,8 +342,12 @@ impl Store {
         worker: &str,
     ) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            r#"INSERT INTO provider_calls (request_id, provider, action, attempt, worker)
-               VALUES ($1, $2, $3, $4, $5) RETURNING id"#,
+            // `attempt` counts within the current run; the row's attempt number continues after
+            // the runs a `kycq dlq retry` superseded (see `checks.attempt_base`).
+            r#"INSERT INTO provider_calls (request_id, provider, action, attempt, worker, retry_round)
+               SELECT $1, $2, $3, $4 + attempt_base, $5, retry_round
+                 FROM checks WHERE request_id = $1
+               RETURNING id"#,
         )
         .bind(request_id)
         .bind(provider)
@@ -371,11 +378,15 @@ impl Store {
         Ok(())
     }
 
-    /// Every journaled call of a request, oldest first.
+    /// Every journaled call of the request's current run, oldest first, numbered within the run.
+    /// The calls of runs superseded by `kycq dlq retry` stay in the journal but are not part of
+    /// this view: a retried request starts fresh.
     pub async fn calls(&self, request_id: &str) -> Result<Vec<JournaledCall>, StoreError> {
         let rows = sqlx::query(
-            r#"SELECT id, provider, attempt, reply FROM provider_calls
-                WHERE request_id = $1 ORDER BY attempt"#,
+            r#"SELECT pc.id, pc.provider, pc.attempt - c.attempt_base AS attempt, pc.reply
+                 FROM provider_calls pc JOIN checks c ON c.request_id = pc.request_id
+                WHERE pc.request_id = $1 AND pc.attempt > c.attempt_base
+                ORDER BY pc.attempt"#,
         )
         .bind(request_id)
         .fetch_all(&self.pool)

@@ -5,6 +5,7 @@
 mod alibaba;
 mod alimarket;
 mod cli;
+mod dlq;
 mod doctor;
 mod failures;
 mod helpers;
