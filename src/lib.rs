@@ -22,11 +22,14 @@
 //! - [`store`]: Postgres — claims with leases, stored results, the provider-call journal.
 //! - [`broker`]: RabbitMQ — topology, confirmed publishing, dead letters.
 //! - [`worker`]: the consumer loop (prefetch, bounded concurrency, graceful drain), the pure state
-//!   machine that decides what happens next for a request, and the IO of one delivery.
+//!   machine that decides what happens next for a request (and when a waiting request parks in
+//!   the wait queue), and the IO of one delivery.
 //! - [`sandbox`]: kycq's own stand-in for the providers' wire protocols (one folder per vendor, its
 //!   route taken from the vendor registry), with a call ledger.
 //! - [`startup`]: wires settings into a running worker (pools, broker, providers, limiter, HTTP).
-//! - [`ops`]: health/readiness/metrics HTTP, `enqueue`, `demo`, `loadgen`.
+//! - [`ops`]: health/readiness/metrics HTTP (up from the first second), `doctor`, `enqueue`
+//!   (local validation, exit codes, CSV), `status`, `dlq` (what each dead letter allows; retry,
+//!   resolve, replay, purge), `demo`, `loadgen`.
 //! - [`cli`]: the `kycq` command line.
 
 pub mod broker;
