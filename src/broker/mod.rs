@@ -141,7 +141,21 @@ pub async fn declare_topology(
     declare_wait_queue(conn, names).await
 }
 
-/// The wait queue: a fanout exchange and a durable classic queue of the same name. A parked
+/// The wait queue's arguments: a quorum queue (replicated like the work queue) whose expired
+/// messages are dead-lettered back to the request exchange at least once (RabbitMQ 3.10+:
+/// per-message TTL on quorum queues, `at-least-once` dead-lettering, which needs
+/// `reject-publish`) — a parked request is never dropped on its way back.
+pub fn wait_queue_arguments(names: &Names) -> FieldTable {
+    let mut t = FieldTable::default();
+    let s = |v: &str| AMQPValue::LongString(LongString::from(v));
+    t.insert("x-queue-type".into(), s("quorum"));
+    t.insert("x-dead-letter-exchange".into(), s(&names.requests));
+    t.insert("x-dead-letter-strategy".into(), s("at-least-once"));
+    t.insert("x-overflow".into(), s("reject-publish"));
+    t
+}
+
+/// The wait queue: a fanout exchange and a durable quorum queue of the same name. A parked
 /// request carries its own TTL (`expiration`); when it runs out the broker dead-letters it back
 /// to the request exchange with its routing key (`check.<kind>`) kept — the standard delayed
 /// retry pattern, no plugin needed.
@@ -160,18 +174,13 @@ async fn declare_wait_queue(conn: &Connection, names: &Names) -> Result<(), Brok
     .map_err(|e| inequivalent(e, "exchange", &names.wait_queue))?;
     let _ = ch.close(200, "ok").await;
     let ch = conn.create_channel().await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(LongString::from(names.requests.as_str())),
-    );
     ch.queue_declare(
         &names.wait_queue,
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
         },
-        args,
+        wait_queue_arguments(names),
     )
     .await
     .map_err(|e| inequivalent(e, "queue", &names.wait_queue))?;
@@ -271,6 +280,8 @@ pub struct Publisher {
 
 /// Publish persistent on `channel` (in confirm mode) and wait up to `timeout` for the broker's
 /// confirm; a nack or no confirm in time is [`BrokerError::NotConfirmed`] naming the target.
+/// `mandatory`: a message no queue takes is returned by the broker (and still confirmed), which
+/// is then an error too — never acknowledged as delivered.
 async fn publish_and_confirm(
     channel: &Channel,
     exchange: &str,
@@ -278,6 +289,7 @@ async fn publish_and_confirm(
     body: &[u8],
     props: BasicProperties,
     timeout: Duration,
+    mandatory: bool,
 ) -> Result<(), BrokerError> {
     let target = if exchange.is_empty() {
         routing_key
@@ -288,13 +300,20 @@ async fn publish_and_confirm(
         .basic_publish(
             exchange,
             routing_key,
-            BasicPublishOptions::default(),
+            BasicPublishOptions {
+                mandatory,
+                ..Default::default()
+            },
             body,
             props.with_delivery_mode(2),
         )
         .await?;
     match tokio::time::timeout(timeout, confirm).await {
-        Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
+        Ok(Ok(Confirmation::Ack(Some(_)))) => Err(BrokerError::NotConfirmed(
+            target.into(),
+            format!("unroutable: no queue is bound for routing key {routing_key} (returned by the broker; run `kycq setup`)"),
+        )),
+        Ok(Ok(Confirmation::Ack(None))) | Ok(Ok(Confirmation::NotRequested)) => Ok(()),
         Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::NotConfirmed(
             target.into(),
             "nack (refused: e.g. a full queue)".into(),
@@ -337,7 +356,8 @@ impl Replies {
             *link = Some((conn, channel));
         }
         let channel = link.as_ref().expect("connected above").1.clone();
-        let sent = publish_and_confirm(&channel, "", reply_to, body, props, self.timeout).await;
+        let sent =
+            publish_and_confirm(&channel, "", reply_to, body, props, self.timeout, false).await;
         if sent.is_err() {
             if let Some((conn, _)) = link.take() {
                 let _ = conn.close(200, "reply failed").await;
@@ -399,6 +419,29 @@ impl Publisher {
             body,
             props,
             self.confirm_timeout,
+            false,
+        )
+        .await
+    }
+
+    /// Publish persistent, mandatory, and wait for the broker's confirm: a message no queue
+    /// takes (an exchange without its queue) is an error, never a silent loss. For requests,
+    /// dead letters and parked requests, whose queue kycq declares.
+    async fn publish_routed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        publish_and_confirm(
+            &self.channel,
+            exchange,
+            routing_key,
+            body,
+            props,
+            self.confirm_timeout,
+            true,
         )
         .await
     }
@@ -469,7 +512,7 @@ impl Publisher {
             h.insert(headers::REQUEST_ID.into(), s(id));
         }
         let props = original.clone().with_headers(h);
-        self.publish_confirmed(&self.names.dead_exchange, routing_key, body, props)
+        self.publish_routed(&self.names.dead_exchange, routing_key, body, props)
             .await
     }
 
@@ -499,7 +542,7 @@ impl Publisher {
             .clone()
             .with_headers(h)
             .with_expiration(ShortString::from(ttl_ms));
-        self.publish_confirmed(&self.names.wait_queue, routing_key, body, props)
+        self.publish_routed(&self.names.wait_queue, routing_key, body, props)
             .await
     }
 
@@ -510,7 +553,7 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
-        self.publish_confirmed(&self.names.requests, routing_key, body, props)
+        self.publish_routed(&self.names.requests, routing_key, body, props)
             .await
     }
 }

@@ -13,6 +13,9 @@
 pub const OPEN_START: u16 = 0;
 /// Last year of a code still in use.
 pub const OPEN_END: u16 = 9999;
+/// The latest year the data records a change in: codes introduced after it are not in
+/// the table yet.
+pub const DATA_YEAR: u16 = 2025;
 
 #[rustfmt::skip]
 pub static PERIODS: &[(u32, u16, u16)] = &[

@@ -241,8 +241,13 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
     let mut checks = vec![Check::ok(T, "connects", "amqp.url accepted")];
     let names = settings.topology.names();
     let mut missing = Vec::new();
-    let exchanges = [&names.requests, &names.results, &names.dead_exchange];
-    let queues = [&names.work_queue, &names.dead_queue];
+    let exchanges = [
+        &names.requests,
+        &names.results,
+        &names.dead_exchange,
+        &names.wait_queue,
+    ];
+    let queues = [&names.work_queue, &names.dead_queue, &names.wait_queue];
     for (name, is_queue) in exchanges
         .iter()
         .map(|n| (*n, false))
@@ -408,6 +413,15 @@ pub fn judge(provider: &str, probe: Option<Probe>) -> Check {
             reply.detail
         ),
     };
+    // The test call is meant never to be charged: say so when the answer says it may have been.
+    let what = match reply.classification.billed {
+        crate::check::Billed::No => what,
+        billed => format!(
+            "{what}; this test call may have been charged (billed: {}): look it up in the \
+             vendor's console",
+            billed.as_str()
+        ),
+    };
     Check::failed(&target, checked, what)
 }
 
@@ -513,6 +527,21 @@ mod tests {
 
         let c = judge("alibaba", None);
         assert!(!c.ok && c.detail.contains("no answer"), "{}", c.detail);
+
+        // An answer that may have been charged is said to be.
+        let verdict =
+            Classification::verdict(crate::check::ReasonCode::Match, crate::check::Billed::Yes);
+        let c = judge("alimarket", probe(reply(verdict, Some(200), Some("1"))));
+        assert!(
+            !c.ok && c.detail.contains("may have been charged (billed: yes)"),
+            "{}",
+            c.detail
+        );
+        let c = judge(
+            "alimarket",
+            probe(reply(Classification::UNKNOWN, Some(504), None)),
+        );
+        assert!(c.detail.contains("billed: unknown"), "{}", c.detail);
     }
 
     #[test]

@@ -102,8 +102,16 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
             "postgres: not connected yet (database.url, KYCQ__DATABASE__URL)".to_string()
         })),
     }
-    reasons.extend(h.registry.refusals());
-    for c in h.registry.blocked_checks(tokio::time::Instant::now()) {
+    let now = tokio::time::Instant::now();
+    let mut warnings = Vec::new();
+    for (message, out) in h.registry.refusals(now) {
+        if out {
+            reasons.push(message);
+        } else {
+            warnings.push(message);
+        }
+    }
+    for c in h.registry.blocked_checks(now) {
         reasons.push(format!(
             "every provider of the {c} route has an open circuit"
         ));
@@ -115,6 +123,8 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
     };
     (
         code,
-        Json(serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons})),
+        Json(
+            serde_json::json!({"ready": reasons.is_empty(), "reasons": reasons, "warnings": warnings}),
+        ),
     )
 }

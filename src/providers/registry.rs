@@ -284,12 +284,19 @@ impl Registry {
             .collect()
     }
 
-    /// The providers refusing the credentials, the account or the quota right now, one line
-    /// each naming the keys to fix (readiness).
-    pub fn refusals(&self) -> Vec<String> {
+    /// The providers whose last word was a refusal of the credentials, the account or the
+    /// quota, one line each naming the keys to fix, and whether the provider is out right now
+    /// (its circuit open). A refusal is only cleared by the provider's next final answer, and a
+    /// provider later in a route may not be called again for a long time: readiness counts it
+    /// only while it is out, and shows it as a warning after.
+    pub fn refusals(&self, now: Instant) -> Vec<(String, bool)> {
         self.entries
             .iter()
-            .filter_map(|(name, e)| e.refusal.current().map(|r| refusal_message(name, &r)))
+            .filter_map(|(name, e)| {
+                e.refusal
+                    .current()
+                    .map(|r| (refusal_message(name, &r), !e.circuit.is_available(now)))
+            })
             .collect()
     }
 

@@ -235,8 +235,8 @@ async fn a_wrong_provider_secret_is_named_by_readyz_logged_once_counted_and_fail
     // every cool-down (2 s here) a call probes Tencent again.
     let id = identity(Scenario::Match, 1);
     app.publish(&mobile3(&id)).await;
-    let (status, body) = poll(&format!("{base}/readyz"), |_, b| {
-        b.contains("provider tencent")
+    let (status, body) = poll(&format!("{base}/readyz"), |s, b| {
+        s == 503 && b.contains("provider tencent")
     })
     .await
     .unwrap();

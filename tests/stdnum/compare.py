@@ -27,6 +27,14 @@ CLASSES = {
         "region code introduced after the birth year: kycq accepts (the number is assigned at "
         "registration, with the code in use then), stdnum refuses"
     ),
+    "abolished_grace": (
+        "born in the year after the region code was abolished: kycq accepts (offices change over "
+        "in the months after a merger), stdnum refuses"
+    ),
+    "code_newer_than_table": (
+        "a code the table does not know, in a known province, for someone born after the "
+        "table's last year: kycq accepts (it may be newer than the data), stdnum refuses"
+    ),
     "residence_permit": (
         "810000/820000/830000 (HK, Macao, Taiwan residents' residence permits) whatever the "
         "birth year: kycq accepts, stdnum refuses"
@@ -66,6 +74,11 @@ def all_codes():
             if "county" in c_props:
                 codes += [f"{low}{n:04d}" for n in range(int(c_low), int(c_high) + 1)]
     return sorted(codes)
+
+
+CODES = all_codes()
+# The latest year stdnum's table records a change in.
+DATA_YEAR = max(y for c in CODES for p in periods(c) for y in p if y is not None)
 
 
 def with_check(first17):
@@ -210,8 +223,16 @@ def explain(number, kycq_ok, today):
         return "future_birth"
     if kycq_ok and compact[:6] in ("810000", "820000", "830000"):
         return "residence_permit"
+    if kycq_ok and compact[:6] not in ("810000", "820000", "830000") and not periods(compact[:6]):
+        known_province = any(c.startswith(compact[:2]) for c in CODES)
+        if known_province and birth.year > DATA_YEAR:
+            return "code_newer_than_table"
     if kycq_ok:
         ps = periods(compact[:6])
+        if any(e is not None and birth.year == e + 1 for s, e in ps) and not any(
+            (s is None or s <= birth.year) and (e is None or birth.year <= e) for s, e in ps
+        ):
+            return "abolished_grace"
         covering = any(
             (s is None or s <= birth.year) and (e is None or birth.year <= e) for s, e in ps
         )
@@ -232,7 +253,7 @@ def main():
     today = datetime.date.fromisoformat(args.today)
     print(f"seed {seed}, {args.count} numbers, today {today} (repeat with --seed {seed} --today {today})")
 
-    gen = Generator(random.Random(seed), today, all_codes())
+    gen = Generator(random.Random(seed), today, CODES)
     numbers = [gen.sample() for _ in range(args.count)]
     run = subprocess.run(
         [args.kycq, today.isoformat()],
