@@ -226,13 +226,12 @@ impl ProviderReply {
     }
 }
 
-/// `text` with the subject's values masked and control characters removed.
+/// `text` with control characters removed and then the subject's values masked (in that
+/// order: a control character inside an echoed value would otherwise hide it from the mask and
+/// then, removed, show it whole).
 fn clean(subject: &Subject, text: &str) -> String {
-    subject
-        .scrub(text)
-        .chars()
-        .filter(|c| !c.is_control())
-        .collect()
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    subject.scrub(&text)
 }
 
 #[cfg(test)]
@@ -261,5 +260,10 @@ mod tests {
         assert_eq!(r.detail, "badname 张* for 110***********002X");
         assert_eq!(r.provider_code.as_deref(), Some("E1 138****5678"));
         assert_eq!(r.provider_request_id.as_deref(), Some("req-1"));
+        // A control character inside an echoed value does not keep it from being masked.
+        let mut reply = ProviderReply::transport(Classification::TRANSIENT, Some(200), "");
+        reply.detail = "IdCard 110105194912\u{7f}31002X of 张\u{0}三 (1381234\u{85}5678)".into();
+        let r = reply.sanitized(&req.subject);
+        assert_eq!(r.detail, "IdCard 110***********002X of 张* (138****5678)");
     }
 }

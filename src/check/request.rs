@@ -161,9 +161,18 @@ pub enum Malformed {
     /// No usable idempotency key.
     #[error("no usable request_id: {0}")]
     NoRequestId(&'static str),
-    /// A field is given twice (which one counts would be a guess; the audit trail must not be).
-    #[error("the field {0} is given more than once")]
-    DuplicateKey(String),
+    /// A key is given twice (which one counts would be a guess; the audit trail must not be).
+    /// Holds the request field's name; None for any other key, which is the client's own text
+    /// (it may hold personal data or control characters, at any length) and is never echoed.
+    #[error("{} is given more than once", duplicate(.0))]
+    DuplicateKey(Option<&'static str>),
+}
+
+fn duplicate(field: &Option<&'static str>) -> String {
+    match field {
+        Some(f) => format!("the field {f}"),
+        None => "a key that is not a request field".to_owned(),
+    }
 }
 
 impl Malformed {
@@ -255,7 +264,7 @@ pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
         return Err(Malformed::NotObject);
     };
     if let Some(key) = twice {
-        return Err(Malformed::DuplicateKey(key));
+        return Err(Malformed::DuplicateKey(request_field(&key)));
     }
     let request_id = match obj.get("request_id") {
         None | Some(Value::Null) => return Err(Malformed::NoRequestId("request_id is missing")),
@@ -288,6 +297,15 @@ pub fn decode(body: &[u8], today: NaiveDate) -> Result<Decoded, Malformed> {
             subject: fields.masked(check),
         })),
     }
+}
+
+/// The name of a request field (`request_id`, `check` or one of [`FIELD_MAX_CHARS`]); None
+/// for any other key.
+fn request_field(key: &str) -> Option<&'static str> {
+    ["request_id", "check"]
+        .into_iter()
+        .chain(FIELD_MAX_CHARS.iter().map(|(f, _)| *f))
+        .find(|f| *f == key)
 }
 
 /// A body's top level: an object (with the first key it gives twice, which serde_json's own
@@ -677,7 +695,17 @@ mod tests {
                 twice.as_bytes(),
                 NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
             ),
-            Err(Malformed::DuplicateKey("id_number".into()))
+            Err(Malformed::DuplicateKey(Some("id_number")))
+        );
+        // A key of the client's own is never echoed: it may be personal data or hold control
+        // characters (the reason goes into a dead-letter header and the log).
+        let other =
+            r#"{"request_id":"r1","11010519491231002X\u0007":1,"11010519491231002X\u0007":2}"#;
+        let m = decode(other.as_bytes(), today()).unwrap_err();
+        assert_eq!(m, Malformed::DuplicateKey(None));
+        assert_eq!(
+            m.to_string(),
+            "a key that is not a request field is given more than once"
         );
         // JSON nested deeper than serde_json's 128 levels is not JSON kycq reads.
         let deep = format!(

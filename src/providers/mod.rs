@@ -31,6 +31,8 @@ use crate::check::{CheckKind, CheckRequest};
 use async_trait::async_trait;
 
 pub use crate::check::outcome::{Classification, OutcomeClass, ProviderReply, Refusal};
+/// A whole answer (status, headers, body): what a vendor's `answer::classify` reads.
+pub use http::Answer;
 pub use registry::Registry;
 
 /// One identity-verification vendor.

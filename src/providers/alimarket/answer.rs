@@ -19,7 +19,7 @@ pub const ERROR_CODE_HEADER: &str = "x-ca-error-code";
 pub const REQUEST_ID_HEADER: &str = "x-ca-request-id";
 
 /// Vendor text kept in a reply (`detail`) is cut to this many characters.
-const MAX_DETAIL_CHARS: usize = 120;
+pub const MAX_DETAIL_CHARS: usize = 120;
 
 /// Classify a whole answer: a refusal (non-2xx) or a body.
 pub fn classify(answer: &Answer) -> ProviderReply {
