@@ -487,6 +487,7 @@ async fn replay_all_reads_each_dead_letter_once() {
             detail: "again".into(),
             attempts: 0,
             request_id: None,
+            retry_round: None,
         };
         app.publisher
             .dead_letter(&h.body, &h.properties, &h.info.routing_key, &dl)
