@@ -1,8 +1,10 @@
 //! Dead letters an operator acts on, through the real broker, Postgres, an in-process worker and
 //! the sandbox: `retry` runs a request again under its own request_id (the superseded result
 //! kept, the journal continued), `resolve` records the billing found for a `billing_unknown`,
-//! `retry --all` and `replay --all` handle each dead letter at most once with exact counts, and
-//! malformed messages can only be purged.
+//! `retry --all` and `replay --all` handle each dead letter at most once with exact counts,
+//! malformed messages can only be purged, a forged `x-kycq-request-id` on a message the broker
+//! dead-lettered names nothing, a dead letter of a superseded run is stale, and the writes of a
+//! lost lease or a superseded run are refused.
 
 use std::time::Duration;
 
