@@ -409,7 +409,9 @@ pub enum DlqAction {
     },
     /// List dead letters with the action each allows.
     ///
-    /// No personal data. Actions: retry, resolve, purge only, wait, replay or purge.
+    /// No personal data. Actions: retry, resolve, purge only, wait, replay or purge, stale (retry
+    /// removes it). The request id is always the body's; on a dead letter the broker made
+    /// (delivery limit, a client's expiration) x-kycq-* headers are ignored.
     #[command(
         after_help = "Example:\n  kycq dlq list\n  kycq dlq list --reason billing_unknown --older-than 1h --json"
     )]
@@ -442,7 +444,8 @@ pub enum DlqAction {
     /// Only unbilled retryable failures
     /// (retries_exhausted, provider_unavailable, the broker's delivery_limit, billing_unknown once
     /// resolved --billed no). The stored result is kept in superseded_results, the request runs
-    /// again, its new result is stored and published. Each dead letter is handled at most once.
+    /// again, its new result is stored and published. Each dead letter is handled at most once. A
+    /// dead letter of a run a retry has since superseded is stale: removed, counted as skipped.
     #[command(
         after_help = "Examples:\n  kycq dlq retry req-42 --note \"Tencent outage over\"\n  kycq dlq retry --all --reason retries_exhausted --older-than 10m --dry-run\n  kycq dlq retry --all --provider tencent --json"
     )]

@@ -31,6 +31,13 @@ pub struct DeadLetterInfo {
     pub dead_lettered_at: Option<String>,
     /// Body size in bytes.
     pub body_bytes: usize,
+    /// Who dead-lettered it: `kycq` (its `x-kycq-*` headers are kycq's) or `broker` (RabbitMQ
+    /// itself, e.g. the delivery limit or a client's `expiration`: any `x-kycq-*` header on it
+    /// came from the client and is ignored).
+    pub dead_lettered_by: &'static str,
+    /// The run of the request it belongs to (kycq's `x-kycq-retry-round`; 0 = the first), when
+    /// kycq dead-lettered a claimed request.
+    pub retry_round: Option<i32>,
 }
 
 /// Messages waiting in the dead-letter queue.
@@ -226,13 +233,16 @@ impl Held {
     }
 }
 
-/// See [`Held::key`].
+/// See [`Held::key`]. The `x-kycq-*` headers count only on a dead letter kycq made.
 pub fn dead_letter_key(p: &BasicProperties) -> Option<String> {
-    if let Some(at) = header_str(p, headers::AT) {
-        let reason = header_str(p, headers::REASON).unwrap_or_default();
-        return Some(format!("{reason}@{at}"));
+    let death = newest_death(p);
+    if death.is_none() {
+        if let Some(at) = header_str(p, headers::AT) {
+            let reason = header_str(p, headers::REASON).unwrap_or_default();
+            return Some(format!("{reason}@{at}"));
+        }
     }
-    let death = first_death(p)?;
+    let death = death?;
     let time = match death.inner().get("time")? {
         AMQPValue::Timestamp(t) => *t,
         _ => return None,
@@ -267,18 +277,33 @@ pub fn masked_body(body: &[u8]) -> String {
     }
 }
 
+/// Describe a dead letter. Who made it decides what is read from its headers:
+///
+/// - kycq strips every client `x-kycq-*` header and the broker's `x-death` history from what it
+///   dead-letters, so a dead letter without `x-death` is kycq's own and its `x-kycq-*` headers
+///   (reason, detail, routing key, time, run) are kycq's;
+/// - a dead letter with an `x-death` entry was dead-lettered by RabbitMQ itself (the work
+///   queue's delivery limit, a client's `expiration`): the client's headers survived, so every
+///   `x-kycq-*` header on it is ignored and the reason, routing key and time are the broker's
+///   newest `x-death` entry.
+///
+/// The request id is always the one in the body, read as the worker reads it
+/// ([`crate::check::request::decode`]: a body the worker could not read has none); a header
+/// never names it.
 fn describe(position: usize, p: &BasicProperties, body: &[u8]) -> DeadLetterInfo {
-    let request_id = header_str(p, headers::REQUEST_ID).or_else(|| {
-        serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v.get("request_id")?.as_str().map(str::to_owned))
-            .filter(|s| crate::check::request::is_valid_request_id(s))
-    });
-    let death = first_death(p);
-    let reason = header_str(p, headers::REASON)
+    let request_id = body_request_id(body);
+    let death = newest_death(p);
+    let ours = |key: &str| {
+        if death.is_some() {
+            None
+        } else {
+            header_str(p, key)
+        }
+    };
+    let reason = ours(headers::REASON)
         .or_else(|| death.as_ref().and_then(|d| table_str(d, "reason")))
         .unwrap_or_else(|| "unknown".into());
-    let routing_key = header_str(p, headers::ROUTING_KEY)
+    let routing_key = ours(headers::ROUTING_KEY)
         .or_else(|| {
             death
                 .as_ref()
@@ -297,10 +322,10 @@ fn describe(position: usize, p: &BasicProperties, body: &[u8]) -> DeadLetterInfo
         position,
         request_id,
         reason,
-        detail: header_str(p, headers::DETAIL),
-        attempts: header_str(p, headers::ATTEMPTS),
+        detail: ours(headers::DETAIL),
+        attempts: ours(headers::ATTEMPTS),
         routing_key,
-        dead_lettered_at: header_str(p, headers::AT).or_else(|| {
+        dead_lettered_at: ours(headers::AT).or_else(|| {
             match death.as_ref()?.inner().get("time")? {
                 AMQPValue::Timestamp(t) => chrono::DateTime::from_timestamp(*t as i64, 0)
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -308,10 +333,22 @@ fn describe(position: usize, p: &BasicProperties, body: &[u8]) -> DeadLetterInfo
             }
         }),
         body_bytes: body.len(),
+        dead_lettered_by: if death.is_some() { "broker" } else { "kycq" },
+        retry_round: ours(headers::RETRY_ROUND).and_then(|r| r.parse().ok()),
     }
 }
 
-fn first_death(p: &BasicProperties) -> Option<FieldTable> {
+/// The body's request id as the worker reads it: None for a body the worker refuses unread
+/// (not JSON, a key given twice, no valid request_id).
+fn body_request_id(body: &[u8]) -> Option<String> {
+    // `today` only bounds birth dates, which decide valid or rejected: both carry the id.
+    crate::check::request::decode(body, chrono::Utc::now().date_naive())
+        .ok()
+        .map(|d| d.request_id().to_owned())
+}
+
+/// The broker's newest dead-lettering record (RabbitMQ keeps `x-death` newest first).
+fn newest_death(p: &BasicProperties) -> Option<FieldTable> {
     match p.headers().as_ref()?.inner().get("x-death")? {
         AMQPValue::FieldArray(a) => match a.as_slice().first()? {
             AMQPValue::FieldTable(t) => Some(t.clone()),
@@ -319,6 +356,69 @@ fn first_death(p: &BasicProperties) -> Option<FieldTable> {
         },
         _ => None,
     }
+}
+
+/// Whether a header is the broker's dead-lettering history.
+fn is_death_header(name: &str) -> bool {
+    name == "x-death" || name.starts_with("x-first-death") || name.starts_with("x-last-death")
+}
+
+/// `h` without the broker's dead-lettering history (`x-death`, `x-first-death-*`,
+/// `x-last-death-*`).
+pub(crate) fn without_death_headers(h: &FieldTable) -> FieldTable {
+    let mut out = FieldTable::default();
+    for (k, v) in h.inner() {
+        if !is_death_header(k.as_str()) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// Every property but `expiration` (a client's per-message TTL): a dead letter must not expire
+/// unseen in the dead-letter queue, nor a retried request in the work queue.
+pub(crate) fn without_expiration(p: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = p.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = p.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = p.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = p.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = p.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = p.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = p.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = p.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = p.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = p.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = p.user_id() {
+        out = out.with_user_id(v.clone());
+    }
+    if let Some(v) = p.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = p.cluster_id() {
+        out = out.with_cluster_id(v.clone());
+    }
+    out
 }
 
 fn table_str(t: &FieldTable, key: &str) -> Option<String> {
@@ -342,10 +442,8 @@ fn replay_properties(p: &BasicProperties) -> BasicProperties {
                 }
                 continue;
             }
-            if name.starts_with("x-kycq-")
-                || name.starts_with("x-death")
-                || name.starts_with("x-first-death")
-                || name.starts_with("x-last-death")
+            if name.to_ascii_lowercase().starts_with(headers::PREFIX)
+                || is_death_header(name)
                 || name == "x-delivery-count"
             {
                 continue;
@@ -354,7 +452,7 @@ fn replay_properties(p: &BasicProperties) -> BasicProperties {
         }
     }
     h.insert("x-kycq-replays".into(), AMQPValue::LongInt(replays + 1));
-    p.clone().with_headers(h)
+    without_expiration(p).with_headers(h)
 }
 
 #[cfg(test)]
@@ -438,5 +536,133 @@ mod tests {
             Some("2025-12-02T14:44:23Z")
         );
         assert_eq!(dead_letter_key(&BasicProperties::default()), None);
+    }
+
+    fn body(request_id: &str) -> Vec<u8> {
+        format!(
+            r#"{{"request_id":"{request_id}","check":"mobile3","name":"\u5f20\u4e09","id_number":"11010519491231002X","mobile":"13812345678"}}"#
+        )
+        .into_bytes()
+    }
+
+    fn broker_death(reason: &str) -> AMQPValue {
+        let s = |v: &str| AMQPValue::LongString(v.into());
+        let mut death = FieldTable::default();
+        death.insert("reason".into(), s(reason));
+        death.insert("queue".into(), s("kycq.requests"));
+        death.insert("time".into(), AMQPValue::Timestamp(1_764_686_663));
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        death.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(vec![s("check.mobile3")].into()),
+        );
+        AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into())
+    }
+
+    fn forged() -> FieldTable {
+        let s = |v: &str| AMQPValue::LongString(v.into());
+        let mut h = FieldTable::default();
+        h.insert(headers::REQUEST_ID.into(), s("victim-2"));
+        h.insert(headers::REASON.into(), s("retries_exhausted"));
+        h.insert(headers::ROUTING_KEY.into(), s("check.id2"));
+        h.insert(headers::AT.into(), s("2026-12-02T14:44:23.131Z"));
+        h.insert(headers::RETRY_ROUND.into(), AMQPValue::LongInt(7));
+        h
+    }
+
+    #[test]
+    fn a_broker_dead_letter_ignores_client_set_kycq_headers() {
+        // The broker dead-lettered it (x-death present): a client's x-kycq-* headers survived.
+        let mut h = forged();
+        h.insert("x-death".into(), broker_death("delivery_limit"));
+        let p = BasicProperties::default().with_headers(h);
+        let info = describe(0, &p, &body("sender-1"));
+        assert_eq!(info.request_id.as_deref(), Some("sender-1"));
+        assert_eq!(info.reason, "delivery_limit");
+        assert_eq!(info.routing_key, "check.mobile3");
+        assert_eq!(info.dead_lettered_by, "broker");
+        assert_eq!(info.retry_round, None);
+        assert_eq!(info.detail, None);
+        assert_eq!(
+            info.dead_lettered_at.as_deref(),
+            Some("2025-12-02T14:44:23Z")
+        );
+        assert_eq!(
+            dead_letter_key(&p).as_deref(),
+            Some("delivery_limit@x-death:1764686663:1")
+        );
+    }
+
+    #[test]
+    fn the_request_id_is_the_bodys_as_the_worker_reads_it() {
+        // kycq's own dead letter: its headers count, but never for the request id.
+        let p = BasicProperties::default().with_headers(forged());
+        let info = describe(0, &p, &body("sender-1"));
+        assert_eq!(info.dead_lettered_by, "kycq");
+        assert_eq!(info.reason, "retries_exhausted");
+        assert_eq!(info.retry_round, Some(7));
+        assert_eq!(info.request_id.as_deref(), Some("sender-1"));
+        // A body the worker refuses unread names no request: a key given twice, no JSON, an
+        // invalid id.
+        let twice = br#"{"request_id":"sender-1","request_id":"victim-2","check":"mobile3"}"#;
+        assert_eq!(describe(0, &p, twice).request_id, None);
+        assert_eq!(describe(0, &p, b"not json").request_id, None);
+        assert_eq!(describe(0, &p, br#"{"request_id":"a b"}"#).request_id, None);
+        // A request kycq's validation rejects still has its id.
+        assert_eq!(
+            describe(0, &p, br#"{"request_id":"r-9","check":"mobile3"}"#)
+                .request_id
+                .as_deref(),
+            Some("r-9")
+        );
+    }
+
+    #[test]
+    fn expiration_never_survives_a_dead_letter_or_a_retry() {
+        let mut h = FieldTable::default();
+        h.insert("x-death".into(), broker_death("expired"));
+        h.insert(
+            "x-first-death-queue".into(),
+            AMQPValue::LongString("q".into()),
+        );
+        h.insert(
+            "x-last-death-reason".into(),
+            AMQPValue::LongString("expired".into()),
+        );
+        h.insert("app-header".into(), AMQPValue::LongString("keep".into()));
+        let base = BasicProperties::default()
+            .with_headers(h.clone())
+            .with_correlation_id("c1".into())
+            .with_reply_to("replies".into())
+            .with_message_id("m1".into())
+            .with_content_type("application/json".into())
+            .with_content_encoding("utf-8".into())
+            .with_delivery_mode(2)
+            .with_priority(3)
+            .with_timestamp(17)
+            .with_type("t".into())
+            .with_user_id("guest".into())
+            .with_app_id("onboarding".into())
+            .with_cluster_id("c".into());
+        let p = base.clone().with_expiration("50".into());
+        // Every other property is kept as it was.
+        assert_eq!(without_expiration(&p), base);
+        let r = replay_properties(&p);
+        assert_eq!(r.expiration(), &None);
+        assert_eq!(r.correlation_id().as_ref().map(|c| c.as_str()), Some("c1"));
+        let hh = r.headers().clone().unwrap();
+        assert!(hh.inner().get("x-death").is_none());
+        assert!(hh.inner().get("x-first-death-queue").is_none());
+        assert!(hh.inner().get("x-last-death-reason").is_none());
+        assert!(hh.inner().get("app-header").is_some());
+        let stripped = without_death_headers(&h);
+        assert_eq!(
+            stripped
+                .inner()
+                .keys()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
+            vec!["app-header"]
+        );
     }
 }

@@ -232,6 +232,9 @@ pub mod headers {
     pub const WAITING_SINCE: &str = "x-kycq-waiting-since";
     /// On a parked request: how many times it was parked.
     pub const PARKS: &str = "x-kycq-parks";
+    /// The run of the request the dead letter belongs to (`checks.retry_round`: 0 = the first;
+    /// each `kycq dlq retry` adds one). Absent when the request was never claimed.
+    pub const RETRY_ROUND: &str = "x-kycq-retry-round";
 }
 
 /// The client's headers without any `x-kycq-*` one (kycq's own are never taken from a client).
@@ -267,6 +270,8 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// The request id, if known.
     pub request_id: Option<String>,
+    /// The run of the request it ended (`checks.retry_round`), when it was claimed.
+    pub retry_round: Option<i32>,
 }
 
 /// Publishes with publisher confirms on one channel.
@@ -494,8 +499,12 @@ impl Publisher {
         dl: &DeadLetter,
     ) -> Result<(), BrokerError> {
         // Every x-kycq-* header is kycq's own: one a client set (or an earlier dead-lettering
-        // left) is never trusted, and never survives next to ours.
+        // left) is never trusted, and never survives next to ours. The broker's dead-lettering
+        // history (`x-death`, from the wait queue or set by a client) is dropped too: in the
+        // dead-letter queue an `x-death` entry then always means the broker dead-lettered it,
+        // and its x-kycq-* headers are not kycq's (see `broker::dlq`).
         let mut h = client_headers(original);
+        h = dlq::without_death_headers(&h);
         let s = |v: &str| AMQPValue::LongString(LongString::from(v));
         h.insert(headers::REASON.into(), s(&dl.reason));
         h.insert(headers::DETAIL.into(), s(&dl.detail));
@@ -511,7 +520,11 @@ impl Publisher {
         if let Some(id) = &dl.request_id {
             h.insert(headers::REQUEST_ID.into(), s(id));
         }
-        let props = original.clone().with_headers(h);
+        if let Some(round) = dl.retry_round {
+            h.insert(headers::RETRY_ROUND.into(), AMQPValue::LongInt(round));
+        }
+        // A client's `expiration` would let the dead letter expire unseen in the queue.
+        let props = dlq::without_expiration(original).with_headers(h);
         self.publish_routed(&self.names.dead_exchange, routing_key, body, props)
             .await
     }

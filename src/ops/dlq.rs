@@ -36,6 +36,9 @@ pub enum SkipKind {
     Finished,
     /// Its reason is not one a retry can help.
     NotRetryable,
+    /// It ended a run a retry has since superseded: stale. `retry` removes it (nothing to run:
+    /// the request's current run answers for it); counted as skipped.
+    OlderRun,
 }
 
 impl SkipKind {
@@ -46,6 +49,7 @@ impl SkipKind {
             SkipKind::Unresolved => "resolve",
             SkipKind::NotYet => "wait",
             SkipKind::Finished | SkipKind::NotRetryable => "replay or purge",
+            SkipKind::OlderRun => "stale (retry removes it)",
         }
     }
 }
@@ -109,9 +113,27 @@ fn skip(kind: SkipKind, why: String) -> RetryPlan {
     RetryPlan::Skip { kind, why }
 }
 
+/// A dead letter whose body has no request_id the worker can read (the broker dead-lettered a
+/// malformed message): retried, it could only be dead-lettered again.
+fn no_request_id(reason: &str) -> RetryPlan {
+    skip(
+        SkipKind::Malformed,
+        format!(
+            "its body has no request_id kycq can read (dead-lettered as {reason}), so it cannot \
+             be retried; `kycq dlq show` cannot find it by id: remove it with `kycq dlq purge \
+             --reason {reason} --yes`"
+        ),
+    )
+}
+
 /// Decide what a retry does with a dead letter of `reason` (`x-kycq-reason`, or the broker's
-/// `delivery_limit`), given the request's row, the operator's billing finding for the current
-/// run and whether this very dead letter was retried before. Pure.
+/// `delivery_limit`) ending run `run` of its request (kycq's `x-kycq-retry-round`; None when the
+/// dead letter does not say), given the request's row, the operator's billing finding for the
+/// current run and whether this very dead letter was retried before. Pure.
+///
+/// A dead letter of a run older than the row's current one is stale (a second dead letter of a
+/// run already retried, e.g. after a worker crashed between dead-lettering and storing): it is
+/// removed, never run again, because it would supersede the newer run's result as its own.
 ///
 /// Only an unbilled failure is run again: `retries_exhausted` and `provider_unavailable`
 /// results, a `billing_unknown` the operator resolved as not billed, and delivery-limit dead
@@ -119,6 +141,7 @@ fn skip(kind: SkipKind, why: String) -> RetryPlan {
 /// repeated). A billed result is never retried (it would bill again).
 pub fn plan_retry(
     reason: &str,
+    run: Option<i32>,
     row: Option<&RowSnapshot>,
     resolved: Option<Billed>,
     decided: bool,
@@ -143,6 +166,28 @@ pub fn plan_retry(
             },
             _ => RetryPlan::Republish,
         };
+    }
+    if let (Some(run), Some(r)) = (run, row) {
+        if run < r.retry_round {
+            return skip(
+                SkipKind::OlderRun,
+                format!(
+                    "an older run: it ended run {run}, and a retry has since started run {} of \
+                     this request; that run's result answers it. `kycq dlq retry` removes it",
+                    r.retry_round
+                ),
+            );
+        }
+        if run > r.retry_round {
+            return skip(
+                SkipKind::NotRetryable,
+                format!(
+                    "it ended run {run} but Postgres is at run {} of this request: is \
+                     database.url the workers' database (or was it restored from a backup)?",
+                    r.retry_round
+                ),
+            );
+        }
     }
     let delivery_limit = reason == "delivery_limit";
     match reason {
@@ -550,13 +595,16 @@ pub async fn retry(
             key: key.as_deref(),
         };
         let reason = m.info.reason.clone();
-        let planned = if dlq::malformed(&reason) || m.info.request_id.is_none() {
+        let run = m.info.retry_round;
+        let planned = if dlq::malformed(&reason) {
             // Nothing in Postgres to look at.
-            Ok(plan_retry(&reason, None, None, false))
+            Ok(plan_retry(&reason, run, None, None, false))
+        } else if m.info.request_id.is_none() {
+            Ok(no_request_id(&reason))
         } else {
             ctx.store
                 .retry_request(decision, |row, resolved, decided| {
-                    let p = plan_retry(&reason, row, resolved, decided);
+                    let p = plan_retry(&reason, run, row, resolved, decided);
                     (
                         if dry_run {
                             RetryWrite::Nothing
@@ -586,9 +634,14 @@ pub async fn retry(
                     report.cleared += 1;
                     report.push(m, "would clear", Some(why.clone()));
                 }
-                RetryPlan::Skip { why, .. } => {
+                RetryPlan::Skip { kind, why } => {
                     report.skipped += 1;
-                    report.push(m, "skipped", Some(why.clone()));
+                    let why = if *kind == SkipKind::OlderRun {
+                        format!("{why} (would remove it)")
+                    } else {
+                        why.clone()
+                    };
+                    report.push(m, "skipped", Some(why));
                 }
             }
             continue;
@@ -602,6 +655,22 @@ pub async fn retry(
                 }
             }
             RetryPlan::AckOnly { .. } => m.ack().await.map(|_| "cleared"),
+            RetryPlan::Skip {
+                kind: SkipKind::OlderRun,
+                why,
+            } => {
+                // Stale: removed, counted as skipped (nothing was run).
+                report.skipped += 1;
+                match m.ack().await {
+                    Ok(()) => report.push(m, "skipped", Some(format!("{why}; removed"))),
+                    Err(e) => report.push(
+                        m,
+                        "skipped",
+                        Some(format!("{why}; not removed (RabbitMQ: {e}): run it again")),
+                    ),
+                }
+                continue;
+            }
             RetryPlan::Skip { why, .. } => {
                 report.skipped += 1;
                 report.push(m, "skipped", Some(why.clone()));
@@ -661,7 +730,7 @@ pub async fn replay(
     for (m, _) in &selected {
         if dlq::malformed(&m.info.reason) {
             report.skipped += 1;
-            let why = plan_retry(&m.info.reason, None, None, false)
+            let why = plan_retry(&m.info.reason, None, None, None, false)
                 .why()
                 .map(str::to_owned);
             report.push(m, "skipped", why);
@@ -854,7 +923,17 @@ async fn listed(store: &Store, info: DeadLetterInfo) -> Result<Listed, StoreErro
         Some(id) if row.is_some() => store.resolution(id).await?,
         _ => None,
     };
-    let plan = plan_retry(&info.reason, row.as_ref(), resolved, false);
+    let plan = if info.request_id.is_none() && !dlq::malformed(&info.reason) {
+        no_request_id(&info.reason)
+    } else {
+        plan_retry(
+            &info.reason,
+            info.retry_round,
+            row.as_ref(),
+            resolved,
+            false,
+        )
+    };
     Ok(Listed {
         action: plan.action(),
         why: plan.why().map(str::to_owned),
@@ -948,25 +1027,37 @@ mod tests {
     fn retry_runs_unbilled_failures_again() {
         let exhausted = row(true, Some("retries_exhausted"), Some("no"));
         assert_eq!(
-            plan_retry("retries_exhausted", Some(&exhausted), None, false),
+            plan_retry("retries_exhausted", None, Some(&exhausted), None, false),
             RetryPlan::Retry { supersede: true }
         );
         let unavailable = row(true, Some("provider_unavailable"), Some("no"));
         assert_eq!(
-            plan_retry("provider_unavailable", Some(&unavailable), None, false),
+            plan_retry(
+                "provider_unavailable",
+                None,
+                Some(&unavailable),
+                None,
+                false
+            ),
             RetryPlan::Retry { supersede: true }
         );
         // Delivery limit: no result stored, or no row at all: the worker's journal decides.
         assert_eq!(
-            plan_retry("delivery_limit", Some(&row(false, None, None)), None, false),
+            plan_retry(
+                "delivery_limit",
+                None,
+                Some(&row(false, None, None)),
+                None,
+                false
+            ),
             RetryPlan::Retry { supersede: false }
         );
         assert_eq!(
-            plan_retry("delivery_limit", None, None, false),
+            plan_retry("delivery_limit", None, None, None, false),
             RetryPlan::Retry { supersede: false }
         );
         assert_eq!(
-            plan_retry("delivery_limit", Some(&exhausted), None, false),
+            plan_retry("delivery_limit", None, Some(&exhausted), None, false),
             RetryPlan::Retry { supersede: true }
         );
     }
@@ -974,19 +1065,20 @@ mod tests {
     #[test]
     fn billing_unknown_needs_the_operators_finding() {
         let unknown = row(true, Some("billing_unknown"), Some("unknown"));
-        let p = plan_retry("billing_unknown", Some(&unknown), None, false);
+        let p = plan_retry("billing_unknown", None, Some(&unknown), None, false);
         assert_eq!(kind(&p), Some(SkipKind::Unresolved));
         assert!(p.why().unwrap().contains("kycq dlq resolve"));
         assert_eq!(p.action(), "resolve");
         let no = row(true, Some("billing_unknown"), Some("no"));
         assert_eq!(
-            plan_retry("billing_unknown", Some(&no), Some(Billed::No), false),
+            plan_retry("billing_unknown", None, Some(&no), Some(Billed::No), false),
             RetryPlan::Retry { supersede: true }
         );
         let yes = row(true, Some("billing_unknown"), Some("yes"));
         assert_eq!(
             kind(&plan_retry(
                 "billing_unknown",
+                None,
                 Some(&yes),
                 Some(Billed::Yes),
                 false
@@ -998,25 +1090,38 @@ mod tests {
     #[test]
     fn never_retries_billed_malformed_or_unfinished() {
         for r in dlq::MALFORMED {
-            let p = plan_retry(r, None, None, false);
+            let p = plan_retry(r, None, None, None, false);
             assert_eq!(kind(&p), Some(SkipKind::Malformed), "{r}");
             assert_eq!(p.action(), "purge only");
             assert!(p.why().unwrap().contains(&format!("--reason {r}")));
         }
         let billed = row(true, Some("retries_exhausted"), Some("yes"));
         assert_eq!(
-            kind(&plan_retry("retries_exhausted", Some(&billed), None, false)),
+            kind(&plan_retry(
+                "retries_exhausted",
+                None,
+                Some(&billed),
+                None,
+                false
+            )),
             Some(SkipKind::Finished)
         );
         let matched = row(true, Some("match"), Some("yes"));
         assert_eq!(
-            kind(&plan_retry("delivery_limit", Some(&matched), None, false)),
+            kind(&plan_retry(
+                "delivery_limit",
+                None,
+                Some(&matched),
+                None,
+                false
+            )),
             Some(SkipKind::Finished)
         );
         let pending = row(false, None, None);
         assert_eq!(
             kind(&plan_retry(
                 "retries_exhausted",
+                None,
                 Some(&pending),
                 None,
                 false
@@ -1026,6 +1131,7 @@ mod tests {
         assert_eq!(
             kind(&plan_retry(
                 "stored_result_unreadable",
+                None,
                 Some(&billed),
                 None,
                 false
@@ -1033,7 +1139,7 @@ mod tests {
             Some(SkipKind::NotRetryable)
         );
         assert_eq!(
-            kind(&plan_retry("rejected", None, None, false)),
+            kind(&plan_retry("rejected", None, None, None, false)),
             Some(SkipKind::NotRetryable)
         );
     }
@@ -1044,6 +1150,7 @@ mod tests {
         assert_eq!(
             plan_retry(
                 "retries_exhausted",
+                None,
                 Some(&row(false, None, None)),
                 None,
                 true
@@ -1052,9 +1159,50 @@ mod tests {
         );
         // Published, ack lost, new run finished: only remove the dead letter.
         let done = row(true, Some("match"), Some("yes"));
-        let p = plan_retry("retries_exhausted", Some(&done), None, true);
+        let p = plan_retry("retries_exhausted", None, Some(&done), None, true);
         assert!(matches!(p, RetryPlan::AckOnly { .. }));
         assert_eq!(p.write(), RetryWrite::Nothing);
+    }
+
+    #[test]
+    fn a_dead_letter_of_an_older_run_is_stale() {
+        let mut exhausted = row(true, Some("retries_exhausted"), Some("no"));
+        exhausted.retry_round = 1;
+        // Run 0's second dead letter, after run 0 was retried (run 1 ended retries_exhausted
+        // too): removed, never run again.
+        let p = plan_retry("retries_exhausted", Some(0), Some(&exhausted), None, false);
+        assert_eq!(kind(&p), Some(SkipKind::OlderRun));
+        assert!(p.why().unwrap().contains("an older run"), "{p:?}");
+        assert_eq!(p.write(), RetryWrite::Nothing);
+        assert_eq!(p.action(), "stale (retry removes it)");
+        // Run 1's own dead letter is retried.
+        assert_eq!(
+            plan_retry("retries_exhausted", Some(1), Some(&exhausted), None, false),
+            RetryPlan::Retry { supersede: true }
+        );
+        // A dead letter that does not say its run (the broker's) is judged as before.
+        assert_eq!(
+            plan_retry("delivery_limit", None, Some(&exhausted), None, false),
+            RetryPlan::Retry { supersede: true }
+        );
+        // A run Postgres has not reached: the wrong database.
+        let p = plan_retry("retries_exhausted", Some(2), Some(&exhausted), None, false);
+        assert_eq!(kind(&p), Some(SkipKind::NotRetryable));
+        assert!(p.why().unwrap().contains("database.url"));
+        // The dead letter this very retry acted on (a re-run after a crash) is finished, not
+        // stale, although the row moved on to the run it started.
+        let pending = RowSnapshot {
+            retry_round: 1,
+            ..row(false, None, None)
+        };
+        assert_eq!(
+            plan_retry("retries_exhausted", Some(0), Some(&pending), None, true),
+            RetryPlan::Republish
+        );
+        assert_eq!(
+            kind(&no_request_id("delivery_limit")),
+            Some(SkipKind::Malformed)
+        );
     }
 
     #[test]
@@ -1097,6 +1245,8 @@ mod tests {
             routing_key: key.into(),
             dead_lettered_at: at.map(Into::into),
             body_bytes: 10,
+            dead_lettered_by: "kycq",
+            retry_round: Some(0),
         }
     }
 

@@ -77,12 +77,17 @@ pub struct RequestStatus {
     pub lease_owner: Option<String>,
     /// Until when (database clock), while pending.
     pub lease_until: Option<DateTime<Utc>>,
+    /// The current run (0 = the first; each `kycq dlq retry` starts the next). The stored result
+    /// is this run's; the calls of earlier runs belong to the results the retries superseded.
+    pub retry_round: i32,
 }
 
 /// One journaled provider call.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CallStatus {
-    /// 1-based, across providers.
+    /// The run the call belongs to (0 = the first).
+    pub retry_round: i32,
+    /// 1-based, across providers and runs.
     pub attempt: i32,
     /// Provider name.
     pub provider: String,
@@ -100,8 +105,11 @@ pub struct CallStatus {
     pub provider_request_id: Option<String>,
     /// The outcome class.
     pub outcome: Option<String>,
-    /// `yes`, `no`, `unknown`.
+    /// `yes`, `no`, `unknown`: as kycq observed it.
     pub billed: String,
+    /// For a call observed as `unknown`: the billing an operator found in the vendor's console
+    /// (`kycq dlq resolve`), `yes` or `no`.
+    pub billed_by_operator: Option<String>,
 }
 
 /// A request and its journal.
@@ -133,7 +141,8 @@ async fn read(pool: &PgPool, request_id: &str) -> Result<Option<StatusReport>, s
                   attempts, subject_masked, received_at, completed_at, lease_owner, lease_until,
                   result ->> 'reason' AS reason,
                   result ->> 'provider_code' AS provider_code,
-                  result ->> 'provider_request_id' AS provider_request_id
+                  result ->> 'provider_request_id' AS provider_request_id,
+                  COALESCE((to_jsonb(checks) ->> 'retry_round')::int, 0) AS retry_round
              FROM checks WHERE request_id = $1"#,
     )
     .bind(request_id)
@@ -169,11 +178,16 @@ async fn read(pool: &PgPool, request_id: &str) -> Result<Option<StatusReport>, s
             None
         },
         completed_at,
+        retry_round: row.try_get("retry_round")?,
     };
     let calls = sqlx::query(
+        // Read through to_jsonb so a database whose workers predate retries (no run columns yet)
+        // still answers: everything is then run 0.
         r#"SELECT attempt, provider, action, sent_at, finished_at, http_status, provider_code,
-                  provider_request_id, outcome, billed
-             FROM provider_calls WHERE request_id = $1 ORDER BY attempt"#,
+                  provider_request_id, outcome, billed,
+                  COALESCE((to_jsonb(pc) ->> 'retry_round')::int, 0) AS retry_round,
+                  to_jsonb(pc) ->> 'billed_by_operator' AS billed_by_operator
+             FROM provider_calls pc WHERE request_id = $1 ORDER BY attempt"#,
     )
     .bind(request_id)
     .fetch_all(pool)
@@ -191,6 +205,8 @@ async fn read(pool: &PgPool, request_id: &str) -> Result<Option<StatusReport>, s
             provider_request_id: r.try_get("provider_request_id")?,
             outcome: r.try_get("outcome")?,
             billed: r.try_get("billed")?,
+            retry_round: r.try_get("retry_round")?,
+            billed_by_operator: r.try_get("billed_by_operator")?,
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -248,6 +264,19 @@ pub fn render(r: &StatusReport) -> String {
     line("provider_code", or_dash(&q.provider_code));
     line("provider_request_id", or_dash(&q.provider_request_id));
     line("attempts", &q.attempts.to_string());
+    line(
+        "run",
+        &if q.retry_round == 0 {
+            "0 (the first)".to_owned()
+        } else {
+            format!(
+                "{} (current; runs 0-{} were superseded by `kycq dlq retry`: `kycq dlq show {}`)",
+                q.retry_round,
+                q.retry_round - 1,
+                q.request_id
+            )
+        },
+    );
     line("subject", if subject.is_empty() { "-" } else { &subject });
     line("received_at", &time(&q.received_at));
     line(
@@ -267,9 +296,24 @@ pub fn render(r: &StatusReport) -> String {
         s.push_str("provider calls: none\n");
         return s;
     }
-    s.push_str(&format!("provider calls: {}\n", r.calls.len()));
+    let current = r
+        .calls
+        .iter()
+        .filter(|c| c.retry_round == q.retry_round)
+        .count();
     s.push_str(&format!(
-        "  {:<7} {:<9} {:<24} {:<24} {:<24} {:<4} {:<24} {:<36} {:<20} {}\n",
+        "provider calls: {} ({current} of the current run {}{})\n",
+        r.calls.len(),
+        q.retry_round,
+        if current < r.calls.len() {
+            "; the others belong to superseded runs"
+        } else {
+            ""
+        }
+    ));
+    s.push_str(&format!(
+        "  {:<11} {:<7} {:<9} {:<24} {:<24} {:<24} {:<4} {:<24} {:<36} {:<20} {}\n",
+        "run",
         "attempt",
         "provider",
         "action",
@@ -282,8 +326,14 @@ pub fn render(r: &StatusReport) -> String {
         "billed"
     ));
     for c in &r.calls {
+        let run = if c.retry_round == q.retry_round {
+            format!("{} current", c.retry_round)
+        } else {
+            c.retry_round.to_string()
+        };
         s.push_str(&format!(
-            "  {:<7} {:<9} {:<24} {:<24} {:<24} {:<4} {:<24} {:<36} {:<20} {}\n",
+            "  {:<11} {:<7} {:<9} {:<24} {:<24} {:<24} {:<4} {:<24} {:<36} {:<20} {}\n",
+            run,
             c.attempt,
             c.provider,
             c.action,
@@ -293,10 +343,18 @@ pub fn render(r: &StatusReport) -> String {
             or_dash(&c.provider_code),
             or_dash(&c.provider_request_id),
             or_dash(&c.outcome),
-            c.billed
+            billed(c)
         ));
     }
     s
+}
+
+/// A call's billing: as observed, and the operator's finding for an `unknown` one.
+fn billed(c: &CallStatus) -> String {
+    match &c.billed_by_operator {
+        Some(b) => format!("{} (operator found: {b})", c.billed),
+        None => c.billed.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -329,8 +387,10 @@ mod tests {
                 completed_at: Some(t),
                 lease_owner: None,
                 lease_until: None,
+                retry_round: 0,
             },
             calls: vec![CallStatus {
+                retry_round: 0,
                 attempt: 1,
                 provider: "tencent".into(),
                 action: "PhoneVerification".into(),
@@ -341,6 +401,7 @@ mod tests {
                 provider_request_id: None,
                 outcome: None,
                 billed: "unknown".into(),
+                billed_by_operator: None,
             }],
         }
     }
@@ -353,7 +414,7 @@ mod tests {
             "status               completed\n",
             "subject              张* 110***********002X 138****5678\n",
             "received_at          2026-11-23T02:18:16.120Z\n",
-            "provider calls: 1\n",
+            "provider calls: 1 (1 of the current run 0)\n",
             "PhoneVerification",
         ] {
             assert!(s.contains(want), "{want:?} missing from\n{s}");
@@ -362,6 +423,41 @@ mod tests {
         // The unfinished call shows dashes, not blanks.
         let call = s.lines().last().unwrap();
         assert!(call.ends_with("unknown") && call.contains(" - "), "{call}");
+    }
+
+    #[test]
+    fn the_report_says_which_run_each_call_belongs_to_and_the_operators_finding() {
+        let mut r = report();
+        r.request.retry_round = 1;
+        let first = r.calls[0].clone();
+        r.calls[0].billed_by_operator = Some("no".into());
+        r.calls.push(CallStatus {
+            retry_round: 1,
+            attempt: 2,
+            billed: "yes".into(),
+            billed_by_operator: None,
+            ..first
+        });
+        let s = render(&r);
+        for want in [
+            "run                  1 (current; runs 0-0 were superseded by `kycq dlq retry`",
+            "provider calls: 2 (1 of the current run 1; the others belong to superseded runs)\n",
+            "unknown (operator found: no)",
+        ] {
+            assert!(s.contains(want), "{want:?} missing from\n{s}");
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        let (old, new) = (lines[lines.len() - 2], lines[lines.len() - 1]);
+        assert!(
+            old.trim_start().starts_with("0 ") && !old.contains("current"),
+            "{old}"
+        );
+        assert!(
+            new.trim_start().starts_with("1 current") && new.ends_with("yes"),
+            "{new}"
+        );
+        // A request never retried says so.
+        assert!(render(&report()).contains("run                  0 (the first)\n"));
     }
 
     #[test]

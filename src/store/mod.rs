@@ -62,6 +62,9 @@ pub enum Claim {
     Claimed {
         /// When the request was first received.
         received_at: DateTime<Utc>,
+        /// The run claimed (`checks.retry_round`): every write of this claim is fenced by it
+        /// (see [`Fence`]).
+        retry_round: i32,
     },
     /// The request already has its result.
     Finished(Box<CheckResult>),
@@ -80,6 +83,17 @@ pub enum Claim {
         /// The check it is known for.
         check: Option<String>,
     },
+}
+
+/// Which claim a write belongs to: the lease holder and the run it claimed. A worker whose lease
+/// was taken over, or whose run a `kycq dlq retry` superseded, writes nothing into the row's
+/// current run: [`Store::begin_call`] and [`Store::complete`] answer "lease lost" instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    /// The `lease_owner` of the claim.
+    pub owner: String,
+    /// The run claimed (`checks.retry_round`).
+    pub retry_round: i32,
 }
 
 /// A journaled call, as found when taking over a request.
@@ -142,7 +156,7 @@ impl Store {
                     OR checks.lease_owner = EXCLUDED.lease_owner)
                AND checks.check_kind = EXCLUDED.check_kind
                AND checks.subject_fingerprint = EXCLUDED.subject_fingerprint
-            RETURNING received_at
+            RETURNING received_at, retry_round
             "#,
         )
         .bind(request_id)
@@ -156,6 +170,7 @@ impl Store {
         if let Some(row) = row {
             return Ok(Claim::Claimed {
                 received_at: row.try_get("received_at")?,
+                retry_round: row.try_get("retry_round")?,
             });
         }
         self.current(request_id, check, fingerprint).await
@@ -250,33 +265,48 @@ impl Store {
         Ok(())
     }
 
-    /// Store the result unless one is stored already; returns the result that is stored now
-    /// (ours, or the one that won).
+    /// Store the result of the claim `fence`, unless one is stored already. Returns the result
+    /// that is stored now (ours, or the one that won), or None when the row is no longer this
+    /// claim's (another worker took the lease over, or a `kycq dlq retry` started a new run)
+    /// and has no result yet: nothing was written, and the caller treats it as a lost lease
+    /// (waits for the stored result; never stores its own over another run).
     pub async fn complete(
         &self,
         result: &CheckResult,
         fingerprint: Option<&str>,
-    ) -> Result<CheckResult, StoreError> {
-        let stored = self
-            .insert_result(
-                result,
-                fingerprint,
-                r#"
-            ON CONFLICT (request_id) DO UPDATE
-               SET status = EXCLUDED.status, verdict = EXCLUDED.verdict,
-                   reason_code = EXCLUDED.reason_code, billed = EXCLUDED.billed,
-                   provider = EXCLUDED.provider, attempts = EXCLUDED.attempts,
-                   result = EXCLUDED.result, completed_at = EXCLUDED.completed_at,
+        fence: &Fence,
+    ) -> Result<Option<CheckResult>, StoreError> {
+        let json = serde_json::to_value(result).expect("a result serialises");
+        let stored = sqlx::query(
+            r#"
+            UPDATE checks
+               SET status = $2, verdict = $3, reason_code = $4, billed = $5, provider = $6,
+                   attempts = $7, result = $8, completed_at = $9,
+                   subject_fingerprint = COALESCE(subject_fingerprint, $10),
                    lease_owner = NULL, lease_until = NULL, updated_at = now()
-             WHERE checks.completed_at IS NULL"#,
-            )
-            .await?;
-        if stored {
-            return Ok(result.clone());
+             WHERE request_id = $1 AND completed_at IS NULL
+               AND retry_round = $11 AND lease_owner = $12
+            RETURNING request_id
+            "#,
+        )
+        .bind(&result.request_id)
+        .bind(result.status.as_str())
+        .bind(result.verdict.map(|v| v.as_str()))
+        .bind(result.reason_code.as_str())
+        .bind(result.billed.as_str())
+        .bind(result.provider.as_deref())
+        .bind(result.attempts as i32)
+        .bind(&json)
+        .bind(result.completed_at)
+        .bind(fingerprint)
+        .bind(fence.retry_round)
+        .bind(&fence.owner)
+        .fetch_optional(&self.pool)
+        .await?;
+        if stored.is_some() {
+            return Ok(Some(result.clone()));
         }
-        self.stored_result(&result.request_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(result.request_id.clone(), "vanished".into()))
+        self.stored_result(&result.request_id).await
     }
 
     /// Store a result for a request nobody has claimed (a rejection): insert only. Returns the
@@ -332,7 +362,9 @@ impl Store {
         Ok(row.is_some())
     }
 
-    /// Journal an outbound call before it is sent. Returns the row id.
+    /// Journal an outbound call of the claim `fence` before it is sent. Returns the row id, or
+    /// None when the row is no longer this claim's (its lease taken over, its run superseded, or
+    /// finished): nothing is journaled and the call must not be sent.
     pub async fn begin_call(
         &self,
         request_id: &str,
@@ -340,13 +372,19 @@ impl Store {
         action: &str,
         attempt: u32,
         worker: &str,
-    ) -> Result<i64, StoreError> {
+        fence: &Fence,
+    ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             // `attempt` counts within the current run; the row's attempt number continues after
-            // the runs a `kycq dlq retry` superseded (see `checks.attempt_base`).
-            r#"INSERT INTO provider_calls (request_id, provider, action, attempt, worker, retry_round)
-               SELECT $1, $2, $3, $4 + attempt_base, $5, retry_round
-                 FROM checks WHERE request_id = $1
+            // the runs a `kycq dlq retry` superseded (see `checks.attempt_base`). The row is
+            // locked so a retry cannot supersede the run between this check and the insert.
+            r#"WITH run AS (
+                   SELECT attempt_base, retry_round FROM checks
+                    WHERE request_id = $1 AND completed_at IS NULL
+                      AND retry_round = $6 AND lease_owner = $7
+                      FOR UPDATE)
+               INSERT INTO provider_calls (request_id, provider, action, attempt, worker, retry_round)
+               SELECT $1, $2, $3, $4 + attempt_base, $5, retry_round FROM run
                RETURNING id"#,
         )
         .bind(request_id)
@@ -354,11 +392,15 @@ impl Store {
         .bind(action)
         .bind(attempt as i32)
         .bind(worker)
-        .fetch_one(&self.pool)
+        .bind(fence.retry_round)
+        .bind(&fence.owner)
+        .fetch_optional(&self.pool)
         .await?)
     }
 
-    /// Complete a journaled call with its outcome and billing.
+    /// Complete a journaled call with its outcome and billing. Not fenced: the row is the call
+    /// this worker journaled and sent, so its outcome is the truth about that call whichever run
+    /// is current now (the billing audit trail needs it).
     pub async fn finish_call(&self, id: i64, reply: &ProviderReply) -> Result<(), StoreError> {
         sqlx::query(
             r#"UPDATE provider_calls

@@ -360,6 +360,7 @@ async fn dead_letter_unprocessable(
         detail: e.operator_detail(),
         attempts: 0,
         request_id,
+        retry_round: None,
     };
     publisher
         .dead_letter(

@@ -22,7 +22,7 @@ use crate::providers::registry::{Entry, RouteError};
 use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
 use crate::ratelimit::{Limiter, Saturated};
 use crate::retry::{Backoff, RetryPolicy};
-use crate::store::{Claim, Store, StoreError};
+use crate::store::{Claim, Fence, Store, StoreError};
 
 use super::plan::{self, Finish, Plan, Step, WaitPolicy, Waiting};
 
@@ -152,8 +152,8 @@ impl Waited {
 
 /// What claiming a request came to.
 enum Claimed {
-    /// We hold the lease; the request was first received then.
-    Held(DateTime<Utc>),
+    /// We hold the lease of this run; the request was first received then.
+    Held(DateTime<Utc>, i32),
     /// Answered from the stored result or as a conflict (or we are stopping).
     Answered,
     /// Another live worker holds it for longer than is worth waiting in the slot.
@@ -273,6 +273,7 @@ impl Processor {
                 ),
                 attempts: 0,
                 request_id: None,
+                retry_round: None,
             };
             warn!(
                 bytes = delivery.data.len(),
@@ -294,6 +295,7 @@ impl Processor {
                     detail: m.to_string(),
                     attempts: 0,
                     request_id: None,
+                    retry_round: None,
                 };
                 publisher
                     .dead_letter(&delivery.data, props, routing_key, &dl)
@@ -345,11 +347,17 @@ impl Processor {
             .fingerprint(self.pii_key.expose_secret().as_bytes());
         let waited = Waited::from_delivery(props);
         loop {
-            let received_at = match self
+            let (received_at, fence) = match self
                 .claim(publisher, &req, &fingerprint, lease_owner, stop, &reply)
                 .await?
             {
-                Claimed::Held(received_at) => received_at,
+                Claimed::Held(received_at, retry_round) => (
+                    received_at,
+                    Fence {
+                        owner: lease_owner.to_owned(),
+                        retry_round,
+                    },
+                ),
                 Claimed::Answered => return Ok(self.finished_or_requeue(stop)),
                 Claimed::Park(wait) => {
                     let park = waited.park(wait, waited.since(None, Utc::now()));
@@ -363,7 +371,17 @@ impl Processor {
             let _renewer =
                 AbortOnDrop(self.spawn_renewer(&req.request_id, lease_owner, lease_lost.clone()));
             let outcome = self
-                .run(&req, &route, received_at, &waited, stop, &lease_lost)
+                .run(
+                    &req,
+                    &route,
+                    received_at,
+                    &waited,
+                    stop,
+                    &Lease {
+                        fence: &fence,
+                        lost: &lease_lost,
+                    },
+                )
                 .await;
             match outcome? {
                 RouteOutcome::Requeue => {
@@ -382,6 +400,12 @@ impl Processor {
                     continue;
                 }
                 RouteOutcome::Done(result, dead_letter) => {
+                    // A dead letter names its run: one of a run a retry has since superseded is
+                    // stale, never retried again.
+                    let dead_letter = dead_letter.map(|d| DeadLetter {
+                        retry_round: Some(fence.retry_round),
+                        ..d
+                    });
                     if let Some(dl) = &dead_letter {
                         // Dead-letter first: a crash before the result is stored dead-letters
                         // again on redelivery (at least once), never zero times.
@@ -391,7 +415,14 @@ impl Processor {
                         metrics::counter!("kycq_dead_letters_total", "reason" => dl.reason.clone())
                             .increment(1);
                     }
-                    let stored = self.store.complete(&result, Some(&fingerprint)).await?;
+                    let Some(stored) = self
+                        .store
+                        .complete(&result, Some(&fingerprint), &fence)
+                        .await?
+                    else {
+                        warn!("lease lost before the result was stored; waiting for its result");
+                        continue;
+                    };
                     reply.send(publisher, &stored).await?;
                     record_result(&stored);
                     info!(
@@ -545,7 +576,10 @@ impl Processor {
                 )
                 .await?
             {
-                Claim::Claimed { received_at } => return Ok(Claimed::Held(received_at)),
+                Claim::Claimed {
+                    received_at,
+                    retry_round,
+                } => return Ok(Claimed::Held(received_at, retry_round)),
                 Claim::Finished(stored) => {
                     reply.send(publisher, &stored).await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
@@ -631,7 +665,7 @@ impl Processor {
         received_at: DateTime<Utc>,
         waited: &Waited,
         stop: &CancellationToken,
-        lease_lost: &AtomicBool,
+        lease: &Lease<'_>,
     ) -> Result<RouteOutcome, ProcessError> {
         let prior = self.store.calls(&req.request_id).await?;
         let attempts = plan::journaled_attempts(&prior);
@@ -658,7 +692,7 @@ impl Processor {
                     last_called = provider;
                     let e = entry(provider);
                     let attempt = plan.attempts() + 1;
-                    let reply = match self.call(req, e, attempt, stop, lease_lost).await? {
+                    let reply = match self.call(req, e, attempt, stop, lease).await? {
                         Called::Replied(reply) => reply,
                         Called::Stopped => return Ok(RouteOutcome::Requeue),
                         Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
@@ -736,7 +770,7 @@ impl Processor {
         entry: &Entry,
         attempt: u32,
         stop: &CancellationToken,
-        lease_lost: &AtomicBool,
+        lease: &Lease<'_>,
     ) -> Result<Called, ProcessError> {
         let provider = entry.provider.name();
         let action = entry
@@ -751,14 +785,24 @@ impl Processor {
         };
         metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
             .record(waited.as_secs_f64());
-        if lease_lost.load(Ordering::SeqCst) {
+        if lease.lost.load(Ordering::SeqCst) {
             return Ok(Called::LeaseLost);
         }
         let admitted = Instant::now();
-        let call_id = self
+        let Some(call_id) = self
             .store
-            .begin_call(&req.request_id, provider, action, attempt, &self.worker_id)
-            .await?;
+            .begin_call(
+                &req.request_id,
+                provider,
+                action,
+                attempt,
+                &self.worker_id,
+                lease.fence,
+            )
+            .await?
+        else {
+            return Ok(Called::LeaseLost);
+        };
         // A slow journal write (Postgres stalling) must not bunch calls at the vendor: a call
         // later than its bucket allows after the slot takes a fresh one. Stopped meanwhile:
         // journaled as not sent, then requeued.
@@ -802,6 +846,12 @@ impl Processor {
         }
         Ok(Called::Replied(reply))
     }
+}
+
+/// The claim a run works under: what fences its writes, and whether the lease renewer lost it.
+struct Lease<'a> {
+    fence: &'a Fence,
+    lost: &'a AtomicBool,
 }
 
 /// How one call went.
@@ -894,6 +944,7 @@ fn finished(
             detail: r.reason.clone(),
             attempts,
             request_id: Some(req.request_id.clone()),
+            retry_round: None, // stamped with the claim's run by the caller
         };
         return RouteOutcome::Done(Box::new(r), Some(dead));
     }

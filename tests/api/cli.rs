@@ -132,7 +132,8 @@ async fn enqueue_wait_exits_0_completed_3_rejected_4_failed_and_status_shows_the
         "verdict              match\n".into(),
         "billed               yes\n".into(),
         "provider             tencent\n".into(),
-        "provider calls: 1\n".into(),
+        "run                  0 (the first)\n".into(),
+        "provider calls: 1 (1 of the current run 0)\n".into(),
         "PhoneVerification".into(),
         kycq::check::mask::mask_id_number(&who.id_number),
         kycq::check::mask::mask_mobile(&who.mobile),
@@ -150,6 +151,8 @@ async fn enqueue_wait_exits_0_completed_3_rejected_4_failed_and_status_shows_the
     assert_eq!(j["calls"][0]["attempt"], 1);
     assert_eq!(j["calls"][0]["provider"], "tencent");
     assert_eq!(j["calls"][0]["billed"], "no");
+    assert_eq!(j["calls"][0]["retry_round"], 0);
+    assert_eq!(j["request"]["retry_round"], 0);
     assert_no_pii(&limited, &out);
 
     // An unknown id: exit 6 and what it may mean.

@@ -1,8 +1,10 @@
 //! Dead letters an operator acts on, through the real broker, Postgres, an in-process worker and
 //! the sandbox: `retry` runs a request again under its own request_id (the superseded result
 //! kept, the journal continued), `resolve` records the billing found for a `billing_unknown`,
-//! `retry --all` and `replay --all` handle each dead letter at most once with exact counts, and
-//! malformed messages can only be purged.
+//! `retry --all` and `replay --all` handle each dead letter at most once with exact counts,
+//! malformed messages can only be purged, a forged `x-kycq-request-id` on a message the broker
+//! dead-lettered names nothing, a dead letter of a superseded run is stale, and the writes of a
+//! lost lease or a superseded run are refused.
 
 use std::time::Duration;
 
@@ -487,6 +489,7 @@ async fn replay_all_reads_each_dead_letter_once() {
             detail: "again".into(),
             attempts: 0,
             request_id: None,
+            retry_round: None,
         };
         app.publisher
             .dead_letter(&h.body, &h.properties, &h.info.routing_key, &dl)
@@ -552,5 +555,375 @@ async fn a_retry_interrupted_after_the_database_change_finishes_on_rerun() {
     assert_eq!(store.superseded(&m.request_id).await.unwrap().len(), 1);
     assert_eq!(store.decisions(&m.request_id).await.unwrap().len(), 1);
     assert!(app.dead_letters().await.is_empty());
+    app.cleanup().await;
+}
+
+/// A message RabbitMQ itself dead-letters (here: past the work queue's delivery limit) keeps the
+/// headers its publisher set. A forged `x-kycq-request-id` naming another request never makes
+/// `dlq list` or `dlq retry --all` act on that request: the id is the body's.
+#[tokio::test]
+async fn a_forged_request_id_header_on_a_broker_dead_letter_is_ignored() {
+    use lapin::options::{BasicGetOptions, BasicNackOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+
+    let mut app = app().await;
+    let store = store(&app).await;
+    // The victim: a stored, retryable result. Its own dead letter is purged, so only the forged
+    // one could name it.
+    let victim_who = identity(Scenario::Busy, 81);
+    let victim = mobile3(&victim_who);
+    app.publish(&victim).await;
+    let before = app.result_of(&victim.request_id).await;
+    assert_eq!(before.reason_code, ReasonCode::RetriesExhausted);
+    assert_eq!(app.wait_dead_letters(1, T).await.len(), 1);
+    let purged = dlq::purge(
+        ctx!(app, store),
+        Target::One(&victim.request_id),
+        &Filters::default(),
+        &tester("setup"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged.done, 1);
+
+    // No worker: a consumer that keeps returning the forged message drives it past the delivery
+    // limit, and the broker dead-letters it with the publisher's headers.
+    app.stop_workers().await;
+    let sender = mobile3(&identity(Scenario::Match, 82));
+    let s = |v: &str| AMQPValue::LongString(v.into());
+    let mut h = FieldTable::default();
+    h.insert("x-kycq-request-id".into(), s(&victim.request_id));
+    h.insert("x-kycq-reason".into(), s("retries_exhausted"));
+    h.insert("x-kycq-routing-key".into(), s("check.mobile3"));
+    h.insert(
+        "x-kycq-dead-lettered-at".into(),
+        s("2026-01-01T00:00:00.000Z"),
+    );
+    h.insert("x-kycq-retry-round".into(), AMQPValue::LongInt(0));
+    app.publish_raw(
+        "check.mobile3",
+        &serde_json::to_vec(&sender).unwrap(),
+        BasicProperties::default()
+            .with_headers(h)
+            .with_delivery_mode(2),
+    )
+    .await;
+    let ch = app.conn.create_channel().await.unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never dead-lettered"
+        );
+        match ch
+            .basic_get(&app.names.work_queue, BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+        {
+            Some(m) => m
+                .delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+                .unwrap(),
+            None if !app.dead_letters().await.is_empty() => break,
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let _ = ch.close(200, "ok").await;
+    let dead = app.wait_dead_letters(1, T).await;
+    assert_eq!(dead.len(), 1);
+    let info = &dead[0].0;
+    assert_eq!(info.request_id.as_deref(), Some(sender.request_id.as_str()));
+    assert_eq!(info.reason, "delivery_limit");
+    assert_eq!(info.dead_lettered_by, "broker");
+    assert_eq!(info.retry_round, None);
+
+    // `list` describes the sender's request; nothing names the victim.
+    let listed = dlq::list(ctx!(app, store), &Filters::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        listed[0].info.request_id.as_deref(),
+        Some(sender.request_id.as_str())
+    );
+    assert!(listed[0].stored.is_none(), "{:?}", listed[0].stored);
+    assert!(matches!(
+        dlq::show(ctx!(app, store), &victim.request_id).await,
+        Err(DlqError::Refused(_))
+    ));
+
+    // `retry --all` runs the sender's request under its own id; the victim's result stands.
+    app.start_worker().await;
+    let r = dlq::retry(
+        ctx!(app, store),
+        Target::All,
+        &Filters::default(),
+        &tester("forged"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.done, r.skipped, r.failed), (1, 0, 0), "{r:?}");
+    assert_eq!(
+        r.items[0].request_id.as_deref(),
+        Some(sender.request_id.as_str())
+    );
+    let sent = app.result_of(&sender.request_id).await;
+    assert_eq!(sent.verdict, Some(Verdict::Match));
+    let snap = store.snapshot(&victim.request_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            snap.status.as_str(),
+            snap.reason_code.as_deref(),
+            snap.retry_round
+        ),
+        ("failed", Some("retries_exhausted"), 0)
+    );
+    assert!(store
+        .superseded(&victim.request_id)
+        .await
+        .unwrap()
+        .is_empty());
+    let decided: Vec<String> = store
+        .decisions(&victim.request_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.action)
+        .collect();
+    assert_eq!(decided, vec!["purge".to_owned()]);
+    assert_eq!(app.sandbox.ledger.calls_for_id(&victim_who.id_number), 1);
+    assert!(app.dead_letters().await.is_empty());
+    app.cleanup().await;
+}
+
+/// Two dead letters of one run (a worker that crashed between dead-lettering and storing, and
+/// the redelivery that dead-lettered again): the first retry starts run 1; the second dead letter
+/// belongs to run 0, is stale, and is removed without running or superseding anything.
+#[tokio::test]
+async fn a_second_dead_letter_of_a_retried_run_is_stale_and_not_retried() {
+    let mut app = app().await;
+    let who = identity(Scenario::BusyOnce, 83);
+    let m = mobile3(&who);
+    app.publish(&m).await;
+    app.result_of(&m.request_id).await;
+    assert_eq!(app.wait_dead_letters(1, T).await.len(), 1);
+    let mut cursor = Cursor::open(&app.conn, &app.names).await.unwrap();
+    let held = cursor.next().await.unwrap().unwrap();
+    assert_eq!(held.info.retry_round, Some(0), "kycq names the run");
+    assert_eq!(held.info.dead_lettered_by, "kycq");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = DeadLetter {
+        reason: "retries_exhausted".into(),
+        detail: "dead-lettered again on redelivery".into(),
+        attempts: 1,
+        request_id: Some(m.request_id.clone()),
+        retry_round: Some(0),
+    };
+    app.publisher
+        .dead_letter(&held.body, &held.properties, &held.info.routing_key, &again)
+        .await
+        .unwrap();
+    cursor.close().await;
+    assert_eq!(app.wait_dead_letters(2, T).await.len(), 2);
+
+    let store = store(&app).await;
+    let r = dlq::retry(
+        ctx!(app, store),
+        Target::One(&m.request_id),
+        &Filters::default(),
+        &tester("stale"),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.done, r.skipped, r.failed), (1, 1, 0), "{r:?}");
+    let stale = &r.items[1];
+    assert_eq!(stale.outcome, "skipped");
+    let why = stale.why.as_deref().unwrap();
+    assert!(
+        why.contains("an older run") && why.ends_with("removed"),
+        "{why}"
+    );
+    let after = app.result_of(&m.request_id).await;
+    assert_eq!(after.verdict, Some(Verdict::Match));
+    assert_eq!(app.sandbox.ledger.calls_for_id(&who.id_number), 2);
+    assert_eq!(store.superseded(&m.request_id).await.unwrap().len(), 1);
+    assert_eq!(store.decisions(&m.request_id).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .snapshot(&m.request_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .retry_round,
+        1
+    );
+    assert!(app.dead_letters().await.is_empty());
+    app.cleanup().await;
+}
+
+/// Writes are fenced by the claim's lease and run: a worker whose lease was taken over, or whose
+/// run a retry superseded, can neither journal a call nor store a result into the current run.
+#[tokio::test]
+async fn writes_of_a_lost_lease_or_a_superseded_run_are_refused() {
+    use kycq::check::mask::{mask_id_number, mask_mobile, mask_name};
+    use kycq::check::{CheckKind, CheckResult, MaskedSubject};
+    use kycq::store::{Claim, Fence, RetryWrite};
+
+    // A worker creates and migrates the database; nothing is published for this request.
+    let app = app().await;
+    let store = store(&app).await;
+    let who = identity(Scenario::Match, 84);
+    let id = mobile3(&who).request_id;
+    let subject = MaskedSubject {
+        name: Some(mask_name(&who.name)),
+        id_number: Some(mask_id_number(&who.id_number)),
+        mobile: Some(mask_mobile(&who.mobile)),
+    };
+    let result = |tag: &str| {
+        let now = chrono::Utc::now();
+        CheckResult {
+            request_id: id.clone(),
+            check: Some(CheckKind::Mobile3),
+            status: Status::Completed,
+            verdict: Some(Verdict::Match),
+            reason_code: ReasonCode::Match,
+            reason: ReasonCode::Match.meaning().into(),
+            billed: Billed::Yes,
+            carrier: None,
+            provider: Some("tencent".into()),
+            provider_code: Some("0".into()),
+            provider_request_id: Some(tag.into()),
+            attempts: 1,
+            subject: subject.clone(),
+            received_at: now,
+            completed_at: now,
+        }
+    };
+    let claim = |owner: &'static str| {
+        let (store, id, subject) = (store.clone(), id.clone(), subject.clone());
+        async move {
+            match store
+                .claim(
+                    &id,
+                    CheckKind::Mobile3,
+                    &subject,
+                    "fp",
+                    owner,
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap()
+            {
+                Claim::Claimed { retry_round, .. } => Fence {
+                    owner: owner.into(),
+                    retry_round,
+                },
+                other => panic!("{owner} could not claim: {other:?}"),
+            }
+        }
+    };
+    let journal = |f: Fence| {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            store
+                .begin_call(&id, "tencent", "PhoneVerification", 1, "w", &f)
+                .await
+                .unwrap()
+        }
+    };
+
+    let w1 = claim("w#1").await;
+    assert_eq!(w1.retry_round, 0);
+    // w#1 stalls; its lease runs out and w#2 takes the request over.
+    sqlx::query(
+        "UPDATE checks SET lease_until = now() - interval '1 second' WHERE request_id = $1",
+    )
+    .bind(&id)
+    .execute(app.db().await)
+    .await
+    .unwrap();
+    let w2 = claim("w#2").await;
+    assert_eq!(
+        journal(w1.clone()).await,
+        None,
+        "a lost lease journals nothing"
+    );
+    assert_eq!(
+        store
+            .complete(&result("w1"), Some("fp"), &w1)
+            .await
+            .unwrap(),
+        None,
+        "a lost lease stores nothing"
+    );
+    assert!(journal(w2.clone()).await.is_some());
+    let stored = store
+        .complete(&result("w2"), Some("fp"), &w2)
+        .await
+        .unwrap();
+    assert_eq!(stored.unwrap().provider_request_id.as_deref(), Some("w2"));
+
+    // A retry supersedes run 0; run 1 is claimed by w#3. w#2's late writes go nowhere.
+    let decision = kycq::store::Decision {
+        request_id: Some(&id),
+        operator: "tester",
+        note: None,
+        reason: "retries_exhausted",
+        key: Some("k1"),
+    };
+    store
+        .retry_request(decision, |_, _, _| (RetryWrite::Supersede, ()))
+        .await
+        .unwrap();
+    assert_eq!(journal(w2.clone()).await, None);
+    assert_eq!(
+        store
+            .complete(&result("late"), Some("fp"), &w2)
+            .await
+            .unwrap(),
+        None,
+        "run 0's result is never stored as run 1's"
+    );
+    let w3 = claim("w#3").await;
+    assert_eq!(w3.retry_round, 1);
+    // The same owner with the old run's number is fenced out too.
+    let stale = Fence {
+        retry_round: 0,
+        ..w3.clone()
+    };
+    assert_eq!(journal(stale.clone()).await, None);
+    assert_eq!(
+        store
+            .complete(&result("stale"), Some("fp"), &stale)
+            .await
+            .unwrap(),
+        None
+    );
+    let stored = store
+        .complete(&result("w3"), Some("fp"), &w3)
+        .await
+        .unwrap();
+    assert_eq!(stored.unwrap().provider_request_id.as_deref(), Some("w3"));
+    // Once run 1 is stored, a late writer is answered with it, never overwrites it.
+    let answered = store
+        .complete(&result("late"), Some("fp"), &w2)
+        .await
+        .unwrap();
+    assert_eq!(answered.unwrap().provider_request_id.as_deref(), Some("w3"));
+    let calls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM provider_calls WHERE request_id = $1")
+            .bind(&id)
+            .fetch_one(app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(calls, 1, "only w#2's call, in its own run, was journaled");
     app.cleanup().await;
 }

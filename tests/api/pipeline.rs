@@ -488,9 +488,17 @@ async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_cal
     // The other worker finishes: its stored result is what this delivery is answered with.
     let theirs = their_result(&m.request_id, &who);
     store
-        .complete(&theirs, Some(fingerprint(&m).as_str()))
+        .complete(
+            &theirs,
+            Some(fingerprint(&m).as_str()),
+            &kycq::store::Fence {
+                owner: "other#1".into(),
+                retry_round: 0,
+            },
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the other worker holds this run");
     let r = app.result_of(&m.request_id).await;
     assert_eq!(r.provider_request_id.as_deref(), Some("theirs"));
     assert!(app.sandbox.ledger.is_empty());
@@ -552,9 +560,17 @@ async fn a_rejection_never_overwrites_a_request_another_worker_holds() {
         .await;
     let theirs = their_result(&m.request_id, &who);
     store
-        .complete(&theirs, Some(fingerprint(&m).as_str()))
+        .complete(
+            &theirs,
+            Some(fingerprint(&m).as_str()),
+            &kycq::store::Fence {
+                owner: "other#1".into(),
+                retry_round: 0,
+            },
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .expect("the other worker holds this run");
     // Its answer is never the other request's result: a conflict, not stored.
     let r = app.result_of(&m.request_id).await;
     assert_eq!(
