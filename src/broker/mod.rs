@@ -417,16 +417,8 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
-        publish_and_confirm(
-            &self.channel,
-            exchange,
-            routing_key,
-            body,
-            props,
-            self.confirm_timeout,
-            false,
-        )
-        .await
+        self.publish(exchange, routing_key, body, props, false)
+            .await
     }
 
     /// Publish persistent, mandatory, and wait for the broker's confirm: a message no queue
@@ -439,6 +431,17 @@ impl Publisher {
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), BrokerError> {
+        self.publish(exchange, routing_key, body, props, true).await
+    }
+
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        props: BasicProperties,
+        mandatory: bool,
+    ) -> Result<(), BrokerError> {
         publish_and_confirm(
             &self.channel,
             exchange,
@@ -446,7 +449,7 @@ impl Publisher {
             body,
             props,
             self.confirm_timeout,
-            true,
+            mandatory,
         )
         .await
     }

@@ -561,18 +561,18 @@ async fn select(
     Ok(out)
 }
 
-/// `kycq dlq retry`: run each selected, retryable dead letter's request again under its own
-/// request_id (see [`plan_retry`]), in the order database change → publish (confirmed) → ack.
-pub async fn retry(
+/// The start of every run: a snapshot of the queue, the report, and the selected dead letters
+/// (the cursor is closed again when selecting fails).
+async fn begin(
     ctx: &Ctx<'_>,
+    command: &'static str,
     target: Target<'_>,
     filters: &Filters,
-    who: &Operator,
     dry_run: bool,
-) -> Result<Report, DlqError> {
+) -> Result<(Cursor, Report, Vec<(Held, Option<RowSnapshot>)>), DlqError> {
     let mut cursor = Cursor::open(ctx.conn, ctx.names).await?;
     let mut report = Report {
-        command: "retry",
+        command,
         dry_run,
         snapshot: cursor.snapshot(),
         ..Default::default()
@@ -585,6 +585,19 @@ pub async fn retry(
         }
     };
     report.selected = selected.len();
+    Ok((cursor, report, selected))
+}
+
+/// `kycq dlq retry`: run each selected, retryable dead letter's request again under its own
+/// request_id (see [`plan_retry`]), in the order database change → publish (confirmed) → ack.
+pub async fn retry(
+    ctx: &Ctx<'_>,
+    target: Target<'_>,
+    filters: &Filters,
+    who: &Operator,
+    dry_run: bool,
+) -> Result<Report, DlqError> {
+    let (cursor, mut report, selected) = begin(ctx, "retry", target, filters, dry_run).await?;
     for (m, _) in &selected {
         let key = m.key();
         let decision = Decision {
@@ -712,21 +725,7 @@ pub async fn replay(
     filters: &Filters,
     dry_run: bool,
 ) -> Result<Report, DlqError> {
-    let mut cursor = Cursor::open(ctx.conn, ctx.names).await?;
-    let mut report = Report {
-        command: "replay",
-        dry_run,
-        snapshot: cursor.snapshot(),
-        ..Default::default()
-    };
-    let selected = match select(ctx, &mut cursor, target, filters).await {
-        Ok(s) => s,
-        Err(e) => {
-            cursor.close().await;
-            return Err(e);
-        }
-    };
-    report.selected = selected.len();
+    let (cursor, mut report, selected) = begin(ctx, "replay", target, filters, dry_run).await?;
     for (m, _) in &selected {
         if dlq::malformed(&m.info.reason) {
             report.skipped += 1;
@@ -762,21 +761,7 @@ pub async fn purge(
     who: &Operator,
     dry_run: bool,
 ) -> Result<Report, DlqError> {
-    let mut cursor = Cursor::open(ctx.conn, ctx.names).await?;
-    let mut report = Report {
-        command: "purge",
-        dry_run,
-        snapshot: cursor.snapshot(),
-        ..Default::default()
-    };
-    let selected = match select(ctx, &mut cursor, target, filters).await {
-        Ok(s) => s,
-        Err(e) => {
-            cursor.close().await;
-            return Err(e);
-        }
-    };
-    report.selected = selected.len();
+    let (cursor, mut report, selected) = begin(ctx, "purge", target, filters, dry_run).await?;
     for (m, _) in &selected {
         if dry_run {
             report.done += 1;
