@@ -82,35 +82,8 @@ pub struct RequestStatus {
     pub retry_round: i32,
 }
 
-/// One journaled provider call.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CallStatus {
-    /// The run the call belongs to (0 = the first).
-    pub retry_round: i32,
-    /// 1-based, across providers and runs.
-    pub attempt: i32,
-    /// Provider name.
-    pub provider: String,
-    /// The vendor API called.
-    pub action: String,
-    /// Journaled (just before sending).
-    pub sent_at: DateTime<Utc>,
-    /// When the answer (or failure) was recorded; none while in flight or if the answer was lost.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// HTTP status.
-    pub http_status: Option<i32>,
-    /// The provider's code.
-    pub provider_code: Option<String>,
-    /// The provider's request id.
-    pub provider_request_id: Option<String>,
-    /// The outcome class.
-    pub outcome: Option<String>,
-    /// `yes`, `no`, `unknown`: as kycq observed it.
-    pub billed: String,
-    /// For a call observed as `unknown`: the billing an operator found in the vendor's console
-    /// (`kycq dlq resolve`), `yes` or `no`.
-    pub billed_by_operator: Option<String>,
-}
+/// One journaled provider call (the store's own row type).
+pub use crate::store::JournalRow as CallStatus;
 
 /// A request and its journal.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -180,36 +153,7 @@ async fn read(pool: &PgPool, request_id: &str) -> Result<Option<StatusReport>, s
         completed_at,
         retry_round: row.try_get("retry_round")?,
     };
-    let calls = sqlx::query(
-        // Read through to_jsonb so a database whose workers predate retries (no run columns yet)
-        // still answers: everything is then run 0.
-        r#"SELECT attempt, provider, action, sent_at, finished_at, http_status, provider_code,
-                  provider_request_id, outcome, billed,
-                  COALESCE((to_jsonb(pc) ->> 'retry_round')::int, 0) AS retry_round,
-                  to_jsonb(pc) ->> 'billed_by_operator' AS billed_by_operator
-             FROM provider_calls pc WHERE request_id = $1 ORDER BY attempt"#,
-    )
-    .bind(request_id)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(CallStatus {
-            attempt: r.try_get("attempt")?,
-            provider: r.try_get("provider")?,
-            action: r.try_get("action")?,
-            sent_at: r.try_get("sent_at")?,
-            finished_at: r.try_get("finished_at")?,
-            http_status: r.try_get("http_status")?,
-            provider_code: r.try_get("provider_code")?,
-            provider_request_id: r.try_get("provider_request_id")?,
-            outcome: r.try_get("outcome")?,
-            billed: r.try_get("billed")?,
-            retry_round: r.try_get("retry_round")?,
-            billed_by_operator: r.try_get("billed_by_operator")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let calls = crate::store::journal_rows(pool, request_id).await?;
     Ok(Some(StatusReport { request, calls }))
 }
 

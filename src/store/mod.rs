@@ -15,7 +15,9 @@ use crate::configuration::DatabaseSettings;
 use crate::providers::ProviderReply;
 
 mod operator;
-pub use operator::{Decision, DecisionRow, JournalRow, RetryWrite, RowSnapshot, SupersededRow};
+pub use operator::{
+    journal_rows, Decision, DecisionRow, JournalRow, RetryWrite, RowSnapshot, SupersededRow,
+};
 
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

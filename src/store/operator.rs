@@ -44,8 +44,8 @@ pub enum RetryWrite {
     Nothing,
 }
 
-/// One journaled call, for `kycq dlq show`.
-#[derive(Clone, Debug, Serialize)]
+/// One journaled call, for `kycq dlq show` and `kycq status`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct JournalRow {
     /// The run it belongs to (0 = the first).
     pub retry_round: i32,
@@ -264,32 +264,7 @@ impl Store {
 
     /// Every journaled call of a request, every run, oldest first.
     pub async fn journal(&self, request_id: &str) -> Result<Vec<JournalRow>, StoreError> {
-        let rows = sqlx::query(
-            r#"SELECT retry_round, attempt, provider, action, sent_at, finished_at, outcome, billed,
-                      billed_by_operator, http_status, provider_code, provider_request_id
-                 FROM provider_calls WHERE request_id = $1 ORDER BY attempt"#,
-        )
-        .bind(request_id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(JournalRow {
-                    retry_round: r.try_get("retry_round")?,
-                    attempt: r.try_get("attempt")?,
-                    provider: r.try_get("provider")?,
-                    action: r.try_get("action")?,
-                    sent_at: r.try_get("sent_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    outcome: r.try_get("outcome")?,
-                    billed: r.try_get("billed")?,
-                    billed_by_operator: r.try_get("billed_by_operator")?,
-                    http_status: r.try_get("http_status")?,
-                    provider_code: r.try_get("provider_code")?,
-                    provider_request_id: r.try_get("provider_request_id")?,
-                })
-            })
-            .collect()
+        Ok(journal_rows(self.pool(), request_id).await?)
     }
 
     /// Every operator decision about a request, oldest first.
@@ -405,4 +380,41 @@ async fn insert_decision(
     .bind(d.note)
     .fetch_one(&mut **tx)
     .await?)
+}
+
+/// One request's journal, every run, in attempt order (`kycq dlq show`, `kycq status`). Reads
+/// the run columns through `to_jsonb`, so a database whose workers predate retries still
+/// answers: everything is then run 0.
+pub async fn journal_rows(
+    pool: &sqlx::PgPool,
+    request_id: &str,
+) -> Result<Vec<JournalRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        r#"SELECT attempt, provider, action, sent_at, finished_at, outcome, billed, http_status,
+                  provider_code, provider_request_id,
+                  COALESCE((to_jsonb(pc) ->> 'retry_round')::int, 0) AS retry_round,
+                  to_jsonb(pc) ->> 'billed_by_operator' AS billed_by_operator
+             FROM provider_calls pc WHERE request_id = $1 ORDER BY attempt"#,
+    )
+    .bind(request_id)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(JournalRow {
+                retry_round: r.try_get("retry_round")?,
+                attempt: r.try_get("attempt")?,
+                provider: r.try_get("provider")?,
+                action: r.try_get("action")?,
+                sent_at: r.try_get("sent_at")?,
+                finished_at: r.try_get("finished_at")?,
+                outcome: r.try_get("outcome")?,
+                billed: r.try_get("billed")?,
+                billed_by_operator: r.try_get("billed_by_operator")?,
+                http_status: r.try_get("http_status")?,
+                provider_code: r.try_get("provider_code")?,
+                provider_request_id: r.try_get("provider_request_id")?,
+            })
+        })
+        .collect()
 }
