@@ -177,6 +177,39 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Create the database when it does not exist.
     pub create_if_missing: bool,
+    /// Group commit: writer tasks, each writing one batch at a time on its own connection.
+    #[serde(default = "default_batch_writers")]
+    pub batch_writers: usize,
+    /// Group commit: most writes (claims, journal rows, results) in one transaction.
+    #[serde(default = "default_batch_max_ops")]
+    pub batch_max_ops: usize,
+    /// Group commit: microseconds a writer waits for more writes while there is load (the
+    /// previous batch held more than one); 0 takes only what is ready.
+    #[serde(default = "default_batch_linger_us")]
+    pub batch_linger_us: u64,
+}
+
+fn default_batch_writers() -> usize {
+    2
+}
+
+fn default_batch_max_ops() -> usize {
+    256
+}
+
+fn default_batch_linger_us() -> u64 {
+    500
+}
+
+impl DatabaseSettings {
+    /// How the worker groups its writes.
+    pub fn group_commit(&self) -> crate::store::GroupCommit {
+        crate::store::GroupCommit {
+            writers: self.batch_writers,
+            max_ops: self.batch_max_ops,
+            linger: Duration::from_micros(self.batch_linger_us),
+        }
+    }
 }
 
 /// `[redis]`.
@@ -612,6 +645,25 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.batch_writers == 0 {
+            return Err(invalid("database.batch_writers", "must be at least 1"));
+        }
+        if self.database.batch_writers as u64 >= u64::from(self.database.max_connections) {
+            return Err(invalid(
+                "database.batch_writers",
+                "must be below database.max_connections (the writers hold a connection each; \
+                 reads and lease renewals need one too)",
+            ));
+        }
+        if self.database.batch_max_ops == 0 {
+            return Err(invalid("database.batch_max_ops", "must be at least 1"));
+        }
+        if self.database.batch_linger_us > 100_000 {
+            return Err(invalid(
+                "database.batch_linger_us",
+                "must be at most 100000 (0.1 s): a longer wait only delays every request",
+            ));
         }
         if !self.http.listen.is_empty() {
             self.http

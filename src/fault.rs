@@ -100,6 +100,10 @@ pub fn classify_store(e: &StoreError) -> FaultClass {
         },
         StoreError::Migrate(_) => DB_URL,
         StoreError::Db(e) => classify_sqlx(e),
+        // The worker is stopping: the delivery returns to the queue.
+        StoreError::WriterGone => T,
+        // As the batch's own failure (never a refusal of a value: that is never shared).
+        StoreError::Batch(class, _) => *class,
     }
 }
 

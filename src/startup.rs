@@ -62,8 +62,9 @@ pub async fn start_worker(
                 .with_context(|| format!("cannot listen on http.listen = {addr}"))?,
         )
     };
-    let store =
-        connect_store_reporting(settings, &shutdown, |why| startup.waiting_for(why)).await?;
+    let store = connect_store_reporting(settings, &shutdown, |why| startup.waiting_for(why))
+        .await?
+        .with_group_commit(settings.database.group_commit());
     startup.connected(store.clone());
     let limiter = RedisLimiter::from_settings(settings)
         .await
@@ -78,6 +79,7 @@ pub async fn start_worker(
         pii_key,
         max_body_bytes: settings.worker.max_body_bytes,
         wait: settings.worker.wait_policy(),
+        leases: Default::default(),
     });
     http_guard.disarm();
     let cfg = ConsumerConfig {

@@ -2,6 +2,7 @@
 //! written before every outbound call.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,7 +15,10 @@ use crate::check::{CheckKind, CheckResult, MaskedSubject};
 use crate::configuration::DatabaseSettings;
 use crate::providers::ProviderReply;
 
+mod batch;
 mod operator;
+pub use batch::GroupCommit;
+use batch::{Batcher, Done, Op};
 pub use operator::{
     journal_rows, Decision, DecisionRow, JournalRow, RetryWrite, RowSnapshot, SupersededRow,
 };
@@ -34,6 +38,13 @@ pub enum StoreError {
     /// A stored result could not be read back.
     #[error("stored result for {0} is unreadable: {1}")]
     Corrupt(String, String),
+    /// The group-commit writer stopped (the worker is shutting down, or it panicked).
+    #[error("the database writer stopped before answering")]
+    WriterGone,
+    /// The batch this write was part of failed for a reason that may pass (the connection was
+    /// lost, a deadlock): the first write of the batch has the error itself.
+    #[error("a batched write failed: {1}")]
+    Batch(crate::fault::FaultClass, String),
 }
 
 /// Connect (creating the database when configured to and missing) and apply migrations.
@@ -54,7 +65,7 @@ pub async fn connect_and_migrate(s: &DatabaseSettings) -> Result<Store, StoreErr
         .connect_with(opts)
         .await?;
     MIGRATOR.run(&pool).await?;
-    Ok(Store { pool })
+    Ok(Store::from_pool(pool))
 }
 
 /// What a claim found.
@@ -67,6 +78,9 @@ pub enum Claim {
         /// The run claimed (`checks.retry_round`): every write of this claim is fenced by it
         /// (see [`Fence`]).
         retry_round: i32,
+        /// The row was created by this claim: nothing of the request is journaled yet, so the
+        /// journal need not be read.
+        fresh: bool,
     },
     /// The request already has its result.
     Finished(Box<CheckResult>),
@@ -115,12 +129,27 @@ pub struct JournaledCall {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
+    /// Group commit of the hot path's writes; without it each write commits on its own.
+    batcher: Option<Arc<Batcher>>,
 }
 
 impl Store {
-    /// Wrap an existing pool (migrations must have run).
+    /// Wrap an existing pool (migrations must have run). Each write commits on its own.
     pub fn from_pool(pool: PgPool) -> Self {
-        Store { pool }
+        Store {
+            pool,
+            batcher: None,
+        }
+    }
+
+    /// The same store, with the claims, journal rows, outcomes and results of concurrent
+    /// requests written in shared transactions (see [`GroupCommit`]). Starts the writer tasks
+    /// (on the current tokio runtime); they stop when the last clone of the store is dropped.
+    pub fn with_group_commit(self, cfg: GroupCommit) -> Self {
+        Store {
+            batcher: Some(Arc::new(Batcher::start(self.pool.clone(), cfg))),
+            ..self
+        }
     }
 
     /// The pool.
@@ -144,83 +173,28 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError> {
-        let row = sqlx::query(
-            r#"
-            INSERT INTO checks (request_id, check_kind, status, subject_masked, subject_fingerprint,
-                                lease_owner, lease_until)
-            VALUES ($1, $2, 'pending', $3, $4, $5, now() + make_interval(secs => $6))
-            ON CONFLICT (request_id) DO UPDATE
-               SET lease_owner = EXCLUDED.lease_owner,
-                   lease_until = EXCLUDED.lease_until,
-                   updated_at = now()
-             WHERE checks.completed_at IS NULL
-               AND (checks.lease_until IS NULL OR checks.lease_until < now()
-                    OR checks.lease_owner = EXCLUDED.lease_owner)
-               AND checks.check_kind = EXCLUDED.check_kind
-               AND checks.subject_fingerprint = EXCLUDED.subject_fingerprint
-            RETURNING received_at, retry_round
-            "#,
-        )
-        .bind(request_id)
-        .bind(check.as_str())
-        .bind(sqlx::types::Json(subject))
-        .bind(fingerprint)
-        .bind(owner)
-        .bind(lease.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(Claim::Claimed {
-                received_at: row.try_get("received_at")?,
-                retry_round: row.try_get("retry_round")?,
-            });
+        let op = Op::Claim(batch::ClaimOp {
+            request_id: request_id.to_owned(),
+            check,
+            subject: serde_json::to_string(subject).expect("a masked subject serialises"),
+            fingerprint: fingerprint.to_owned(),
+            owner: owner.to_owned(),
+            lease_secs: lease.as_secs_f64(),
+        });
+        match self.write(op).await? {
+            Done::Claim(c) => Ok(c),
+            other => unreachable!("a claim answers a claim, not {other:?}"),
         }
-        self.current(request_id, check, fingerprint).await
     }
 
-    /// What the row says now: known for another subject or check, finished, or leased by
-    /// someone.
-    async fn current(
-        &self,
-        request_id: &str,
-        check: CheckKind,
-        fingerprint: &str,
-    ) -> Result<Claim, StoreError> {
-        let row = sqlx::query(
-            r#"SELECT result, lease_owner, lease_until, check_kind, subject_fingerprint,
-                      subject_masked
-                 FROM checks WHERE request_id = $1"#,
-        )
-        .bind(request_id)
-        .fetch_one(&self.pool)
-        .await?;
-        let known_check: Option<String> = row.try_get("check_kind")?;
-        let known_fingerprint: Option<String> = row.try_get("subject_fingerprint")?;
-        // A row without a fingerprint or check is a rejection of an unreadable request: it is
-        // compared by the rejection path, not here.
-        let other_check = known_check.as_deref().is_some_and(|c| c != check.as_str());
-        let other_subject = known_fingerprint
-            .as_deref()
-            .is_some_and(|f| f != fingerprint);
-        if other_check || other_subject {
-            let subject: sqlx::types::Json<MaskedSubject> = row.try_get("subject_masked")?;
-            return Ok(Claim::Conflict {
-                subject: subject.0,
-                check: known_check,
-            });
+    /// Run one write: in the next group commit when the store has writers, else on its own.
+    async fn write(&self, op: Op) -> Result<Done, StoreError> {
+        match &self.batcher {
+            Some(b) => b.submit(op).await,
+            None => batch::run(&self.pool, std::slice::from_ref(&op))
+                .await
+                .remove(0),
         }
-        let result: Option<serde_json::Value> = row.try_get("result")?;
-        if let Some(v) = result {
-            return Ok(Claim::Finished(Box::new(parse_result(request_id, v)?)));
-        }
-        Ok(Claim::Leased {
-            owner: row
-                .try_get::<Option<String>, _>("lease_owner")?
-                .unwrap_or_default(),
-            until: row
-                .try_get::<Option<DateTime<Utc>>, _>("lease_until")?
-                .unwrap_or_else(Utc::now),
-        })
     }
 
     /// The stored result, if the request is finished.
@@ -230,27 +204,33 @@ impl Store {
                 .bind(request_id)
                 .fetch_optional(&self.pool)
                 .await?;
+        batch::round_trips(1);
         v.flatten().map(|v| parse_result(request_id, v)).transpose()
     }
 
-    /// Extend our lease. False when it is no longer ours.
-    pub async fn renew(
+    /// Extend every lease in `held` (request id, lease owner) in one statement. Returns the
+    /// owners whose lease is still theirs; the others lost it (taken over, or finished).
+    pub async fn renew_all(
         &self,
-        request_id: &str,
-        owner: &str,
+        held: &[(String, String)],
         lease: Duration,
-    ) -> Result<bool, StoreError> {
-        let n = sqlx::query(
-            r#"UPDATE checks SET lease_until = now() + make_interval(secs => $3), updated_at = now()
-               WHERE request_id = $1 AND lease_owner = $2 AND completed_at IS NULL"#,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            r#"UPDATE checks c
+                  SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+                 FROM (SELECT * FROM UNNEST($1::text[], $2::text[]) AS r(request_id, owner)
+                        ORDER BY request_id) r
+                WHERE c.request_id = r.request_id AND c.lease_owner = r.owner
+                  AND c.completed_at IS NULL
+            RETURNING c.lease_owner"#,
         )
-        .bind(request_id)
-        .bind(owner)
+        .bind(held.iter().map(|h| h.0.as_str()).collect::<Vec<_>>())
+        .bind(held.iter().map(|h| h.1.as_str()).collect::<Vec<_>>())
         .bind(lease.as_secs_f64())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .fetch_all(&self.pool)
+        .await?;
+        batch::round_trips(1);
+        Ok(rows.into_iter().collect())
     }
 
     /// Give up our lease without a result (shutdown before any call): the next delivery takes
@@ -264,6 +244,7 @@ impl Store {
         .bind(owner)
         .execute(&self.pool)
         .await?;
+        batch::round_trips(1);
         Ok(())
     }
 
@@ -272,43 +253,28 @@ impl Store {
     /// claim's (another worker took the lease over, or a `kycq dlq retry` started a new run)
     /// and has no result yet: nothing was written, and the caller treats it as a lost lease
     /// (waits for the stored result; never stores its own over another run).
+    ///
+    /// `call` is the outcome of the call the result came from, when it is not journaled yet:
+    /// it is written in the same commit (and whatever the fence says — see
+    /// [`Store::finish_call`]).
     pub async fn complete(
         &self,
         result: &CheckResult,
         fingerprint: Option<&str>,
         fence: &Fence,
+        call: Option<(i64, &ProviderReply)>,
     ) -> Result<Option<CheckResult>, StoreError> {
-        let json = serde_json::to_value(result).expect("a result serialises");
-        let stored = sqlx::query(
-            r#"
-            UPDATE checks
-               SET status = $2, verdict = $3, reason_code = $4, billed = $5, provider = $6,
-                   attempts = $7, result = $8, completed_at = $9,
-                   subject_fingerprint = COALESCE(subject_fingerprint, $10),
-                   lease_owner = NULL, lease_until = NULL, updated_at = now()
-             WHERE request_id = $1 AND completed_at IS NULL
-               AND retry_round = $11 AND lease_owner = $12
-            RETURNING request_id
-            "#,
-        )
-        .bind(&result.request_id)
-        .bind(result.status.as_str())
-        .bind(result.verdict.map(|v| v.as_str()))
-        .bind(result.reason_code.as_str())
-        .bind(result.billed.as_str())
-        .bind(result.provider.as_deref())
-        .bind(result.attempts as i32)
-        .bind(&json)
-        .bind(result.completed_at)
-        .bind(fingerprint)
-        .bind(fence.retry_round)
-        .bind(&fence.owner)
-        .fetch_optional(&self.pool)
-        .await?;
-        if stored.is_some() {
-            return Ok(Some(result.clone()));
+        let op = Op::Complete(batch::CompleteOp {
+            json: serde_json::to_string(result).expect("a result serialises"),
+            result: Box::new(result.clone()),
+            fingerprint: fingerprint.map(str::to_owned),
+            fence: fence.clone(),
+            call: call.map(|(id, reply)| batch::FinishOp::new(id, reply)),
+        });
+        match self.write(op).await? {
+            Done::Complete(stored) => Ok(stored),
+            other => unreachable!("a result answers a result, not {other:?}"),
         }
-        self.stored_result(&result.request_id).await
     }
 
     /// Store a result for a request nobody has claimed (a rejection): insert only. Returns the
@@ -361,12 +327,14 @@ impl Store {
             .bind(result.completed_at)
             .fetch_optional(&self.pool)
             .await?;
+        batch::round_trips(1);
         Ok(row.is_some())
     }
 
     /// Journal an outbound call of the claim `fence` before it is sent. Returns the row id, or
     /// None when the row is no longer this claim's (its lease taken over, its run superseded, or
-    /// finished): nothing is journaled and the call must not be sent.
+    /// finished): nothing is journaled and the call must not be sent. The row is committed
+    /// (durable) when this returns.
     pub async fn begin_call(
         &self,
         request_id: &str,
@@ -376,50 +344,31 @@ impl Store {
         worker: &str,
         fence: &Fence,
     ) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(
-            // `attempt` counts within the current run; the row's attempt number continues after
-            // the runs a `kycq dlq retry` superseded (see `checks.attempt_base`). The row is
-            // locked so a retry cannot supersede the run between this check and the insert.
-            r#"WITH run AS (
-                   SELECT attempt_base, retry_round FROM checks
-                    WHERE request_id = $1 AND completed_at IS NULL
-                      AND retry_round = $6 AND lease_owner = $7
-                      FOR UPDATE)
-               INSERT INTO provider_calls (request_id, provider, action, attempt, worker, retry_round)
-               SELECT $1, $2, $3, $4 + attempt_base, $5, retry_round FROM run
-               RETURNING id"#,
-        )
-        .bind(request_id)
-        .bind(provider)
-        .bind(action)
-        .bind(attempt as i32)
-        .bind(worker)
-        .bind(fence.retry_round)
-        .bind(&fence.owner)
-        .fetch_optional(&self.pool)
-        .await?)
+        let op = Op::Begin(batch::BeginOp {
+            request_id: request_id.to_owned(),
+            provider: provider.to_owned(),
+            action: action.to_owned(),
+            attempt: attempt as i32,
+            worker: worker.to_owned(),
+            fence: fence.clone(),
+        });
+        match self.write(op).await? {
+            Done::Begin(id) => Ok(id),
+            other => unreachable!("a journal row answers a journal row, not {other:?}"),
+        }
     }
 
     /// Complete a journaled call with its outcome and billing. Not fenced: the row is the call
     /// this worker journaled and sent, so its outcome is the truth about that call whichever run
     /// is current now (the billing audit trail needs it).
     pub async fn finish_call(&self, id: i64, reply: &ProviderReply) -> Result<(), StoreError> {
-        sqlx::query(
-            r#"UPDATE provider_calls
-                  SET finished_at = now(), http_status = $2, provider_code = $3,
-                      provider_request_id = $4, outcome = $5, billed = $6, reply = $7
-                WHERE id = $1"#,
-        )
-        .bind(id)
-        .bind(reply.http_status.map(i32::from))
-        .bind(reply.provider_code.as_deref())
-        .bind(reply.provider_request_id.as_deref())
-        .bind(reply.classification.class.as_str())
-        .bind(reply.classification.billed.as_str())
-        .bind(sqlx::types::Json(reply))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        match self
+            .write(Op::Finish(batch::FinishOp::new(id, reply)))
+            .await?
+        {
+            Done::Finish => Ok(()),
+            other => unreachable!("an outcome answers an outcome, not {other:?}"),
+        }
     }
 
     /// Every journaled call of the request's current run, oldest first, numbered within the run.
@@ -435,6 +384,7 @@ impl Store {
         .bind(request_id)
         .fetch_all(&self.pool)
         .await?;
+        batch::round_trips(1);
         rows.into_iter()
             .map(|r| {
                 let reply: Option<sqlx::types::Json<ProviderReply>> = r.try_get("reply")?;

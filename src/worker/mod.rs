@@ -1,6 +1,7 @@
 //! The consumer: connects (and reconnects with backoff), declares the topology, consumes with
 //! prefetch and bounded concurrency, and drains in-flight work on shutdown.
 
+pub mod leases;
 pub mod plan;
 pub mod process;
 

@@ -107,6 +107,8 @@ pub struct Processor {
     pub max_body_bytes: usize,
     /// When a request waits in its slot, parks in the wait queue, or gives up.
     pub wait: WaitPolicy,
+    /// The leases this worker holds, renewed together.
+    pub leases: super::leases::Leases,
 }
 
 /// What a delivery says about its earlier waits (headers kycq set when it parked it).
@@ -152,8 +154,9 @@ impl Waited {
 
 /// What claiming a request came to.
 enum Claimed {
-    /// We hold the lease of this run; the request was first received then.
-    Held(DateTime<Utc>, i32),
+    /// We hold the lease of this run; the request was first received then; whether the claim
+    /// created the row (nothing journaled yet).
+    Held(DateTime<Utc>, i32, bool),
     /// Answered from the stored result or as a conflict (or we are stopping).
     Answered,
     /// Another live worker holds it for longer than is worth waiting in the slot.
@@ -174,17 +177,12 @@ impl Reply {
     }
 }
 
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// The outcome of the last call, received but not journaled yet: written in the same commit as
+/// the result it decides.
+type Unjournaled = (i64, ProviderReply);
 
 enum RouteOutcome {
-    Done(Box<CheckResult>, Option<DeadLetter>),
+    Done(Box<CheckResult>, Option<DeadLetter>, Option<Unjournaled>),
     Requeue,
     LeaseLost,
     /// Every provider is out for longer than is worth waiting in the slot.
@@ -215,15 +213,42 @@ impl Processor {
             .await
     }
 
-    /// Journal a call's outcome. The answer is held in memory and the write retried with
-    /// [`JOURNAL_RETRY`] for at most [`JOURNAL_RETRY_FOR`]: giving up here would turn a received
-    /// (maybe billed) answer into `billing_unknown`.
+    /// Journal a call's outcome (see [`Processor::holding_answer`]).
     async fn finish_call(&self, call_id: i64, reply: &ProviderReply) -> Result<(), StoreError> {
+        self.holding_answer(|| self.store.finish_call(call_id, reply))
+            .await
+    }
+
+    /// Store the result, with the outcome of the call it came from when that is not journaled
+    /// yet (one commit; the answer is held as in [`Processor::holding_answer`]).
+    async fn complete(
+        &self,
+        result: &CheckResult,
+        fingerprint: &str,
+        fence: &Fence,
+        call: Option<&Unjournaled>,
+    ) -> Result<Option<CheckResult>, StoreError> {
+        let call = call.map(|(id, reply)| (*id, reply));
+        let write = || self.store.complete(result, Some(fingerprint), fence, call);
+        match call {
+            Some(_) => self.holding_answer(write).await,
+            None => write().await,
+        }
+    }
+
+    /// A write that holds a received answer: the answer is kept in memory and the write retried
+    /// with [`JOURNAL_RETRY`] for at most [`JOURNAL_RETRY_FOR`] — giving up would turn a
+    /// received (maybe billed) answer into `billing_unknown`.
+    async fn holding_answer<T, F, Fut>(&self, mut write: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         let give_up = Instant::now() + JOURNAL_RETRY_FOR;
         let mut delays = JOURNAL_RETRY.delays(None);
         loop {
-            let e = match self.store.finish_call(call_id, reply).await {
-                Ok(()) => return Ok(()),
+            let e = match write().await {
+                Ok(v) => return Ok(v),
                 Err(e) => e,
             };
             // Only a failure that may pass is worth holding the answer for.
@@ -347,16 +372,17 @@ impl Processor {
             .fingerprint(self.pii_key.expose_secret().as_bytes());
         let waited = Waited::from_delivery(props);
         loop {
-            let (received_at, fence) = match self
+            let (received_at, fence, fresh) = match self
                 .claim(publisher, &req, &fingerprint, lease_owner, stop, &reply)
                 .await?
             {
-                Claimed::Held(received_at, retry_round) => (
+                Claimed::Held(received_at, retry_round, fresh) => (
                     received_at,
                     Fence {
                         owner: lease_owner.to_owned(),
                         retry_round,
                     },
+                    fresh,
                 ),
                 Claimed::Answered => return Ok(self.finished_or_requeue(stop)),
                 Claimed::Park(wait) => {
@@ -366,10 +392,10 @@ impl Processor {
                     return Ok(Disposition::Ack);
                 }
             };
-            let lease_lost = Arc::new(AtomicBool::new(false));
-            // Aborted when this scope ends, however it ends (a panic included).
-            let _renewer =
-                AbortOnDrop(self.spawn_renewer(&req.request_id, lease_owner, lease_lost.clone()));
+            // Renewed until this scope ends, however it ends (a panic included).
+            let held = self
+                .leases
+                .hold(&self.store, self.lease, &req.request_id, lease_owner);
             let outcome = self
                 .run(
                     &req,
@@ -379,7 +405,8 @@ impl Processor {
                     stop,
                     &Lease {
                         fence: &fence,
-                        lost: &lease_lost,
+                        lost: &held.lost,
+                        fresh,
                     },
                 )
                 .await;
@@ -399,7 +426,7 @@ impl Processor {
                     warn!("lease lost to another worker; waiting for its result");
                     continue;
                 }
-                RouteOutcome::Done(result, dead_letter) => {
+                RouteOutcome::Done(result, dead_letter, call) => {
                     // A dead letter names its run: one of a run a retry has since superseded is
                     // stale, never retried again.
                     let dead_letter = dead_letter.map(|d| DeadLetter {
@@ -416,8 +443,7 @@ impl Processor {
                             .increment(1);
                     }
                     let Some(stored) = self
-                        .store
-                        .complete(&result, Some(&fingerprint), &fence)
+                        .complete(&result, &fingerprint, &fence, call.as_ref())
                         .await?
                     else {
                         warn!("lease lost before the result was stored; waiting for its result");
@@ -579,7 +605,8 @@ impl Processor {
                 Claim::Claimed {
                     received_at,
                     retry_round,
-                } => return Ok(Claimed::Held(received_at, retry_round)),
+                    fresh,
+                } => return Ok(Claimed::Held(received_at, retry_round, fresh)),
                 Claim::Finished(stored) => {
                     reply.send(publisher, &stored).await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
@@ -629,33 +656,6 @@ impl Processor {
         }
     }
 
-    fn spawn_renewer(
-        &self,
-        request_id: &str,
-        lease_owner: &str,
-        lost: Arc<AtomicBool>,
-    ) -> tokio::task::JoinHandle<()> {
-        let store = self.store.clone();
-        let id = request_id.to_owned();
-        let owner = lease_owner.to_owned();
-        let lease = self.lease;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(lease / 3);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                match store.renew(&id, &owner, lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        lost.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    Err(e) => warn!(error = %e, "lease renewal failed; will retry"),
-                }
-            }
-        })
-    }
-
     /// Finish from the journal, or walk the route: the pure [`Plan`] says what happens next,
     /// this loop does the IO.
     async fn run(
@@ -667,14 +667,19 @@ impl Processor {
         stop: &CancellationToken,
         lease: &Lease<'_>,
     ) -> Result<RouteOutcome, ProcessError> {
-        let prior = self.store.calls(&req.request_id).await?;
+        // A claim that created the row has nothing journaled: no read.
+        let prior = if lease.fresh {
+            Vec::new()
+        } else {
+            self.store.calls(&req.request_id).await?
+        };
         let attempts = plan::journaled_attempts(&prior);
         if let Some(done) = plan::resume(&prior) {
             info!(
                 calls = prior.len(),
                 "finished from the call journal without calling again"
             );
-            return Ok(finished(req, done, attempts, received_at));
+            return Ok(finished(req, done, attempts, received_at, None));
         }
         let entry = |name: &str| {
             *route
@@ -685,18 +690,32 @@ impl Processor {
         let names = route.iter().map(|e| e.provider.name()).collect();
         let mut plan = Plan::new(names, self.policy, attempts, Instant::now(), None);
         let mut last_called = "";
+        // The last call's outcome, not journaled yet.
+        let mut unjournaled: Option<Unjournaled> = None;
         loop {
             let now = Instant::now();
-            match plan.next(now, |p| entry(p).circuit.reopens_at(now)) {
+            let step = plan.next(now, |p| entry(p).circuit.reopens_at(now));
+            // An answer that decides the request is journaled in the same commit as its result;
+            // anything else (a retry, a wait, a failure that is dead-lettered first) journals it
+            // now.
+            if let Some((id, reply)) = &unjournaled {
+                if !matches!(step, Step::Finish(Finish::Answered(..))) {
+                    self.finish_call(*id, reply).await?;
+                    unjournaled = None;
+                }
+            }
+            match step {
                 Step::Call(provider) => {
                     last_called = provider;
                     let e = entry(provider);
                     let attempt = plan.attempts() + 1;
-                    let reply = match self.call(req, e, attempt, stop, lease).await? {
-                        Called::Replied(reply) => reply,
+                    let (call_id, reply) = match self.call(req, e, attempt, stop, lease).await? {
+                        Called::Replied(id, reply) => (id, reply),
                         Called::Stopped => return Ok(RouteOutcome::Requeue),
                         Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
                     };
+                    crate::failpoint::hit("answer_received");
+                    unjournaled = Some((call_id, reply.clone()));
                     e.note_reply(&reply);
                     match plan.record(provider, reply, Instant::now()) {
                         plan::Circuit::Keep => {}
@@ -753,11 +772,20 @@ impl Processor {
                                 plan.unavailable(),
                                 plan.attempts(),
                                 received_at,
+                                None,
                             ));
                         }
                     }
                 }
-                Step::Finish(f) => return Ok(finished(req, f, plan.attempts(), received_at)),
+                Step::Finish(f) => {
+                    return Ok(finished(
+                        req,
+                        f,
+                        plan.attempts(),
+                        received_at,
+                        unjournaled.take(),
+                    ))
+                }
             }
         }
     }
@@ -828,7 +856,6 @@ impl Processor {
         // into the journal, results and logs.
         let reply = entry.provider.call(req).await.sanitized(&req.subject);
         let elapsed = t0.elapsed();
-        self.finish_call(call_id, &reply).await?;
         record_call(provider, &reply, elapsed);
         info!(
             provider,
@@ -844,7 +871,8 @@ impl Processor {
         if reply.classification.throttled {
             self.limiter.throttled(provider, action).await;
         }
-        Ok(Called::Replied(reply))
+        // Its outcome is journaled by the caller, with the result when it decides the request.
+        Ok(Called::Replied(call_id, reply))
     }
 }
 
@@ -852,12 +880,15 @@ impl Processor {
 struct Lease<'a> {
     fence: &'a Fence,
     lost: &'a AtomicBool,
+    /// The claim created the row: nothing is journaled yet.
+    fresh: bool,
 }
 
 /// How one call went.
 enum Called {
-    /// The provider replied (or the failure was classified).
-    Replied(ProviderReply),
+    /// The provider replied (or the failure was classified): the journal row and the reply,
+    /// whose outcome is not journaled yet.
+    Replied(i64, ProviderReply),
     /// The worker is stopping; nothing was sent.
     Stopped,
     /// Another worker took the request over.
@@ -898,6 +929,7 @@ fn finished(
     f: Finish,
     attempts: u32,
     received_at: DateTime<Utc>,
+    unjournaled: Option<Unjournaled>,
 ) -> RouteOutcome {
     let (provider, reply, failure) = match f {
         Finish::Answered(p, r) => (p, r, None),
@@ -946,7 +978,7 @@ fn finished(
             request_id: Some(req.request_id.clone()),
             retry_round: None, // stamped with the claim's run by the caller
         };
-        return RouteOutcome::Done(Box::new(r), Some(dead));
+        return RouteOutcome::Done(Box::new(r), Some(dead), unjournaled);
     }
     match reply.classification.class {
         OutcomeClass::InvalidField | OutcomeClass::RequestRefused => {
@@ -959,7 +991,7 @@ fn finished(
         }
         _ => {}
     }
-    RouteOutcome::Done(Box::new(CheckResult::answered(&call)), None)
+    RouteOutcome::Done(Box::new(CheckResult::answered(&call)), None, unjournaled)
 }
 
 fn record_call(provider: &'static str, reply: &ProviderReply, elapsed: Duration) {

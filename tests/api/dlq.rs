@@ -858,7 +858,7 @@ async fn writes_of_a_lost_lease_or_a_superseded_run_are_refused() {
     );
     assert_eq!(
         store
-            .complete(&result("w1"), Some("fp"), &w1)
+            .complete(&result("w1"), Some("fp"), &w1, None)
             .await
             .unwrap(),
         None,
@@ -866,7 +866,7 @@ async fn writes_of_a_lost_lease_or_a_superseded_run_are_refused() {
     );
     assert!(journal(w2.clone()).await.is_some());
     let stored = store
-        .complete(&result("w2"), Some("fp"), &w2)
+        .complete(&result("w2"), Some("fp"), &w2, None)
         .await
         .unwrap();
     assert_eq!(stored.unwrap().provider_request_id.as_deref(), Some("w2"));
@@ -886,7 +886,7 @@ async fn writes_of_a_lost_lease_or_a_superseded_run_are_refused() {
     assert_eq!(journal(w2.clone()).await, None);
     assert_eq!(
         store
-            .complete(&result("late"), Some("fp"), &w2)
+            .complete(&result("late"), Some("fp"), &w2, None)
             .await
             .unwrap(),
         None,
@@ -902,19 +902,19 @@ async fn writes_of_a_lost_lease_or_a_superseded_run_are_refused() {
     assert_eq!(journal(stale.clone()).await, None);
     assert_eq!(
         store
-            .complete(&result("stale"), Some("fp"), &stale)
+            .complete(&result("stale"), Some("fp"), &stale, None)
             .await
             .unwrap(),
         None
     );
     let stored = store
-        .complete(&result("w3"), Some("fp"), &w3)
+        .complete(&result("w3"), Some("fp"), &w3, None)
         .await
         .unwrap();
     assert_eq!(stored.unwrap().provider_request_id.as_deref(), Some("w3"));
     // Once run 1 is stored, a late writer is answered with it, never overwrites it.
     let answered = store
-        .complete(&result("late"), Some("fp"), &w2)
+        .complete(&result("late"), Some("fp"), &w2, None)
         .await
         .unwrap();
     assert_eq!(answered.unwrap().provider_request_id.as_deref(), Some("w3"));

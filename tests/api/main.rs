@@ -8,6 +8,7 @@ mod cli;
 mod dlq;
 mod doctor;
 mod failures;
+mod group_commit;
 mod helpers;
 mod pipeline;
 mod process;

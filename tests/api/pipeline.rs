@@ -495,6 +495,7 @@ async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_cal
                 owner: "other#1".into(),
                 retry_round: 0,
             },
+            None,
         )
         .await
         .unwrap()
@@ -567,6 +568,7 @@ async fn a_rejection_never_overwrites_a_request_another_worker_holds() {
                 owner: "other#1".into(),
                 retry_round: 0,
             },
+            None,
         )
         .await
         .unwrap()

@@ -13,7 +13,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::helpers::{captured_logs, mobile3, Options, TestApp};
 
-fn signal(child: &Child, sig: &str) {
+pub(crate) fn signal(child: &Child, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &child.id().to_string()])
         .status()
@@ -23,7 +23,10 @@ fn signal(child: &Child, sig: &str) {
 }
 
 /// Wait for a child to exit, up to `timeout`.
-async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+pub(crate) async fn wait_exit(
+    child: &mut Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
