@@ -1092,7 +1092,7 @@ async fn dlq_cmd(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
             finish_report(&r)?;
         }
     }
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, "done".into()).await;
     Ok(())
 }
 

@@ -131,12 +131,14 @@ pub fn classify_broker(e: &BrokerError) -> FaultClass {
     match e {
         BrokerError::Inequivalent { .. } => FaultClass::Misconfigured { key: "topology" },
         BrokerError::NotConfirmed(..) => T,
-        BrokerError::Amqp(lapin::Error::ProtocolError(p)) => match p.kind() {
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
-            | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => AMQP_URL,
+        BrokerError::Amqp(e) => match e.kind() {
+            lapin::ErrorKind::ProtocolError(p) => match p.kind() {
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => AMQP_URL,
+                _ => T,
+            },
             _ => T,
         },
-        BrokerError::Amqp(_) => T,
     }
 }
 
@@ -228,9 +230,10 @@ mod tests {
             T
         );
         assert_eq!(
-            classify_broker(&BrokerError::Amqp(lapin::Error::InvalidChannelState(
-                lapin::ChannelState::Closed
-            ))),
+            classify_broker(&BrokerError::Amqp(
+                lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "basic.ack")
+                    .into()
+            )),
             T
         );
         assert_eq!(

@@ -45,7 +45,7 @@ pub async fn count(conn: &Connection, names: &Names) -> Result<u32, BrokerError>
     let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(
-            &names.dead_queue,
+            names.dead_queue.as_str().into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -53,7 +53,7 @@ pub async fn count(conn: &Connection, names: &Names) -> Result<u32, BrokerError>
             FieldTable::default(),
         )
         .await?;
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     Ok(q.message_count())
 }
 
@@ -68,7 +68,10 @@ pub async fn list(
     let mut out = Vec::new();
     while out.len() < limit {
         let Some(msg) = ch
-            .basic_get(&names.dead_queue, BasicGetOptions { no_ack: false })
+            .basic_get(
+                names.dead_queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
             .await?
         else {
             break;
@@ -76,7 +79,7 @@ pub async fn list(
         let d = msg.delivery;
         out.push((describe(out.len(), &d.properties, &d.data), d.data));
     }
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     Ok(out)
 }
 
@@ -140,7 +143,7 @@ pub struct Held {
     pub body: Vec<u8>,
     /// The original properties with kycq's dead-letter headers.
     pub properties: BasicProperties,
-    acker: lapin::acker::Acker,
+    acker: lapin::Acker,
 }
 
 impl Cursor {
@@ -149,7 +152,7 @@ impl Cursor {
         let ch = conn.create_channel().await?;
         let q = ch
             .queue_declare(
-                &names.dead_queue,
+                names.dead_queue.as_str().into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -178,7 +181,10 @@ impl Cursor {
         self.left -= 1;
         let Some(msg) = self
             .ch
-            .basic_get(&self.queue, BasicGetOptions { no_ack: false })
+            .basic_get(
+                self.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
             .await?
         else {
             self.left = 0;
@@ -197,15 +203,22 @@ impl Cursor {
 
     /// Close the channel: every message read and not acknowledged returns to the queue.
     pub async fn close(self) {
-        let _ = self.ch.close(200, "ok").await;
+        let _ = self.ch.close(200, "ok".into()).await;
     }
 }
 
 impl Held {
     /// Remove it from the queue.
     pub async fn ack(&self) -> Result<(), BrokerError> {
-        self.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        // lapin 4 answers Ok(false), not an error, when the channel is already gone.
+        if self.acker.ack(BasicAckOptions::default()).await? {
+            Ok(())
+        } else {
+            Err(BrokerError::Amqp(
+                lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "basic.ack")
+                    .into(),
+            ))
+        }
     }
 
     /// Publish it back to the request exchange (confirmed) with its original properties, then

@@ -11,9 +11,10 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 
 use crate::check::CheckResult;
 use crate::configuration::Names;
@@ -45,11 +46,9 @@ pub enum BrokerError {
 
 /// Connect to RabbitMQ on the tokio runtime. `name` shows in the management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    // lapin's own reactor (async-io) outlives the tokio runtime at process exit, so closing
-    // connections during shutdown does not log spurious IO errors.
-    let props = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .with_executor(tokio_executor_trait::Tokio::current());
+    // lapin runs on the current tokio runtime (its `tokio` feature): no thread or reactor of its
+    // own. No automatic recovery: the worker reconnects itself (`worker::run`).
+    let props = ConnectionProperties::default().with_connection_name(name.into());
     Ok(Connection::connect(url, props).await?)
 }
 
@@ -101,43 +100,52 @@ pub async fn declare_topology(
         (&names.results, ExchangeKind::Topic),
     ] {
         let ch = conn.create_channel().await?;
-        ch.exchange_declare(name, kind, durable_exchange, FieldTable::default())
-            .await
-            .map_err(|e| inequivalent(e, "exchange", name))?;
-        let _ = ch.close(200, "ok").await;
+        ch.exchange_declare(
+            name.as_str().into(),
+            kind,
+            durable_exchange,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| inequivalent(e, "exchange", name))?;
+        let _ = ch.close(200, "ok".into()).await;
     }
     let ch = conn.create_channel().await?;
     // The dead-letter queue is a classic durable queue: inspecting it (get + requeue) must never
     // count towards a delivery limit.
-    ch.queue_declare(&names.dead_queue, durable_queue, FieldTable::default())
-        .await
-        .map_err(|e| inequivalent(e, "queue", &names.dead_queue))?;
+    ch.queue_declare(
+        names.dead_queue.as_str().into(),
+        durable_queue,
+        FieldTable::default(),
+    )
+    .await
+    .map_err(|e| inequivalent(e, "queue", &names.dead_queue))?;
     ch.queue_bind(
-        &names.dead_queue,
-        &names.dead_exchange,
-        "",
+        names.dead_queue.as_str().into(),
+        names.dead_exchange.as_str().into(),
+        "".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await?;
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     let ch = conn.create_channel().await?;
     ch.queue_declare(
-        &names.work_queue,
+        names.work_queue.as_str().into(),
         durable_queue,
         work_queue_arguments(names, delivery_limit),
     )
     .await
     .map_err(|e| inequivalent(e, "queue", &names.work_queue))?;
     ch.queue_bind(
-        &names.work_queue,
-        &names.requests,
-        "check.#",
+        names.work_queue.as_str().into(),
+        names.requests.as_str().into(),
+        "check.#".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await?;
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     declare_wait_queue(conn, names).await
 }
 
@@ -162,7 +170,7 @@ pub fn wait_queue_arguments(names: &Names) -> FieldTable {
 async fn declare_wait_queue(conn: &Connection, names: &Names) -> Result<(), BrokerError> {
     let ch = conn.create_channel().await?;
     ch.exchange_declare(
-        &names.wait_queue,
+        names.wait_queue.as_str().into(),
         ExchangeKind::Fanout,
         ExchangeDeclareOptions {
             durable: true,
@@ -172,10 +180,10 @@ async fn declare_wait_queue(conn: &Connection, names: &Names) -> Result<(), Brok
     )
     .await
     .map_err(|e| inequivalent(e, "exchange", &names.wait_queue))?;
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     let ch = conn.create_channel().await?;
     ch.queue_declare(
-        &names.wait_queue,
+        names.wait_queue.as_str().into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -185,19 +193,19 @@ async fn declare_wait_queue(conn: &Connection, names: &Names) -> Result<(), Brok
     .await
     .map_err(|e| inequivalent(e, "queue", &names.wait_queue))?;
     ch.queue_bind(
-        &names.wait_queue,
-        &names.wait_queue,
-        "",
+        names.wait_queue.as_str().into(),
+        names.wait_queue.as_str().into(),
+        "".into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await?;
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     Ok(())
 }
 
 fn inequivalent(e: lapin::Error, kind: &'static str, name: &str) -> BrokerError {
-    if let lapin::Error::ProtocolError(p) = &e {
+    if let lapin::ErrorKind::ProtocolError(p) = e.kind() {
         if matches!(
             p.kind(),
             AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
@@ -301,10 +309,19 @@ async fn publish_and_confirm(
     } else {
         exchange
     };
+    let (Ok(exchange_name), Ok(key)) = (
+        ShortString::try_new(exchange),
+        ShortString::try_new(routing_key),
+    ) else {
+        return Err(BrokerError::NotConfirmed(
+            target.into(),
+            "not sent: an AMQP name is at most 255 bytes".into(),
+        ));
+    };
     let confirm = channel
         .basic_publish(
-            exchange,
-            routing_key,
+            exchange_name,
+            key,
             BasicPublishOptions {
                 mandatory,
                 ..Default::default()
@@ -365,7 +382,7 @@ impl Replies {
             publish_and_confirm(&channel, "", reply_to, body, props, self.timeout, false).await;
         if sent.is_err() {
             if let Some((conn, _)) = link.take() {
-                let _ = conn.close(200, "reply failed").await;
+                let _ = conn.close(200, "reply failed".into()).await;
             }
         }
         sent

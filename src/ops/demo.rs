@@ -146,7 +146,7 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     let _ = worker.task.await;
     let _ = sb.task.await;
     delete_topology(&conn, &names).await;
-    let _ = conn.close(200, "demo done").await;
+    let _ = conn.close(200, "demo done".into()).await;
     anyhow::ensure!(
         results.len() == expected,
         "only {} of {expected} results arrived",
@@ -355,7 +355,7 @@ async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration:
         return;
     };
     for q in [&names.work_queue, &names.dead_queue, &names.wait_queue] {
-        let _ = ch.queue_delete(q, Default::default()).await;
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
     for e in [
         &names.requests,
@@ -363,7 +363,9 @@ async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration:
         &names.dead_exchange,
         &names.wait_queue,
     ] {
-        let _ = ch.exchange_delete(e, Default::default()).await;
+        let _ = ch
+            .exchange_delete(e.as_str().into(), Default::default())
+            .await;
     }
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
 }

@@ -259,7 +259,7 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
             Ok(ch) => {
                 let r = if is_queue {
                     ch.queue_declare(
-                        name,
+                        name.as_str().into(),
                         QueueDeclareOptions {
                             passive: true,
                             ..Default::default()
@@ -270,7 +270,7 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
                     .map(|_| ())
                 } else {
                     ch.exchange_declare(
-                        name,
+                        name.as_str().into(),
                         ExchangeKind::Topic,
                         ExchangeDeclareOptions {
                             passive: true,
@@ -280,7 +280,7 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
                     )
                     .await
                 };
-                let _ = ch.close(200, "doctor").await;
+                let _ = ch.close(200, "doctor".into()).await;
                 r
             }
         };
@@ -308,7 +308,7 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
             ),
         )
     });
-    let _ = conn.close(200, "doctor").await;
+    let _ = conn.close(200, "doctor".into()).await;
     checks
 }
 

@@ -113,7 +113,7 @@ impl ReplyQueue {
         let channel = conn.create_channel().await?;
         let q = channel
             .queue_declare(
-                "",
+                "".into(),
                 QueueDeclareOptions {
                     exclusive: true,
                     auto_delete: true,
@@ -126,9 +126,9 @@ impl ReplyQueue {
         if let Some((exchange, routing_key)) = bind {
             channel
                 .queue_bind(
-                    &name,
-                    exchange,
-                    routing_key,
+                    name.as_str().into(),
+                    exchange.into(),
+                    routing_key.into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 )
@@ -136,8 +136,8 @@ impl ReplyQueue {
         }
         let consumer = channel
             .basic_consume(
-                &name,
-                "kycq-reply",
+                name.as_str().into(),
+                "kycq-reply".into(),
                 BasicConsumeOptions {
                     no_ack: true,
                     ..Default::default()
@@ -1023,7 +1023,7 @@ pub async fn run(
         }
         tally.pending = pending;
     }
-    let _ = conn.close(200, "done").await;
+    let _ = conn.close(200, "done".into()).await;
     Ok(tally)
 }
 

@@ -225,7 +225,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                now += (x % 40_000) as i64 * i64::from(x % 3 == 0);
+                now += (x % 40_000) as i64 * i64::from(x.is_multiple_of(3));
                 if let Reservation::Admitted { wait_us, .. } = s.acquire(now, &p) {
                     admitted.push(now + wait_us);
                 }

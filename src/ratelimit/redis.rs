@@ -134,8 +134,8 @@ impl Inner {
     /// A fresh connection with the script loaded, within the timeout.
     async fn open(&self) -> Result<ConnectionManager, Unavailable> {
         let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
             .set_number_of_retries(0);
         let attempt = async {
             let mut c = ConnectionManager::new_with_config(self.client.clone(), cfg).await?;

@@ -311,7 +311,7 @@ impl Store {
             RETURNING request_id
             "#
         );
-        let row = sqlx::query(&sql)
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&result.request_id)
             .bind(result.check.map(CheckKind::as_str))
             .bind(result.status.as_str())

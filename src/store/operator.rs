@@ -325,7 +325,7 @@ async fn snapshot_in(
              FROM checks WHERE request_id = $1 {}"#,
         if lock { "FOR UPDATE" } else { "" }
     );
-    let Some(r) = sqlx::query(&sql)
+    let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(request_id)
         .fetch_optional(&mut **tx)
         .await?

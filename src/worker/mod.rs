@@ -164,13 +164,13 @@ pub async fn run(
     state.consuming.store(false, Ordering::SeqCst);
     if let Some((_, channel, tag)) = &session {
         let _ = channel
-            .basic_cancel(tag, BasicCancelOptions::default())
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
             .await;
     }
     drain(&mut tasks, cfg.shutdown_grace, cfg.call_timeout, &hard_stop).await;
     if let Some((conn, channel, _)) = session {
-        let _ = channel.close(200, "shutdown").await;
-        let _ = conn.close(200, "shutdown").await;
+        let _ = channel.close(200, "shutdown".into()).await;
+        let _ = conn.close(200, "shutdown".into()).await;
     }
     fatal.map_or(Ok(()), Err)
 }
@@ -205,8 +205,8 @@ async fn consume(
     let tag = format!("kycq-{}", processor.worker_id);
     let mut consumer = channel
         .basic_consume(
-            &cfg.names.work_queue,
-            &tag,
+            cfg.names.work_queue.as_str().into(),
+            tag.as_str().into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -238,9 +238,13 @@ async fn consume(
             Some(Ok(d)) => d,
             Some(Err(e)) => return Err(e.into()),
             None => {
-                return Err(BrokerError::Amqp(lapin::Error::InvalidChannelState(
-                    lapin::ChannelState::Closed,
-                )))
+                return Err(BrokerError::Amqp(
+                    lapin::ErrorKind::InvalidChannelState(
+                        lapin::ChannelState::Closed,
+                        "the consumer ended",
+                    )
+                    .into(),
+                ))
             }
         };
         let processor = processor.clone();
@@ -262,9 +266,16 @@ async fn consume(
                         .await
                 }
             };
-            if let Err(e) = res {
-                // The channel is gone: the broker redelivers; the stored result answers it.
-                warn!(error = %e, ?disposition, "could not settle the delivery; it will be redelivered");
+            // The channel is gone (lapin 4 answers Ok(false) once it knows, an error when it
+            // ended under way): the broker redelivers; the stored result answers it.
+            match res {
+                Ok(true) => {}
+                Ok(false) => {
+                    warn!(?disposition, "could not settle the delivery: its channel is closed; it will be redelivered")
+                }
+                Err(e) => {
+                    warn!(error = %e, ?disposition, "could not settle the delivery; it will be redelivered")
+                }
             }
         });
     }

@@ -59,7 +59,7 @@ async fn queued(app: &TestApp) -> u32 {
     let ch = app.conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(
-            &app.names.work_queue,
+            app.names.work_queue.as_str().into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -68,7 +68,7 @@ async fn queued(app: &TestApp) -> u32 {
         )
         .await
         .unwrap();
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     q.message_count()
 }
 

@@ -617,11 +617,14 @@ async fn a_forged_request_id_header_on_a_broker_dead_letter_is_ignored() {
             "never dead-lettered"
         );
         match ch
-            .basic_get(&app.names.work_queue, BasicGetOptions { no_ack: false })
+            .basic_get(
+                app.names.work_queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
             .await
             .unwrap()
         {
-            Some(m) => m
+            Some(m) => assert!(m
                 .delivery
                 .acker
                 .nack(BasicNackOptions {
@@ -629,12 +632,12 @@ async fn a_forged_request_id_header_on_a_broker_dead_letter_is_ignored() {
                     multiple: false,
                 })
                 .await
-                .unwrap(),
+                .unwrap()),
             None if !app.dead_letters().await.is_empty() => break,
             None => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
-    let _ = ch.close(200, "ok").await;
+    let _ = ch.close(200, "ok".into()).await;
     let dead = app.wait_dead_letters(1, T).await;
     assert_eq!(dead.len(), 1);
     let info = &dead[0].0;

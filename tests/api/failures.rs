@@ -582,7 +582,7 @@ async fn a_reply_to_the_broker_refuses_affects_nobody() {
         "x-overflow".into(),
         AMQPValue::LongString(LongString::from("reject-publish")),
     );
-    ch.queue_declare(&full, QueueDeclareOptions::default(), args)
+    ch.queue_declare(full.as_str().into(), QueueDeclareOptions::default(), args)
         .await
         .unwrap();
     let mut ids = Vec::new();
@@ -621,7 +621,7 @@ async fn a_reply_to_the_broker_refuses_affects_nobody() {
     assert!(app.dead_letters().await.is_empty());
     let q = ch
         .queue_declare(
-            &app.names.work_queue,
+            app.names.work_queue.as_str().into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
@@ -631,7 +631,7 @@ async fn a_reply_to_the_broker_refuses_affects_nobody() {
         .await
         .unwrap();
     assert_eq!(q.message_count(), 0);
-    ch.queue_delete(&full, QueueDeleteOptions::default())
+    ch.queue_delete(full.as_str().into(), QueueDeleteOptions::default())
         .await
         .unwrap();
     app.cleanup().await;
@@ -1008,7 +1008,7 @@ async fn a_request_whose_every_provider_is_out_waits_in_the_wait_queue_not_in_a_
     loop {
         let q = ch
             .queue_declare(
-                &app.names.wait_queue,
+                app.names.wait_queue.as_str().into(),
                 lapin::options::QueueDeclareOptions {
                     passive: true,
                     ..Default::default()

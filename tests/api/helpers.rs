@@ -384,7 +384,7 @@ impl TestApp {
         if let Some(p) = self.db.take() {
             p.close().await;
         }
-        let _ = self.conn.close(200, "test done").await;
+        let _ = self.conn.close(200, "test done".into()).await;
         teardown(
             self.names.clone(),
             self.db_name.clone(),
@@ -414,7 +414,7 @@ async fn teardown(names: Names, db_name: String, redis_prefix: String) {
     if let Ok(conn) = broker::connect(AMQP_URL, "kycq test teardown").await {
         if let Ok(ch) = conn.create_channel().await {
             for q in [&names.work_queue, &names.dead_queue, &names.wait_queue] {
-                let _ = ch.queue_delete(q, Default::default()).await;
+                let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
             }
             for e in [
                 &names.requests,
@@ -422,19 +422,21 @@ async fn teardown(names: Names, db_name: String, redis_prefix: String) {
                 &names.dead_exchange,
                 &names.wait_queue,
             ] {
-                let _ = ch.exchange_delete(e, Default::default()).await;
+                let _ = ch
+                    .exchange_delete(e.as_str().into(), Default::default())
+                    .await;
             }
         }
-        let _ = conn.close(200, "ok").await;
+        let _ = conn.close(200, "ok".into()).await;
     }
     if let Ok(pool) = PgPoolOptions::new()
         .max_connections(1)
         .connect(PG_ADMIN_URL)
         .await
     {
-        let _ = sqlx::query(&format!(
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             r#"DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)"#
-        ))
+        )))
         .execute(&pool)
         .await;
         pool.close().await;

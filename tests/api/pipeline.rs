@@ -175,7 +175,7 @@ async fn a_message_that_is_not_json_is_dead_lettered_with_its_reason() {
     let ch = app.conn.create_channel().await.unwrap();
     let q = ch
         .queue_declare(
-            &app.names.work_queue,
+            app.names.work_queue.as_str().into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()

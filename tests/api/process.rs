@@ -206,13 +206,13 @@ async fn a_conflicting_queue_stops_the_worker_naming_the_queue_and_argument() {
     let mut app = TestApp::new().await;
     // Re-declare the work queue as a classic queue without our arguments.
     let ch = app.conn.create_channel().await.unwrap();
-    ch.queue_delete(&app.names.work_queue, Default::default())
+    ch.queue_delete(app.names.work_queue.as_str().into(), Default::default())
         .await
         .unwrap();
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongInt(10));
     ch.queue_declare(
-        &app.names.work_queue,
+        app.names.work_queue.as_str().into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -241,7 +241,7 @@ async fn a_conflicting_queue_stops_the_worker_naming_the_queue_and_argument() {
     let ch = app.conn.create_channel().await.unwrap();
     assert!(ch
         .queue_declare(
-            &app.names.work_queue,
+            app.names.work_queue.as_str().into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
