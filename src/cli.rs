@@ -1,5 +1,5 @@
 //! The `kycq` command line: worker, setup, migrate, doctor, sandbox, enqueue, status, dlq, demo,
-//! loadgen.
+//! loadgen, bench.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,6 +92,12 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
     /// rate ÷ R, worst 1-second window ÷ (R + burst) and Redis commands per admitted call.
     #[command(after_help = LOADGEN_HELP)]
     Loadgen(LoadgenArgs),
+    /// Benchmark the whole worker end to end: the real `kycq worker` as a child process against
+    /// the built-in sandbox, the real RabbitMQ, Postgres and Redis; msgs/s, latency, Postgres
+    /// commits per request, worker CPU per message and peak memory, optionally against a bare
+    /// pipeline doing the same work.
+    #[command(after_help = BENCH_HELP)]
+    Bench(BenchArgs),
 }
 
 const WORKER_HELP: &str = "\
@@ -175,6 +181,86 @@ Example:
   kycq loadgen --workers 1,4 --rate 50 --burst 5 --seconds 5 --runs 1
 
 Figures and how to read them: docs/ratelimit.md.";
+
+const BENCH_HELP: &str = "\
+Examples:
+  cargo run --release -- bench
+  kycq bench --requests 5000 --runs 3 --prefetch 16,128 --concurrency 16,128 \\
+      --provider-latency-ms 0,20 --bare
+  kycq bench --requests 2000 --prefetch 128 --concurrency 16,64,128 --provider tencent
+  kycq bench --requests 50 --runs 1 --json | jq '.runs[] | {pipeline, msgs_per_sec}'
+
+Each run has its own queue prefix (kycq-bench-<id>.), database (kycq_bench_<id>, dropped
+afterwards unless --keep) and Redis key prefix, removed at its end, on errors and on Ctrl-C.
+--prefetch and --concurrency pair up in order (one value goes with every value of the other);
+--cross runs every combination. Every configuration runs --runs times, interleaved; the summary
+shows median (min-max). Measure a release build. Method and figures: docs/performance.md.";
+
+/// `kycq bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Requests per run (mobile3).
+    #[arg(long, default_value_t = 20_000)]
+    pub requests: usize,
+    /// Runs of each configuration (the summary shows min, median and max).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// amqp.prefetch values, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,128")]
+    pub prefetch: Vec<u16>,
+    /// worker.concurrency values, comma-separated (paired with --prefetch in order).
+    #[arg(long, value_delimiter = ',', default_value = "16,128")]
+    pub concurrency: Vec<usize>,
+    /// Run every prefetch with every concurrency instead of pairing them.
+    #[arg(long)]
+    pub cross: bool,
+    /// Milliseconds the sandbox adds to every provider answer, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub provider_latency_ms: Vec<u64>,
+    /// The provider kycq calls (its mobile3 route). The default is the call the bare pipeline
+    /// makes.
+    #[arg(long, default_value = "alimarket", value_parser = clap::builder::PossibleValuesParser::new(
+        crate::providers::registry::vendors_for(crate::check::CheckKind::Mobile3)
+            .into_iter()
+            .map(|v| v.name)
+    ))]
+    pub provider: String,
+    /// Sandbox identities: `match`, or weights such as `match=90,no_record=5,name_mismatch=5`.
+    #[arg(long, default_value = "match")]
+    pub mix: String,
+    /// The provider's rate limit for the run, calls per second (far above the load).
+    #[arg(long, default_value_t = 100_000.0)]
+    pub rate: f64,
+    /// Burst of that rate limit.
+    #[arg(long, default_value_t = 1000)]
+    pub burst: u32,
+    /// Most requests published without a result yet (default: twice the prefetch; 0: publish
+    /// everything at once).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Seconds to wait for the next result before a run fails.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Also run the bare pipeline (same services, requests, prefetch and concurrency),
+    /// interleaved, and print kycq's throughput ÷ its.
+    #[arg(long)]
+    pub bare: bool,
+    /// Count the workers' Postgres round trips through a proxy (it adds a hop to every one).
+    #[arg(long)]
+    pub pg_round_trips: bool,
+    /// Keep each run's database.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the figures as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Internal: run as the bare pipeline's worker.
+    #[arg(long, hide = true)]
+    pub bare_worker: bool,
+    /// Internal: the bare worker's sandbox URL.
+    #[arg(long, hide = true)]
+    pub sandbox: Option<String>,
+}
 
 /// `kycq status` arguments.
 #[derive(Debug, Args)]
@@ -559,6 +645,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { .. } => "error,lapin=off",
         // The report is the output; the clients' own logs about refused connections are noise.
         Command::Doctor { .. } => "off",
+        Command::Bench(ref a) if a.bare_worker => "warn,lapin=off",
+        Command::Bench(_) => "error,lapin=off",
         _ => settings.log.level.as_str(),
     };
     crate::telemetry::init_tracing(settings.log.format, level);
@@ -577,6 +665,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq { action } => dlq_cmd(&settings, action).await,
         Command::Demo { extra } => crate::ops::demo::run(settings, extra).await,
         Command::Loadgen(a) => loadgen(&settings, a, &cli.config_dir).await,
+        Command::Bench(a) => bench(&settings, a, &cli.config_dir).await,
+    }
+}
+
+async fn bench(
+    settings: &Settings,
+    a: BenchArgs,
+    config_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use crate::ops::bench::{self, figures};
+    anyhow::ensure!(
+        a.rate > 0.0 && a.rate.is_finite() && a.burst >= 1,
+        "--rate must be positive and --burst at least 1"
+    );
+    if a.bare_worker {
+        let sandbox = a
+            .sandbox
+            .as_deref()
+            .context("--bare-worker needs --sandbox URL")?;
+        return bench::bare::run(settings, sandbox, a.rate, a.burst).await;
+    }
+    let spec = bench::Spec {
+        requests: a.requests,
+        runs: a.runs,
+        pairs: figures::sweep(&a.prefetch, &a.concurrency, a.cross).map_err(anyhow::Error::msg)?,
+        latencies_ms: a.provider_latency_ms,
+        provider: a.provider,
+        mix: figures::parse_mix(&a.mix).map_err(anyhow::Error::msg)?,
+        rate: a.rate,
+        burst: a.burst,
+        window: a.window,
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        bare: a.bare,
+        pg_round_trips: a.pg_round_trips,
+        keep: a.keep,
+    };
+    let interrupt = CancellationToken::new();
+    let on_ctrl_c = interrupt.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    match bench::run(settings, &spec, config_dir, a.json, interrupt).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.is::<bench::Interrupted>() => Err(Exit {
+            code: 130,
+            message: e.to_string(),
+        }
+        .into()),
+        Err(e) => Err(e),
     }
 }
 

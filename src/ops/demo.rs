@@ -349,8 +349,8 @@ fn demo_database_url(url: &str) -> anyhow::Result<String> {
 }
 
 /// Remove the demo's exchanges and queues (they are empty by now but for dead letters, which
-/// the summary has shown).
-async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration::Names) {
+/// the summary has shown); `kycq bench` removes each run's with it too.
+pub(crate) async fn delete_topology(conn: &lapin::Connection, names: &crate::configuration::Names) {
     let Ok(ch) = conn.create_channel().await else {
         return;
     };

@@ -1,6 +1,7 @@
 //! Operations: the health/readiness/metrics endpoint, `kycq doctor`, `kycq enqueue`, `kycq status`,
-//! `kycq dlq`, `kycq demo` and `kycq loadgen`.
+//! `kycq dlq`, `kycq demo`, `kycq loadgen` and `kycq bench`.
 
+pub mod bench;
 pub mod demo;
 pub mod dlq;
 pub mod doctor;

@@ -4,6 +4,7 @@
 
 mod alibaba;
 mod alimarket;
+mod bench;
 mod cli;
 mod dlq;
 mod doctor;
