@@ -347,7 +347,7 @@ pub async fn run(
             }
         }
     }
-    let _ = ctx.conn.close(200, "bench done").await;
+    let _ = ctx.conn.close(200, "bench done".into()).await;
     ctx.admin.close().await;
     let (summary, ratios) = summarise(&runs);
     let report = Report {
@@ -451,7 +451,7 @@ async fn run_once(
     } else {
         None
     };
-    sqlx::query(&format!(r#"CREATE DATABASE "{}""#, made.db))
+    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{}""#, made.db)))
         .execute(&ctx.admin)
         .await
         .context("creating the run's database")?;
@@ -720,7 +720,7 @@ async fn wait_consuming(ctx: &Ctx<'_>, made: &mut Made) -> anyhow::Result<()> {
     loop {
         let q = ch
             .queue_declare(
-                &made.names.work_queue,
+                made.names.work_queue.as_str().into(),
                 QueueDeclareOptions {
                     passive: true,
                     ..Default::default()
@@ -729,7 +729,7 @@ async fn wait_consuming(ctx: &Ctx<'_>, made: &mut Made) -> anyhow::Result<()> {
             )
             .await?;
         if q.consumer_count() > 0 {
-            let _ = ch.close(200, "ok").await;
+            let _ = ch.close(200, "ok".into()).await;
             return Ok(());
         }
         if let Some(status) = made
@@ -813,10 +813,10 @@ async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, failed: bool) {
         crate::ops::demo::delete_topology(&ctx.conn, &made.names).await;
     }
     if made.db_created && !ctx.spec.keep {
-        let _ = sqlx::query(&format!(
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
             made.db
-        ))
+        )))
         .execute(&ctx.admin)
         .await;
     }

@@ -89,11 +89,11 @@ async fn assert_removed(id: &str) {
         };
         let name = format!("kycq-bench-{id}.{q}");
         let found = ch
-            .queue_declare(&name, passive, FieldTable::default())
+            .queue_declare(name.as_str().into(), passive, FieldTable::default())
             .await;
         assert!(found.is_err(), "queue {name} is left");
     }
-    let _ = conn.close(200, "ok").await;
+    let _ = conn.close(200, "ok".into()).await;
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect(PG_ADMIN_URL)

@@ -112,8 +112,8 @@ pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> a
         .await?;
     let mut consumer = channel
         .basic_consume(
-            &names.work_queue,
-            "kycq-bench-bare",
+            names.work_queue.as_str().into(),
+            "kycq-bench-bare".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
         )
@@ -154,7 +154,7 @@ pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> a
         });
     }
     let _ = channel
-        .basic_cancel("kycq-bench-bare", BasicCancelOptions::default())
+        .basic_cancel("kycq-bench-bare".into(), BasicCancelOptions::default())
         .await;
     let drained = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(20), drained)
@@ -163,8 +163,8 @@ pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> a
     {
         tasks.abort_all();
     }
-    let _ = channel.close(200, "done").await;
-    let _ = conn.close(200, "done").await;
+    let _ = channel.close(200, "done".into()).await;
+    let _ = conn.close(200, "done".into()).await;
     ctx.pool.close().await;
     Ok(())
 }
