@@ -451,10 +451,13 @@ async fn run_once(
     } else {
         None
     };
-    sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{}""#, made.db)))
-        .execute(&ctx.admin)
-        .await
-        .context("creating the run's database")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        r#"CREATE DATABASE "{}""#,
+        made.db
+    )))
+    .execute(&ctx.admin)
+    .await
+    .context("creating the run's database")?;
     made.db_created = true;
     made.topology = true;
     broker::declare_topology(&ctx.conn, &made.names, settings.amqp.delivery_limit).await?;

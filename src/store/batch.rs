@@ -53,6 +53,15 @@ pub(crate) struct ClaimOp {
     pub fingerprint: String,
     pub owner: String,
     pub lease_secs: f64,
+    pub first_call: Option<FirstCallOp>,
+}
+
+/// The first call journaled with a claim (see [`super::FirstCall`]).
+#[derive(Debug)]
+pub(crate) struct FirstCallOp {
+    pub provider: String,
+    pub action: String,
+    pub worker: String,
 }
 
 /// Journal a call before it is sent (see [`super::Store::begin_call`]).
@@ -227,7 +236,12 @@ fn split_on_refusal<'a>(
     Box::pin(async move {
         match run_once(pool, ops).await {
             Ok(done) => {
-                if ops.iter().any(|o| matches!(o, Op::Begin(_))) {
+                let journals_calls = |o: &Op| match o {
+                    Op::Begin(_) => true,
+                    Op::Claim(c) => c.first_call.is_some(),
+                    _ => false,
+                };
+                if ops.iter().any(journals_calls) {
                     crate::failpoint::hit("journal_committed");
                 }
                 done.into_iter().map(Ok).collect()
@@ -303,11 +317,14 @@ fn rounds(ops: &[Op]) -> Vec<Vec<usize>> {
 
 /// How many statements a round runs (one per kind present; a folded outcome is a finish).
 fn statements(ops: &[Op], round: &[usize]) -> usize {
-    let mut kinds = [false; 4];
+    // The four kinds, and first calls journaled with claims.
+    let mut kinds = [false; 5];
     for &i in round {
         kinds[ops[i].kind() as usize] = true;
-        if let Op::Complete(c) = &ops[i] {
-            kinds[2] |= c.call.is_some();
+        match &ops[i] {
+            Op::Complete(c) => kinds[2] |= c.call.is_some(),
+            Op::Claim(c) => kinds[4] |= c.first_call.is_some(),
+            _ => {}
         }
     }
     kinds.iter().filter(|k| **k).count()
@@ -492,6 +509,21 @@ async fn write_round(
     }
     if !claims.is_empty() {
         let mut claimed = claim(conn, ops, &claims).await?;
+        let firsts: Vec<usize> = claims
+            .iter()
+            .copied()
+            .filter(|&i| match &ops[i] {
+                Op::Claim(c) => c.first_call.is_some() && claimed.contains_key(&c.request_id),
+                _ => unreachable!("claims only"),
+            })
+            .collect();
+        if !firsts.is_empty() {
+            for (request_id, id) in first_calls(conn, ops, &firsts).await? {
+                if let Some(Claim::Claimed { first_call, .. }) = claimed.get_mut(&request_id) {
+                    *first_call = Some(id);
+                }
+            }
+        }
         for &i in &claims {
             let Op::Claim(c) = &ops[i] else {
                 unreachable!("claims only")
@@ -555,6 +587,7 @@ async fn claim(
                 received_at: r.try_get("received_at")?,
                 retry_round: r.try_get("retry_round")?,
                 fresh: r.try_get("fresh")?,
+                first_call: None,
             },
         );
     }
@@ -602,6 +635,61 @@ async fn begin_calls(
     .bind(b.iter().map(|b| b.worker.as_str()).collect::<Vec<_>>())
     .bind(b.iter().map(|b| b.fence.retry_round).collect::<Vec<_>>())
     .bind(b.iter().map(|b| b.fence.owner.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    round_trips(1);
+    rows.into_iter()
+        .map(|r| Ok((r.try_get("request_id")?, r.try_get("id")?)))
+        .collect()
+}
+
+/// The first call of each claimed run that has none journaled yet (a fresh request, or one
+/// taken over before its first call): attempt 1 of the run. The rows were locked by the claim in
+/// this same transaction.
+async fn first_calls(
+    conn: &mut PgConnection,
+    ops: &[Op],
+    idx: &[usize],
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let c: Vec<(&ClaimOp, &FirstCallOp)> = idx
+        .iter()
+        .map(|&i| match &ops[i] {
+            Op::Claim(c) => (c, c.first_call.as_ref().expect("claims with a first call")),
+            _ => unreachable!("claims only"),
+        })
+        .collect();
+    let rows = sqlx::query(
+        r#"
+        WITH r AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                   AS r(request_id, provider, action, worker, owner)),
+        run AS (
+            SELECT r.request_id, r.provider, r.action, 1 + c.attempt_base AS attempt, r.worker,
+                   c.retry_round
+              FROM r JOIN checks c
+                ON c.request_id = r.request_id AND c.completed_at IS NULL
+               AND c.lease_owner = r.owner
+             WHERE NOT EXISTS (SELECT 1 FROM provider_calls pc
+                                WHERE pc.request_id = c.request_id
+                                  AND pc.attempt > c.attempt_base))
+        INSERT INTO provider_calls (request_id, provider, action, attempt, worker, retry_round)
+        SELECT request_id, provider, action, attempt, worker, retry_round FROM run
+        RETURNING id, request_id
+        "#,
+    )
+    .bind(
+        c.iter()
+            .map(|(c, _)| c.request_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        c.iter()
+            .map(|(_, f)| f.provider.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(c.iter().map(|(_, f)| f.action.as_str()).collect::<Vec<_>>())
+    .bind(c.iter().map(|(_, f)| f.worker.as_str()).collect::<Vec<_>>())
+    .bind(c.iter().map(|(c, _)| c.owner.as_str()).collect::<Vec<_>>())
     .fetch_all(&mut *conn)
     .await?;
     round_trips(1);
@@ -725,6 +813,7 @@ mod tests {
             fingerprint: "f".into(),
             owner: "o".into(),
             lease_secs: 30.0,
+            first_call: None,
         })
     }
 

@@ -81,6 +81,9 @@ pub enum Claim {
         /// The row was created by this claim: nothing of the request is journaled yet, so the
         /// journal need not be read.
         fresh: bool,
+        /// The journal row of the run's first call, written in the claim's commit when the
+        /// claim asked for it ([`FirstCall`]) and the run had no call yet.
+        first_call: Option<i64>,
     },
     /// The request already has its result.
     Finished(Box<CheckResult>),
@@ -99,6 +102,18 @@ pub enum Claim {
         /// The check it is known for.
         check: Option<String>,
     },
+}
+
+/// The first call of a request, journaled in the same commit as its claim (its rate-limit slot
+/// already taken): written only when the claimed run has no journaled call yet.
+#[derive(Clone, Copy, Debug)]
+pub struct FirstCall<'a> {
+    /// Provider name.
+    pub provider: &'a str,
+    /// The provider's API action.
+    pub action: &'a str,
+    /// The worker's id (journal `worker`).
+    pub worker: &'a str,
 }
 
 /// Which claim a write belongs to: the lease holder and the run it claimed. A worker whose lease
@@ -163,7 +178,10 @@ impl Store {
     }
 
     /// Claim a request: insert it, or take over an unfinished one whose lease expired (or is
-    /// ours). Leases use the database clock only.
+    /// ours). Leases use the database clock only. With `first_call`, the run's first call is
+    /// journaled in the same commit when the claim holds the request and its run has no call
+    /// yet (see [`Claim::Claimed`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn claim(
         &self,
         request_id: &str,
@@ -172,6 +190,7 @@ impl Store {
         fingerprint: &str,
         owner: &str,
         lease: Duration,
+        first_call: Option<FirstCall<'_>>,
     ) -> Result<Claim, StoreError> {
         let op = Op::Claim(batch::ClaimOp {
             request_id: request_id.to_owned(),
@@ -180,6 +199,11 @@ impl Store {
             fingerprint: fingerprint.to_owned(),
             owner: owner.to_owned(),
             lease_secs: lease.as_secs_f64(),
+            first_call: first_call.map(|f| batch::FirstCallOp {
+                provider: f.provider.to_owned(),
+                action: f.action.to_owned(),
+                worker: f.worker.to_owned(),
+            }),
         });
         match self.write(op).await? {
             Done::Claim(c) => Ok(c),

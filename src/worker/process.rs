@@ -22,7 +22,7 @@ use crate::providers::registry::{Entry, RouteError};
 use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
 use crate::ratelimit::{Limiter, Saturated};
 use crate::retry::{Backoff, RetryPolicy};
-use crate::store::{Claim, Fence, Store, StoreError};
+use crate::store::{Claim, Fence, FirstCall, Store, StoreError};
 
 use super::plan::{self, Finish, Plan, Step, WaitPolicy, Waiting};
 
@@ -155,8 +155,8 @@ impl Waited {
 /// What claiming a request came to.
 enum Claimed {
     /// We hold the lease of this run; the request was first received then; whether the claim
-    /// created the row (nothing journaled yet).
-    Held(DateTime<Utc>, i32, bool),
+    /// created the row (nothing journaled yet); the run's first call, journaled with the claim.
+    Held(DateTime<Utc>, i32, bool, Option<Prejournaled>),
     /// Answered from the stored result or as a conflict (or we are stopping).
     Answered,
     /// Another live worker holds it for longer than is worth waiting in the slot.
@@ -371,18 +371,32 @@ impl Processor {
             .subject
             .fingerprint(self.pii_key.expose_secret().as_bytes());
         let waited = Waited::from_delivery(props);
+        // The first call's slot, taken before the claim: its journal row is then written in the
+        // claim's commit.
+        let Ok(mut reserved) = self.reserve_first(&req, &route, stop).await else {
+            return Ok(Disposition::Requeue);
+        };
         loop {
-            let (received_at, fence, fresh) = match self
-                .claim(publisher, &req, &fingerprint, lease_owner, stop, &reply)
+            let (received_at, fence, fresh, pre) = match self
+                .claim(
+                    publisher,
+                    &req,
+                    &fingerprint,
+                    lease_owner,
+                    stop,
+                    &reply,
+                    reserved.take(),
+                )
                 .await?
             {
-                Claimed::Held(received_at, retry_round, fresh) => (
+                Claimed::Held(received_at, retry_round, fresh, pre) => (
                     received_at,
                     Fence {
                         owner: lease_owner.to_owned(),
                         retry_round,
                     },
                     fresh,
+                    pre,
                 ),
                 Claimed::Answered => return Ok(self.finished_or_requeue(stop)),
                 Claimed::Park(wait) => {
@@ -408,6 +422,7 @@ impl Processor {
                         lost: &held.lost,
                         fresh,
                     },
+                    pre,
                 )
                 .await;
             match outcome? {
@@ -579,6 +594,7 @@ impl Processor {
     /// Claim the request: held (we have the lease), answered (from the stored result, as a
     /// conflict, or we are stopping), or to be parked (another live worker holds it for longer
     /// than is worth waiting in the slot).
+    #[allow(clippy::too_many_arguments)]
     async fn claim(
         &self,
         publisher: &Publisher,
@@ -587,9 +603,12 @@ impl Processor {
         lease_owner: &str,
         stop: &CancellationToken,
         reply: &Reply,
+        mut reserved: Option<Reserved>,
     ) -> Result<Claimed, ProcessError> {
         let mut delays = HELD_ELSEWHERE_WAIT.delays(None);
         loop {
+            // Only the first claim carries the reserved slot: after a wait it is stale.
+            let reserved = reserved.take();
             match self
                 .store
                 .claim(
@@ -599,6 +618,11 @@ impl Processor {
                     fingerprint,
                     lease_owner,
                     self.lease,
+                    reserved.as_ref().map(|r| FirstCall {
+                        provider: r.provider,
+                        action: r.action,
+                        worker: &self.worker_id,
+                    }),
                 )
                 .await?
             {
@@ -606,7 +630,15 @@ impl Processor {
                     received_at,
                     retry_round,
                     fresh,
-                } => return Ok(Claimed::Held(received_at, retry_round, fresh)),
+                    first_call,
+                } => {
+                    let pre = reserved.zip(first_call).map(|(r, call_id)| Prejournaled {
+                        provider: r.provider,
+                        call_id,
+                        admitted: r.admitted,
+                    });
+                    return Ok(Claimed::Held(received_at, retry_round, fresh, pre));
+                }
                 Claim::Finished(stored) => {
                     reply.send(publisher, &stored).await?;
                     metrics::counter!("kycq_duplicates_total").increment(1);
@@ -666,9 +698,11 @@ impl Processor {
         waited: &Waited,
         stop: &CancellationToken,
         lease: &Lease<'_>,
+        mut pre: Option<Prejournaled>,
     ) -> Result<RouteOutcome, ProcessError> {
-        // A claim that created the row has nothing journaled: no read.
-        let prior = if lease.fresh {
+        // A claim that created the row, or journaled the run's first call, found nothing
+        // journaled: no read.
+        let prior = if lease.fresh || pre.is_some() {
             Vec::new()
         } else {
             self.store.calls(&req.request_id).await?
@@ -704,16 +738,30 @@ impl Processor {
                     unjournaled = None;
                 }
             }
+            // The first call journaled with the claim is for this step's provider, unless its
+            // circuit opened in between: then it is journaled as not sent, and counted.
+            if let Some(p) = pre.filter(|p| !matches!(step, Step::Call(c) if c == p.provider)) {
+                pre = None;
+                let not_sent = ProviderReply::transport(
+                    Classification::TRANSIENT,
+                    None,
+                    "not sent: the provider's circuit opened before the call",
+                );
+                self.finish_call(p.call_id, &not_sent).await?;
+                plan.record(p.provider, not_sent, Instant::now());
+                continue;
+            }
             match step {
                 Step::Call(provider) => {
                     last_called = provider;
                     let e = entry(provider);
                     let attempt = plan.attempts() + 1;
-                    let (call_id, reply) = match self.call(req, e, attempt, stop, lease).await? {
-                        Called::Replied(id, reply) => (id, reply),
-                        Called::Stopped => return Ok(RouteOutcome::Requeue),
-                        Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
-                    };
+                    let (call_id, reply) =
+                        match self.call(req, e, attempt, stop, lease, pre.take()).await? {
+                            Called::Replied(id, reply) => (id, reply),
+                            Called::Stopped => return Ok(RouteOutcome::Requeue),
+                            Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
+                        };
                     crate::failpoint::hit("answer_received");
                     unjournaled = Some((call_id, reply.clone()));
                     e.note_reply(&reply);
@@ -791,7 +839,8 @@ impl Processor {
     }
 
     /// One call to `entry`'s provider as attempt `attempt`: a slot in the shared bucket, the
-    /// journal row written before it is sent, the call, its outcome journaled.
+    /// journal row committed before it is sent (or the row journaled with the claim, `pre`),
+    /// the call. Its outcome is journaled by the caller.
     async fn call(
         &self,
         req: &CheckRequest,
@@ -799,38 +848,58 @@ impl Processor {
         attempt: u32,
         stop: &CancellationToken,
         lease: &Lease<'_>,
+        pre: Option<Prejournaled>,
     ) -> Result<Called, ProcessError> {
         let provider = entry.provider.name();
         let action = entry
             .provider
             .action(req.check)
             .expect("routes only hold supporting providers");
+        let (call_id, admitted) = match pre {
+            Some(p) => (p.call_id, p.admitted),
+            None => {
+                if stop.is_cancelled() {
+                    return Ok(Called::Stopped);
+                }
+                let Some(admitted) = self.admit_recorded(provider, action, stop).await else {
+                    return Ok(Called::Stopped);
+                };
+                if lease.lost.load(Ordering::SeqCst) {
+                    return Ok(Called::LeaseLost);
+                }
+                let Some(call_id) = self
+                    .store
+                    .begin_call(
+                        &req.request_id,
+                        provider,
+                        action,
+                        attempt,
+                        &self.worker_id,
+                        lease.fence,
+                    )
+                    .await?
+                else {
+                    return Ok(Called::LeaseLost);
+                };
+                (call_id, admitted)
+            }
+        };
+        // Journaled, not sent: stopping or a lost lease now journals it as not sent.
+        let not_sent = |why: &str| {
+            ProviderReply::transport(Classification::TRANSIENT, None, format!("not sent: {why}"))
+        };
         if stop.is_cancelled() {
+            self.store
+                .finish_call(call_id, &not_sent("the worker stopped"))
+                .await?;
             return Ok(Called::Stopped);
         }
-        let Some(waited) = self.admit(provider, action, stop).await else {
-            return Ok(Called::Stopped);
-        };
-        metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
-            .record(waited.as_secs_f64());
         if lease.lost.load(Ordering::SeqCst) {
+            self.store
+                .finish_call(call_id, &not_sent("another worker took the request over"))
+                .await?;
             return Ok(Called::LeaseLost);
         }
-        let admitted = Instant::now();
-        let Some(call_id) = self
-            .store
-            .begin_call(
-                &req.request_id,
-                provider,
-                action,
-                attempt,
-                &self.worker_id,
-                lease.fence,
-            )
-            .await?
-        else {
-            return Ok(Called::LeaseLost);
-        };
         // A slow journal write (Postgres stalling) must not bunch calls at the vendor: a call
         // later than its bucket allows after the slot takes a fresh one. Stopped meanwhile:
         // journaled as not sent, then requeued.
@@ -842,12 +911,12 @@ impl Processor {
                 "journal write outlasted the slot's margin: taking a fresh slot"
             );
             if self.admit(provider, action, stop).await.is_none() {
-                let not_sent = ProviderReply::transport(
-                    Classification::TRANSIENT,
-                    None,
-                    "not sent: the worker stopped while waiting for a fresh slot",
-                );
-                self.store.finish_call(call_id, &not_sent).await?;
+                self.store
+                    .finish_call(
+                        call_id,
+                        &not_sent("the worker stopped while waiting for a fresh slot"),
+                    )
+                    .await?;
                 return Ok(Called::Stopped);
             }
         }
@@ -874,7 +943,74 @@ impl Processor {
         // Its outcome is journaled by the caller, with the result when it decides the request.
         Ok(Called::Replied(call_id, reply))
     }
+
+    /// A slot for `provider`/`action` (see [`Processor::admit`]), its wait recorded: when it
+    /// was granted, or None when stopped first.
+    async fn admit_recorded(
+        &self,
+        provider: &'static str,
+        action: &str,
+        stop: &CancellationToken,
+    ) -> Option<Instant> {
+        let waited = self.admit(provider, action, stop).await?;
+        metrics::histogram!("kycq_ratelimit_wait_seconds", "provider" => provider)
+            .record(waited.as_secs_f64());
+        Some(Instant::now())
+    }
+
+    /// The slot of the request's first call, taken before the claim so that the call's journal
+    /// row is written in the claim's commit: the provider the plan would call first (None when
+    /// its circuit, and every other's, is open: the run decides then), or Err when stopped.
+    async fn reserve_first(
+        &self,
+        req: &CheckRequest,
+        route: &[&Entry],
+        stop: &CancellationToken,
+    ) -> Result<Option<Reserved>, Stopped> {
+        let now = Instant::now();
+        let names = route.iter().map(|e| e.provider.name()).collect();
+        let first = Plan::new(names, self.policy, 0, now, None).next(now, |p| {
+            route
+                .iter()
+                .find(|e| e.provider.name() == p)
+                .and_then(|e| e.circuit.reopens_at(now))
+        });
+        let Step::Call(provider) = first else {
+            return Ok(None);
+        };
+        let action = route
+            .iter()
+            .find(|e| e.provider.name() == provider)
+            .and_then(|e| e.provider.action(req.check))
+            .expect("routes only hold supporting providers");
+        match self.admit_recorded(provider, action, stop).await {
+            Some(admitted) => Ok(Some(Reserved {
+                provider,
+                action,
+                admitted,
+            })),
+            None => Err(Stopped),
+        }
+    }
 }
+
+/// A slot taken before the claim for the request's first call.
+struct Reserved {
+    provider: &'static str,
+    action: &'static str,
+    admitted: Instant,
+}
+
+/// The run's first call, journaled in the claim's commit (its slot taken before).
+#[derive(Clone, Copy)]
+struct Prejournaled {
+    provider: &'static str,
+    call_id: i64,
+    admitted: Instant,
+}
+
+/// The worker is stopping.
+struct Stopped;
 
 /// The claim a run works under: what fences its writes, and whether the lease renewer lost it.
 struct Lease<'a> {

@@ -821,6 +821,7 @@ async fn writes_of_a_lost_lease_or_a_superseded_run_are_refused() {
                     "fp",
                     owner,
                     Duration::from_secs(30),
+                    None,
                 )
                 .await
                 .unwrap()

@@ -54,6 +54,7 @@ async fn claims_queued_behind_a_lock(
             "fp",
             "w#first",
             Duration::from_secs(30),
+            None,
         )
         .await
     });
@@ -83,6 +84,7 @@ async fn claims_queued_behind_a_lock(
                     &fp,
                     &owner,
                     Duration::from_secs(30),
+                    None,
                 )
                 .await
             })

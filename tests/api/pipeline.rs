@@ -474,6 +474,7 @@ async fn a_request_a_live_worker_holds_is_answered_from_its_result_without_a_cal
             &fingerprint(&m),
             "other#1",
             Duration::from_secs(30),
+            None,
         )
         .await
         .unwrap();
@@ -521,6 +522,7 @@ async fn a_dead_workers_lease_runs_out_and_the_request_is_taken_over() {
             &fingerprint(&m),
             "dead#1",
             Duration::from_secs(2),
+            None,
         )
         .await
         .unwrap();
@@ -549,6 +551,7 @@ async fn a_rejection_never_overwrites_a_request_another_worker_holds() {
             &fingerprint(&m),
             "other#1",
             Duration::from_secs(30),
+            None,
         )
         .await
         .unwrap();
