@@ -191,12 +191,15 @@ async fn consume(
     )
     .await?;
     broker::declare_topology(&conn, &cfg.names, cfg.delivery_limit).await?;
-    let publisher = Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout)
-        .await?
-        .with_replies(
-            cfg.amqp_url.clone(),
-            &format!("kycq worker {}", processor.worker_id),
-        );
+    // Shared by every delivery's task (an Arc, not a clone of its names per delivery).
+    let publisher = Arc::new(
+        Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout)
+            .await?
+            .with_replies(
+                cfg.amqp_url.clone(),
+                &format!("kycq worker {}", processor.worker_id),
+            ),
+    );
     let channel = conn.create_channel().await?;
     channel
         .basic_qos(cfg.prefetch, BasicQosOptions::default())
