@@ -433,6 +433,12 @@ impl Publisher {
         self.channel.status().connected()
     }
 
+    /// Close the channel (at shutdown, before its connection: a channel closed by dropping its
+    /// last handle while the connection closes can race with it).
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "shutdown".into()).await;
+    }
+
     /// Publish persistent and wait for the broker's confirm.
     pub async fn publish_confirmed(
         &self,

@@ -172,6 +172,7 @@ pub async fn run(
         // What the drained tasks reported is sent before the channel closes; what is still in
         // flight returns to the queue with it.
         s.acker.finish(cfg.confirm_timeout).await;
+        s.publisher.close().await;
         let _ = s.channel.close(200, "shutdown".into()).await;
         let _ = s.conn.close(200, "shutdown".into()).await;
     }
@@ -185,6 +186,7 @@ struct Session {
     tag: String,
     /// Settles this channel's deliveries (tags are per channel: a new channel, a new acker).
     acker: Acker,
+    publisher: Arc<Publisher>,
 }
 
 /// One connection's life: returns the session when shutdown was requested, Err when the
@@ -244,11 +246,27 @@ async fn consume(
             }
         }
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Session { conn, channel, tag, acker }),
+            _ = shutdown.cancelled() => {
+                return Ok(Session {
+                    conn,
+                    channel,
+                    tag,
+                    acker,
+                    publisher,
+                })
+            }
             p = semaphore.clone().acquire_owned() => p.expect("semaphore never closes"),
         };
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(Session { conn, channel, tag, acker }),
+            _ = shutdown.cancelled() => {
+                return Ok(Session {
+                    conn,
+                    channel,
+                    tag,
+                    acker,
+                    publisher,
+                })
+            }
             d = consumer.next() => d,
         };
         let delivery = match next {
