@@ -1,5 +1,7 @@
 //! Telemetry: the tracing subscriber (pretty or JSON, to stderr) and the Prometheus recorder.
 
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -23,6 +25,13 @@ pub fn may_log(target: &str, level: &Level) -> bool {
     own || *level <= DEPENDENCY_MAX_LEVEL
 }
 
+/// Whether log lines carry ANSI colour codes: only when they go to a terminal — a file, a pipe
+/// or a log collector gets plain text — and never while `NO_COLOR` is set to anything but the
+/// empty string (no-color.org).
+pub fn use_ansi(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
 /// Install the global subscriber. `RUST_LOG` wins over `level`, except that no dependency logs
 /// below [`DEPENDENCY_MAX_LEVEL`] (see [`may_log`]). Safe to call more than once.
 pub fn init_tracing(format: LogFormat, level: &str) {
@@ -30,7 +39,13 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let clamp = filter_fn(|meta| may_log(meta.target(), meta.level()));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let ansi = use_ansi(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Json => registry
@@ -66,6 +81,15 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colours_only_on_a_terminal_and_never_with_no_color() {
+        assert!(use_ansi(true, None));
+        assert!(use_ansi(true, Some(OsStr::new(""))));
+        assert!(!use_ansi(true, Some(OsStr::new("1"))));
+        assert!(!use_ansi(false, None));
+        assert!(!use_ansi(false, Some(OsStr::new(""))));
+    }
 
     #[test]
     fn dependencies_never_log_below_info_whatever_the_filter() {

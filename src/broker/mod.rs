@@ -248,8 +248,15 @@ pub mod headers {
 /// The client's headers without any `x-kycq-*` one (kycq's own are never taken from a client).
 fn client_headers(original: &BasicProperties) -> FieldTable {
     let mut h = FieldTable::default();
-    for (k, v) in original.headers().clone().unwrap_or_default().inner() {
-        if !k.as_str().to_ascii_lowercase().starts_with(headers::PREFIX) {
+    let Some(original) = original.headers() else {
+        return h;
+    };
+    for (k, v) in original.inner() {
+        let kycq_own = k
+            .as_str()
+            .get(..headers::PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(headers::PREFIX));
+        if !kycq_own {
             h.insert(k.clone(), v.clone());
         }
     }
@@ -426,6 +433,12 @@ impl Publisher {
         self.channel.status().connected()
     }
 
+    /// Close the channel (at shutdown, before its connection: a channel closed by dropping its
+    /// last handle while the connection closes can race with it).
+    pub async fn close(&self) {
+        let _ = self.channel.close(200, "shutdown".into()).await;
+    }
+
     /// Publish persistent and wait for the broker's confirm.
     pub async fn publish_confirmed(
         &self,
@@ -472,7 +485,11 @@ impl Publisher {
     }
 
     /// Publish a result to the result exchange (`result.<check>.<status>`) and, when the request
-    /// asked for it, to its `reply_to` queue with its `correlation_id`.
+    /// asked for it, to its `reply_to` queue with its `correlation_id`. Both are sent at once and
+    /// their confirms awaited together. The result exchange decides: its failure is the error
+    /// (the delivery is retried, and the reply may then be sent again: replies are at least
+    /// once, like results). A reply's failure (on the disposable replies connection) is logged
+    /// and counted, never returned.
     pub async fn publish_result(
         &self,
         result: &CheckResult,
@@ -487,25 +504,29 @@ impl Publisher {
         if let Some(c) = correlation_id {
             props = props.with_correlation_id(c.into());
         }
-        self.publish_confirmed(
-            &self.names.results,
-            &result.routing_key(),
-            &body,
-            props.clone(),
-        )
-        .await?;
+        let routing_key = result.routing_key();
         let Some(q) = reply_to.filter(|q| !q.is_empty()) else {
-            return Ok(());
+            return self
+                .publish_confirmed(&self.names.results, &routing_key, &body, props)
+                .await;
         };
+        let to_results =
+            self.publish_confirmed(&self.names.results, &routing_key, &body, props.clone());
         match &self.replies {
             Some(replies) => {
-                if let Err(e) = replies.send(q, &body, props).await {
+                let (published, replied) =
+                    futures::join!(to_results, replies.send(q, &body, props));
+                if let Err(e) = replied {
                     metrics::counter!("kycq_reply_failures_total").increment(1);
                     tracing::warn!(error = %e, "the result could not be delivered to the request's reply_to; it is stored and on the result exchange");
                 }
-                Ok(())
+                published
             }
-            None => self.publish_confirmed("", q, &body, props).await,
+            None => {
+                let (published, replied) =
+                    futures::join!(to_results, self.publish_confirmed("", q, &body, props));
+                published.and(replied)
+            }
         }
     }
 

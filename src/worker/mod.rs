@@ -1,6 +1,7 @@
 //! The consumer: connects (and reconnects with backoff), declares the topology, consumes with
 //! prefetch and bounded concurrency, and drains in-flight work on shutdown.
 
+pub mod acks;
 pub mod leases;
 pub mod plan;
 pub mod process;
@@ -10,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -22,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::broker::{self, BrokerError, DeadLetter, Publisher};
 use crate::configuration::{env_name, ConfigError, Names};
 use crate::fault::{FaultClass, INFRA_BACKOFF};
+use acks::Acker;
 pub use process::{Disposition, ProcessError, Processor};
 
 /// How the consumer connects and how much it takes at once.
@@ -115,7 +115,7 @@ pub async fn run(
     let semaphore = Arc::new(Semaphore::new(cfg.concurrency));
     let mut delays = INFRA_BACKOFF.delays(None);
     let mut connected_once = false;
-    let mut session: Option<(lapin::Connection, lapin::Channel, String)> = None;
+    let mut session: Option<Session> = None;
     let mut fatal = None;
     while !shutdown.is_cancelled() {
         match consume(
@@ -162,21 +162,37 @@ pub async fn run(
         }
     }
     state.consuming.store(false, Ordering::SeqCst);
-    if let Some((_, channel, tag)) = &session {
-        let _ = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+    if let Some(s) = &session {
+        let _ = s
+            .channel
+            .basic_cancel(s.tag.as_str().into(), BasicCancelOptions::default())
             .await;
     }
     drain(&mut tasks, cfg.shutdown_grace, cfg.call_timeout, &hard_stop).await;
-    if let Some((conn, channel, _)) = session {
-        let _ = channel.close(200, "shutdown".into()).await;
-        let _ = conn.close(200, "shutdown".into()).await;
+    if let Some(s) = session {
+        // What the drained tasks reported is sent before the channel closes; what is still in
+        // flight returns to the queue with it.
+        s.acker.finish(cfg.confirm_timeout).await;
+        s.publisher.close().await;
+        let _ = s.channel.close(200, "shutdown".into()).await;
+        let _ = s.conn.close(200, "shutdown".into()).await;
     }
     fatal.map_or(Ok(()), Err)
 }
 
-/// One connection's life: returns Ok((conn, channel, tag)) when shutdown was requested, Err when
-/// the connection failed (the caller reconnects).
+/// A consuming connection, kept to be closed in order at shutdown.
+struct Session {
+    conn: lapin::Connection,
+    channel: lapin::Channel,
+    tag: String,
+    /// Settles this channel's deliveries (tags are per channel: a new channel, a new acker).
+    acker: Acker,
+    publisher: Arc<Publisher>,
+}
+
+/// One connection's life: returns the session when shutdown was requested, Err when the
+/// connection failed (the caller reconnects; the old channel's acker settles what its tasks
+/// still report, then ends).
 async fn consume(
     cfg: &ConsumerConfig,
     processor: &Arc<Processor>,
@@ -185,19 +201,22 @@ async fn consume(
     hard_stop: &CancellationToken,
     semaphore: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
-) -> Result<(lapin::Connection, lapin::Channel, String), BrokerError> {
+) -> Result<Session, BrokerError> {
     let conn = broker::connect(
         secrecy::ExposeSecret::expose_secret(&cfg.amqp_url),
         &format!("kycq worker {}", processor.worker_id),
     )
     .await?;
     broker::declare_topology(&conn, &cfg.names, cfg.delivery_limit).await?;
-    let publisher = Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout)
-        .await?
-        .with_replies(
-            cfg.amqp_url.clone(),
-            &format!("kycq worker {}", processor.worker_id),
-        );
+    // Shared by every delivery's task (an Arc, not a clone of its names per delivery).
+    let publisher = Arc::new(
+        Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout)
+            .await?
+            .with_replies(
+                cfg.amqp_url.clone(),
+                &format!("kycq worker {}", processor.worker_id),
+            ),
+    );
     let channel = conn.create_channel().await?;
     channel
         .basic_qos(cfg.prefetch, BasicQosOptions::default())
@@ -211,6 +230,7 @@ async fn consume(
             FieldTable::default(),
         )
         .await?;
+    let acker = Acker::start(channel.clone());
     state.consuming.store(true, Ordering::SeqCst);
     state.clear_problem(Service::Broker);
     info!(queue = %cfg.names.work_queue, prefetch = cfg.prefetch, concurrency = cfg.concurrency, "consuming");
@@ -227,11 +247,27 @@ async fn consume(
             }
         }
         let permit = tokio::select! {
-            _ = shutdown.cancelled() => return Ok((conn, channel, tag)),
+            _ = shutdown.cancelled() => {
+                return Ok(Session {
+                    conn,
+                    channel,
+                    tag,
+                    acker,
+                    publisher,
+                })
+            }
             p = semaphore.clone().acquire_owned() => p.expect("semaphore never closes"),
         };
         let next = tokio::select! {
-            _ = shutdown.cancelled() => return Ok((conn, channel, tag)),
+            _ = shutdown.cancelled() => {
+                return Ok(Session {
+                    conn,
+                    channel,
+                    tag,
+                    acker,
+                    publisher,
+                })
+            }
             d = consumer.next() => d,
         };
         let delivery = match next {
@@ -251,32 +287,13 @@ async fn consume(
         let publisher = publisher.clone();
         let state = state.clone();
         let stop = hard_stop.clone();
+        let settle = acker.delivered(delivery.delivery_tag);
         tasks.spawn(async move {
             let _permit = permit;
             let disposition =
                 settle_with_retries(&processor, &publisher, &state, &delivery, &stop).await;
-            let res = match disposition {
-                Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
-                Disposition::Requeue => {
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await
-                }
-            };
-            // The channel is gone (lapin 4 answers Ok(false) once it knows, an error when it
-            // ended under way): the broker redelivers; the stored result answers it.
-            match res {
-                Ok(true) => {}
-                Ok(false) => {
-                    warn!(?disposition, "could not settle the delivery: its channel is closed; it will be redelivered")
-                }
-                Err(e) => {
-                    warn!(error = %e, ?disposition, "could not settle the delivery; it will be redelivered")
-                }
-            }
+            // Acknowledged (with others, when they are done too) or requeued by the acker.
+            settle.report(disposition);
         });
     }
 }

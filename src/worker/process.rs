@@ -421,8 +421,8 @@ impl Processor {
                         fence: &fence,
                         lost: &held.lost,
                         fresh,
+                        first_call: pre,
                     },
-                    pre,
                 )
                 .await;
             match outcome? {
@@ -698,8 +698,8 @@ impl Processor {
         waited: &Waited,
         stop: &CancellationToken,
         lease: &Lease<'_>,
-        mut pre: Option<Prejournaled>,
     ) -> Result<RouteOutcome, ProcessError> {
+        let mut pre = lease.first_call;
         // A claim that created the row, or journaled the run's first call, found nothing
         // journaled: no read.
         let prior = if lease.fresh || pre.is_some() {
@@ -1018,6 +1018,8 @@ struct Lease<'a> {
     lost: &'a AtomicBool,
     /// The claim created the row: nothing is journaled yet.
     fresh: bool,
+    /// The run's first call, journaled with the claim.
+    first_call: Option<Prejournaled>,
 }
 
 /// How one call went.

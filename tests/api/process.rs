@@ -84,6 +84,11 @@ async fn sigterm_during_a_batch_then_restart_every_request_ends_with_exactly_one
     );
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(logs.contains("SIGTERM"), "{logs}");
+    // The log went to a file, not a terminal: plain text, no ANSI colour codes.
+    assert!(
+        !logs.contains('\u{1b}'),
+        "an escape code in a log file: {logs:?}"
+    );
     assert!(seen.len() < 40, "SIGTERM came mid-batch");
     // A new worker finishes the rest.
     let (mut second, _log2) = app.spawn_worker_process(&[]);
