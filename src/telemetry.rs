@@ -18,11 +18,17 @@ use crate::configuration::LogFormat;
 /// level, as decimal byte arrays), which holds personal data and secrets.
 pub const DEPENDENCY_MAX_LEVEL: Level = Level::INFO;
 
+/// Dependency log targets that are never logged at any level: lapin logs a message the broker
+/// returned (an unroutable request, dead letter or parked request) at WARN with its whole body,
+/// personal data included. kycq reports a returned message itself, as a publish error.
+const NEVER_LOGGED: &[&str] = &["lapin::returned_messages"];
+
 /// Whether an event of `target` at `level` may be logged at all: kycq's own events at any
-/// level the filter allows, a dependency's at [`DEPENDENCY_MAX_LEVEL`] or less verbose.
+/// level the filter allows, a dependency's at [`DEPENDENCY_MAX_LEVEL`] or less verbose, except
+/// [`NEVER_LOGGED`] targets.
 pub fn may_log(target: &str, level: &Level) -> bool {
     let own = target == "kycq" || target.starts_with("kycq::");
-    own || *level <= DEPENDENCY_MAX_LEVEL
+    own || (*level <= DEPENDENCY_MAX_LEVEL && !NEVER_LOGGED.contains(&target))
 }
 
 /// Whether log lines carry ANSI colour codes: only when they go to a terminal — a file, a pipe
@@ -111,5 +117,8 @@ mod tests {
         }
         // A crate whose name merely starts with kycq is a dependency.
         assert!(!may_log("kycqx", &Level::DEBUG));
+        // lapin's returned messages carry the whole body: never logged.
+        assert!(!may_log("lapin::returned_messages", &Level::WARN));
+        assert!(!may_log("lapin::returned_messages", &Level::ERROR));
     }
 }
