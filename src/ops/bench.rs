@@ -413,8 +413,9 @@ async fn run_isolated(
         r = run_once(ctx, &mut made, pipeline, config, run) => r,
         () = interrupt.cancelled() => Err(Interrupted.into()),
     };
-    let failed = outcome.is_err();
-    clean_up(ctx, &mut made, failed).await;
+    // The worker's log is kept when the run failed (not when it was interrupted).
+    let keep_log = outcome.as_ref().is_err_and(|e| !e.is::<Interrupted>());
+    clean_up(ctx, &mut made, keep_log).await;
     outcome
 }
 
@@ -805,8 +806,8 @@ async fn stop_child(made: &mut Made) {
 }
 
 /// Remove what the run created: the worker, the sandbox, the topology, the database (unless
-/// `--keep`), the Redis keys and, when all went well, the worker's log.
-async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, failed: bool) {
+/// `--keep`), the Redis keys and, unless `keep_log`, the worker's log.
+async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, keep_log: bool) {
     stop_child(made).await;
     made.stop.cancel();
     if made.topology {
@@ -821,7 +822,7 @@ async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, failed: bool) {
         .await;
     }
     let _ = delete_redis_keys(ctx.settings, &made.redis_prefix).await;
-    if failed {
+    if keep_log {
         eprintln!("the worker's log: {}", made.log.display());
     } else {
         let _ = std::fs::remove_file(&made.log);
@@ -1031,20 +1032,21 @@ pub fn render_summary(report: &Report) -> String {
             "\nprovider latency {} ms, prefetch {}, concurrency {} — median (min–max) of {runs} run(s)",
             config.provider_latency_ms, config.prefetch, config.concurrency
         );
-        let _ = writeln!(
-            out,
+        let line = format!(
             "  {:<32} {:<26} {}",
             "",
             "kycq",
             if bare.is_some() { "bare" } else { "" }
         );
+        let _ = writeln!(out, "{}", line.trim_end());
         for (key, label, digits) in ROWS {
             let cell = |s: Option<&Summary>| match s.and_then(|s| s.figures.get(key)) {
                 Some(v) => format!("{:.d$} ({:.d$}–{:.d$})", v.median, v.min, v.max, d = digits),
                 None if s.is_some() => "n/a".to_owned(),
                 None => String::new(),
             };
-            let _ = writeln!(out, "  {label:<32} {:<26} {}", cell(kycq), cell(bare));
+            let line = format!("  {label:<32} {:<26} {}", cell(kycq), cell(bare));
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         if let Some(r) = report.ratios.iter().find(|r| r.config == config) {
             let _ = writeln!(out, "  kycq ÷ bare msgs/s: {:.2}", r.msgs_per_sec_ratio);
