@@ -68,7 +68,8 @@ pub struct Spec {
     pub rate: f64,
     /// Burst of the rate limit.
     pub burst: u32,
-    /// Most requests published without a result yet; None: twice the prefetch; 0: no limit.
+    /// Most requests published without a result yet; None: the prefetch (the worker holds them
+    /// all, none waits in the broker); 0: no limit.
     pub window: Option<usize>,
     /// Longest wait for the next result before a run fails.
     pub timeout: Duration,
@@ -83,7 +84,7 @@ pub struct Spec {
 impl Spec {
     /// The window of a run at `prefetch`.
     fn window_for(&self, prefetch: u16) -> usize {
-        self.window.unwrap_or(2 * usize::from(prefetch))
+        self.window.unwrap_or(usize::from(prefetch))
     }
 
     fn mix_text(&self) -> String {
@@ -1185,7 +1186,7 @@ mod tests {
         let ids: std::collections::HashSet<&str> = b.iter().map(|m| m.id_number.as_str()).collect();
         assert_eq!(ids.len(), 6);
         assert_eq!(b[5].request_id, "kycq-bench-x-000005");
-        assert_eq!(spec.window_for(64), 128);
+        assert_eq!(spec.window_for(64), 64);
         // Every request is valid by the worker's own rules.
         for m in &b {
             assert!(enqueue::prepare(m, enqueue::today()).is_ok());
