@@ -521,6 +521,8 @@ async fn run_once(
     let metrics_after = scrape(metrics_before.is_some()).await;
     let peak_kib = procfs::peak_rss_kib(pid)?;
     stop_child(made).await;
+    // Backends report their last counts as they exit.
+    wait_no_backends(&ctx.admin, &made.db).await?;
     let commits = stable_commits(&ctx.admin, &made.db)
         .await?
         .saturating_sub(baseline);
@@ -774,6 +776,21 @@ async fn stable_commits(admin: &PgPool, db: &str) -> anyhow::Result<u64> {
         last = now;
     }
     Ok(last)
+}
+
+/// Wait (up to 15 s) until no backend is connected to a database.
+async fn wait_no_backends(admin: &PgPool, db: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(db)
+            .fetch_one(admin)
+            .await?;
+        if n == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The worker's round-trip counter from its `/metrics`, when it has one.
