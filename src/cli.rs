@@ -234,8 +234,8 @@ pub struct BenchArgs {
     /// Burst of that rate limit.
     #[arg(long, default_value_t = 1000)]
     pub burst: u32,
-    /// Most requests published without a result yet (default: twice the prefetch; 0: publish
-    /// everything at once).
+    /// Most requests published without a result yet (default: the prefetch, so none waits in
+    /// the broker; 0: publish everything at once).
     #[arg(long)]
     pub window: Option<usize>,
     /// Seconds to wait for the next result before a run fails.

@@ -68,7 +68,8 @@ pub struct Spec {
     pub rate: f64,
     /// Burst of the rate limit.
     pub burst: u32,
-    /// Most requests published without a result yet; None: twice the prefetch; 0: no limit.
+    /// Most requests published without a result yet; None: the prefetch (the worker holds them
+    /// all, none waits in the broker); 0: no limit.
     pub window: Option<usize>,
     /// Longest wait for the next result before a run fails.
     pub timeout: Duration,
@@ -83,7 +84,7 @@ pub struct Spec {
 impl Spec {
     /// The window of a run at `prefetch`.
     fn window_for(&self, prefetch: u16) -> usize {
-        self.window.unwrap_or(2 * usize::from(prefetch))
+        self.window.unwrap_or(usize::from(prefetch))
     }
 
     fn mix_text(&self) -> String {
@@ -413,8 +414,9 @@ async fn run_isolated(
         r = run_once(ctx, &mut made, pipeline, config, run) => r,
         () = interrupt.cancelled() => Err(Interrupted.into()),
     };
-    let failed = outcome.is_err();
-    clean_up(ctx, &mut made, failed).await;
+    // The worker's log is kept when the run failed (not when it was interrupted).
+    let keep_log = outcome.as_ref().is_err_and(|e| !e.is::<Interrupted>());
+    clean_up(ctx, &mut made, keep_log).await;
     outcome
 }
 
@@ -522,6 +524,8 @@ async fn run_once(
     let metrics_after = scrape(metrics_before.is_some()).await;
     let peak_kib = procfs::peak_rss_kib(pid)?;
     stop_child(made).await;
+    // Backends report their last counts as they exit.
+    wait_no_backends(&ctx.admin, &made.db).await?;
     let commits = stable_commits(&ctx.admin, &made.db)
         .await?
         .saturating_sub(baseline);
@@ -777,6 +781,21 @@ async fn stable_commits(admin: &PgPool, db: &str) -> anyhow::Result<u64> {
     Ok(last)
 }
 
+/// Wait (up to 15 s) until no backend is connected to a database.
+async fn wait_no_backends(admin: &PgPool, db: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(db)
+            .fetch_one(admin)
+            .await?;
+        if n == 0 || Instant::now() > deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The worker's round-trip counter from its `/metrics`, when it has one.
 async fn scrape_round_trips(http: SocketAddr) -> Option<f64> {
     let page = reqwest::get(format!("http://{http}/metrics"))
@@ -808,8 +827,8 @@ async fn stop_child(made: &mut Made) {
 }
 
 /// Remove what the run created: the worker, the sandbox, the topology, the database (unless
-/// `--keep`), the Redis keys and, when all went well, the worker's log.
-async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, failed: bool) {
+/// `--keep`), the Redis keys and, unless `keep_log`, the worker's log.
+async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, keep_log: bool) {
     stop_child(made).await;
     made.stop.cancel();
     if made.topology {
@@ -824,7 +843,7 @@ async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, failed: bool) {
         .await;
     }
     let _ = delete_redis_keys(ctx.settings, &made.redis_prefix).await;
-    if failed {
+    if keep_log {
         eprintln!("the worker's log: {}", made.log.display());
     } else {
         let _ = std::fs::remove_file(&made.log);
@@ -1034,20 +1053,21 @@ pub fn render_summary(report: &Report) -> String {
             "\nprovider latency {} ms, prefetch {}, concurrency {} — median (min–max) of {runs} run(s)",
             config.provider_latency_ms, config.prefetch, config.concurrency
         );
-        let _ = writeln!(
-            out,
+        let line = format!(
             "  {:<32} {:<26} {}",
             "",
             "kycq",
             if bare.is_some() { "bare" } else { "" }
         );
+        let _ = writeln!(out, "{}", line.trim_end());
         for (key, label, digits) in ROWS {
             let cell = |s: Option<&Summary>| match s.and_then(|s| s.figures.get(key)) {
                 Some(v) => format!("{:.d$} ({:.d$}–{:.d$})", v.median, v.min, v.max, d = digits),
                 None if s.is_some() => "n/a".to_owned(),
                 None => String::new(),
             };
-            let _ = writeln!(out, "  {label:<32} {:<26} {}", cell(kycq), cell(bare));
+            let line = format!("  {label:<32} {:<26} {}", cell(kycq), cell(bare));
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         if let Some(r) = report.ratios.iter().find(|r| r.config == config) {
             let _ = writeln!(out, "  kycq ÷ bare msgs/s: {:.2}", r.msgs_per_sec_ratio);
@@ -1186,7 +1206,7 @@ mod tests {
         let ids: std::collections::HashSet<&str> = b.iter().map(|m| m.id_number.as_str()).collect();
         assert_eq!(ids.len(), 6);
         assert_eq!(b[5].request_id, "kycq-bench-x-000005");
-        assert_eq!(spec.window_for(64), 128);
+        assert_eq!(spec.window_for(64), 64);
         // Every request is valid by the worker's own rules.
         for m in &b {
             assert!(enqueue::prepare(m, enqueue::today()).is_ok());
