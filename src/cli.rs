@@ -248,6 +248,15 @@ pub struct BenchArgs {
     /// Count the workers' Postgres round trips through a proxy (it adds a hop to every one).
     #[arg(long)]
     pub pg_round_trips: bool,
+    /// Publish at this many requests per second (open loop; no window unless --window is
+    /// given) instead of keeping the window full: latency at a load below the maximum.
+    #[arg(long)]
+    pub publish_rate: Option<f64>,
+    /// Run each worker under this command, split on whitespace, e.g. `valgrind
+    /// --tool=callgrind --callgrind-out-file=/tmp/kycq.%p.cg` (instructions per message: see
+    /// docs/performance.md).
+    #[arg(long, allow_hyphen_values = true)]
+    pub wrap: Option<String>,
     /// Keep each run's database.
     #[arg(long)]
     pub keep: bool,
@@ -700,6 +709,12 @@ async fn bench(
         bare: a.bare,
         pg_round_trips: a.pg_round_trips,
         keep: a.keep,
+        publish_rate: a.publish_rate.filter(|r| *r > 0.0),
+        wrap: a
+            .wrap
+            .as_deref()
+            .map(|w| w.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default(),
     };
     let interrupt = CancellationToken::new();
     let on_ctrl_c = interrupt.clone();

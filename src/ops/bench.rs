@@ -79,12 +79,19 @@ pub struct Spec {
     pub pg_round_trips: bool,
     /// Keep each run's database.
     pub keep: bool,
+    /// Publish at this many requests per second (open loop) instead of keeping the window full.
+    pub publish_rate: Option<f64>,
+    /// A command each worker runs under (e.g. valgrind), split on whitespace.
+    pub wrap: Vec<String>,
 }
 
 impl Spec {
-    /// The window of a run at `prefetch`.
+    /// The window of a run at `prefetch`: at a fixed publish rate, no limit unless asked for.
     fn window_for(&self, prefetch: u16) -> usize {
-        self.window.unwrap_or(usize::from(prefetch))
+        match self.publish_rate {
+            Some(_) => self.window.unwrap_or(0),
+            None => self.window.unwrap_or(usize::from(prefetch)),
+        }
     }
 
     fn mix_text(&self) -> String {
@@ -476,7 +483,14 @@ async fn run_once(
     let env = child_env(ctx, made, pipeline, config, &db_url, http, sb.addr);
     let log = std::fs::File::create(&made.log)
         .with_context(|| format!("creating {}", made.log.display()))?;
-    let mut cmd = tokio::process::Command::new(&ctx.exe);
+    let mut cmd = match spec.wrap.split_first() {
+        Some((wrapper, args)) => {
+            let mut c = tokio::process::Command::new(wrapper);
+            c.args(args).arg(&ctx.exe);
+            c
+        }
+        None => tokio::process::Command::new(&ctx.exe),
+    };
     match pipeline {
         Pipeline::Kycq => cmd.arg("worker"),
         Pipeline::Bare => cmd.args([
@@ -513,15 +527,26 @@ async fn run_once(
             None
         }
     };
-    let metrics_before = scrape(pipeline == Pipeline::Kycq).await;
+    // Before the first message the counter may not exist yet: it counts from 0 then.
+    let metrics_before = scrape(pipeline == Pipeline::Kycq)
+        .await
+        .map(|v| v.unwrap_or(0.0));
     let proxied_before = proxy.as_ref().map(PgProxy::round_trips);
     let (cpu_before, machine_before) = (procfs::process_ticks(pid)?, procfs::machine_ticks()?);
 
-    let driven = drive(&publisher, &mut tap, &batch, window, spec.timeout).await?;
+    let driven = drive(
+        &publisher,
+        &mut tap,
+        &batch,
+        window,
+        spec.publish_rate,
+        spec.timeout,
+    )
+    .await?;
 
     let (cpu_after, machine_after) = (procfs::process_ticks(pid)?, procfs::machine_ticks()?);
     let proxied_after = proxy.as_ref().map(PgProxy::round_trips);
-    let metrics_after = scrape(metrics_before.is_some()).await;
+    let metrics_after = scrape(metrics_before.is_some()).await.flatten();
     let peak_kib = procfs::peak_rss_kib(pid)?;
     stop_child(made).await;
     // Backends report their last counts as they exit.
@@ -543,8 +568,9 @@ async fn run_once(
     let provider_ms = config.provider_latency_ms as f64;
     let (round_trips, source) = match (metrics_before, metrics_after, proxied_before, proxied_after)
     {
-        (Some(a), Some(b), _, _) => (Some((b - a) / n), Some("metrics")),
+        // The proxy, when asked for, counts every round trip on the wire.
         (_, _, Some(a), Some(b)) => (Some(b.saturating_sub(a) as f64 / n), Some("proxy")),
+        (Some(a), Some(b), _, _) => (Some((b - a) / n), Some("metrics")),
         _ => (None, None),
     };
     Ok(RunFigures {
@@ -605,6 +631,7 @@ async fn drive(
     tap: &mut ReplyQueue,
     batch: &[RequestMessage],
     window: usize,
+    publish_rate: Option<f64>,
     timeout: Duration,
 ) -> anyhow::Result<Driven> {
     #[derive(serde::Deserialize)]
@@ -620,14 +647,23 @@ async fn drive(
     let mut next = 0;
     let start = Instant::now();
     let mut last = start;
+    // At a fixed rate, request i is published at start + i / rate.
+    let due = |i: usize| publish_rate.map(|r| start + Duration::from_secs_f64(i as f64 / r));
     while latencies.len() < n {
-        while next < n && (window == 0 || next - latencies.len() < window) {
+        while next < n
+            && (window == 0 || next - latencies.len() < window)
+            && due(next).is_none_or(|t| t <= Instant::now())
+        {
             let m = &batch[next];
             sent_at.insert(m.request_id.as_str(), Instant::now());
             confirms.push(enqueue::publish(publisher, m, None));
             next += 1;
         }
+        let wake = due(next).filter(|_| next < n);
         tokio::select! {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(
+                    wake.unwrap_or_else(Instant::now)
+                )), if wake.is_some() => {}
             Some(confirmed) = confirms.next(), if !confirms.is_empty() => {
                 confirmed.context("publishing a request")?;
             }
@@ -797,14 +833,16 @@ async fn wait_no_backends(admin: &PgPool, db: &str) -> anyhow::Result<()> {
 }
 
 /// The worker's round-trip counter from its `/metrics`, when it has one.
-async fn scrape_round_trips(http: SocketAddr) -> Option<f64> {
+/// The worker's round-trip counter: None when its metrics page cannot be read, Some(None) when
+/// the page has no such counter (yet).
+async fn scrape_round_trips(http: SocketAddr) -> Option<Option<f64>> {
     let page = reqwest::get(format!("http://{http}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    figures::metric_total(&page, ROUND_TRIPS_METRIC)
+    Some(figures::metric_total(&page, ROUND_TRIPS_METRIC))
 }
 
 /// SIGTERM, then up to 30 s for the worker to drain and exit, then SIGKILL.
@@ -1195,6 +1233,8 @@ mod tests {
             bare: false,
             pg_round_trips: false,
             keep: false,
+            publish_rate: None,
+            wrap: Vec::new(),
         };
         let b = batch(&spec, "kycq-bench-x");
         let scenarios: Vec<Scenario> = b
@@ -1207,6 +1247,20 @@ mod tests {
         assert_eq!(ids.len(), 6);
         assert_eq!(b[5].request_id, "kycq-bench-x-000005");
         assert_eq!(spec.window_for(64), 64);
+        // At a fixed publish rate the loop is open: no window unless one is asked for.
+        let open = Spec {
+            publish_rate: Some(100.0),
+            ..spec.clone()
+        };
+        assert_eq!(open.window_for(64), 0);
+        assert_eq!(
+            Spec {
+                window: Some(8),
+                ..open
+            }
+            .window_for(64),
+            8
+        );
         // Every request is valid by the worker's own rules.
         for m in &b {
             assert!(enqueue::prepare(m, enqueue::today()).is_ok());

@@ -75,8 +75,10 @@ struct Ctx {
 pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> anyhow::Result<()> {
     let stop = crate::cli::shutdown_on_signals();
     let names = settings.topology.names();
+    // As kycq's pool: no ping before every statement (it would double the round trips).
     let pool = PgPoolOptions::new()
         .max_connections(settings.database.max_connections)
+        .test_before_acquire(false)
         .connect(settings.database.url.expose_secret())
         .await
         .context("database.url")?;
