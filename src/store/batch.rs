@@ -16,9 +16,13 @@
 //! - **Duplicates** (two deliveries of one `request_id` in the same batch) go to successive
 //!   rounds of the same transaction: a multi-row `INSERT … ON CONFLICT DO UPDATE` may not touch
 //!   a row twice, and answers are matched back by `request_id`.
-//! - Rows are locked in `request_id` order within each statement, so concurrent batches (two
-//!   writers, several workers) rarely deadlock; when Postgres does break a deadlock, the
-//!   one-by-one rerun resolves it.
+//! - Rows are locked in `request_id` order within each statement. Two batches touch the same
+//!   `checks` row only for duplicates of one request, so they rarely deadlock; when Postgres
+//!   breaks one, every op of the aborted batch gets the (transient) failure and its caller
+//!   retries it as it would a write of its own. Lease renewal never waits for a batch's rows
+//!   (see [`super::Store::renew_all`]).
+//! - Once a batch is committed it is never written again: a failure after the commit (a
+//!   follow-up read) is the failure of the ops that needed the read only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -244,7 +248,7 @@ fn split_on_refusal<'a>(
                 if ops.iter().any(journals_calls) {
                     crate::failpoint::hit("journal_committed");
                 }
-                done.into_iter().map(Ok).collect()
+                done
             }
             Err(e) if ops.len() == 1 => vec![Err(e)],
             Err(e) => {
@@ -271,10 +275,13 @@ pub(crate) fn round_trips(n: u64) {
     metrics::counter!("kycq_db_round_trips_total").increment(n);
 }
 
-async fn run_once(pool: &PgPool, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
+/// Write `ops` in one transaction. Err: the writes failed (nothing is committed, or the commit's
+/// fate is unknown). Ok: committed; each op's answer, where an op whose write did not apply and
+/// whose follow-up read failed has that failure (its write is safe to repeat).
+async fn run_once(pool: &PgPool, ops: &[Op]) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
     let rounds = rounds(ops);
     let statements: usize = rounds.iter().map(|r| statements(ops, r)).sum();
-    let mut done: Vec<Option<Done>> = (0..ops.len()).map(|_| None).collect();
+    let mut done: Vec<Option<Result<Done, StoreError>>> = (0..ops.len()).map(|_| None).collect();
     let mut followups = Followups::default();
     if statements == 1 {
         // One statement is atomic on its own: no BEGIN/COMMIT round trips.
@@ -289,8 +296,15 @@ async fn run_once(pool: &PgPool, ops: &[Op]) -> Result<Vec<Done>, StoreError> {
         round_trips(2);
     }
     // Reads for the ops whose write found the row in another state (a duplicate, a lost
-    // lease): after the commit, outside the batch.
-    followups.read(pool, ops, &mut done).await?;
+    // lease): after the commit, outside the batch. A failure here is theirs alone: the batch
+    // is committed and never written again.
+    if let Err(e) = followups.read(pool, ops, &mut done).await {
+        let class = crate::fault::classify_store(&e);
+        let why = e.to_string();
+        for d in done.iter_mut().filter(|d| d.is_none()) {
+            *d = Some(Err(StoreError::Batch(class, why.clone())));
+        }
+    }
     Ok(done
         .into_iter()
         .map(|d| d.expect("every op is answered"))
@@ -344,7 +358,7 @@ impl Followups {
         &self,
         pool: &PgPool,
         ops: &[Op],
-        done: &mut [Option<Done>],
+        done: &mut [Option<Result<Done, StoreError>>],
     ) -> Result<(), StoreError> {
         if !self.claims.is_empty() {
             let ids: Vec<&str> = self
@@ -372,10 +386,12 @@ impl Followups {
                 let Op::Claim(c) = &ops[i] else {
                     unreachable!("claims only")
                 };
-                let row = by_id
-                    .get(&c.request_id)
-                    .ok_or(StoreError::Db(sqlx::Error::RowNotFound))?;
-                done[i] = Some(Done::Claim(current(row, c)?));
+                // A row that cannot be read (a stored result that no longer parses) is this
+                // op's failure only.
+                done[i] = Some(match by_id.get(&c.request_id) {
+                    Some(row) => current(row, c).map(Done::Claim),
+                    None => Err(StoreError::Db(sqlx::Error::RowNotFound)),
+                });
             }
         }
         if !self.completes.is_empty() {
@@ -402,13 +418,15 @@ impl Followups {
                     unreachable!("completes only")
                 };
                 let id = &c.result.request_id;
-                let stored = by_id
-                    .get(id)
-                    .cloned()
-                    .flatten()
-                    .map(|v| parse_result(id, v))
-                    .transpose()?;
-                done[i] = Some(Done::Complete(stored));
+                done[i] = Some(
+                    by_id
+                        .get(id)
+                        .cloned()
+                        .flatten()
+                        .map(|v| parse_result(id, v))
+                        .transpose()
+                        .map(Done::Complete),
+                );
             }
         }
         Ok(())
@@ -454,7 +472,7 @@ async fn write_round(
     conn: &mut PgConnection,
     ops: &[Op],
     round: &[usize],
-    done: &mut [Option<Done>],
+    done: &mut [Option<Result<Done, StoreError>>],
     followups: &mut Followups,
 ) -> Result<(), StoreError> {
     let of = |k: u8| -> Vec<usize> {
@@ -482,7 +500,7 @@ async fn write_round(
         outcomes.sort_by_key(|f| f.id);
         finish_calls(conn, &outcomes).await?;
         for &i in &finishes {
-            done[i] = Some(Done::Finish);
+            done[i] = Some(Ok(Done::Finish));
         }
     }
     if !completes.is_empty() {
@@ -492,7 +510,7 @@ async fn write_round(
                 unreachable!("completes only")
             };
             if stored.contains(&c.result.request_id) {
-                done[i] = Some(Done::Complete(Some((*c.result).clone())));
+                done[i] = Some(Ok(Done::Complete(Some((*c.result).clone()))));
             } else {
                 followups.completes.push(i);
             }
@@ -504,7 +522,7 @@ async fn write_round(
             let Op::Begin(b) = &ops[i] else {
                 unreachable!("begins only")
             };
-            done[i] = Some(Done::Begin(ids.get(&b.request_id).copied()));
+            done[i] = Some(Ok(Done::Begin(ids.get(&b.request_id).copied())));
         }
     }
     if !claims.is_empty() {
@@ -529,7 +547,7 @@ async fn write_round(
                 unreachable!("claims only")
             };
             match claimed.remove(&c.request_id) {
-                Some(held) => done[i] = Some(Done::Claim(held)),
+                Some(held) => done[i] = Some(Ok(Done::Claim(held))),
                 None => followups.claims.push(i),
             }
         }

@@ -236,20 +236,31 @@ impl Store {
     }
 
     /// Extend every lease in `held` (request id, lease owner) in one statement. Returns the
-    /// owners whose lease is still theirs; the others lost it (taken over, or finished).
+    /// owners whose lease is no longer theirs (taken over, or finished). A row a batch is
+    /// writing right now is skipped, not waited for (no lock-order deadlock with the batches):
+    /// it is renewed at the next round, well inside the lease, and never counted as lost.
     pub async fn renew_all(
         &self,
         held: &[(String, String)],
         lease: Duration,
     ) -> Result<std::collections::HashSet<String>, StoreError> {
         let rows: Vec<String> = sqlx::query_scalar(
-            r#"UPDATE checks c
-                  SET lease_until = now() + make_interval(secs => $3), updated_at = now()
-                 FROM (SELECT * FROM UNNEST($1::text[], $2::text[]) AS r(request_id, owner)
-                        ORDER BY request_id) r
-                WHERE c.request_id = r.request_id AND c.lease_owner = r.owner
-                  AND c.completed_at IS NULL
-            RETURNING c.lease_owner"#,
+            r#"WITH r AS (SELECT * FROM UNNEST($1::text[], $2::text[]) AS r(request_id, owner)),
+               renewed AS (
+                   UPDATE checks c
+                      SET lease_until = now() + make_interval(secs => $3), updated_at = now()
+                     FROM (SELECT c.request_id FROM checks c JOIN r
+                               ON c.request_id = r.request_id AND c.lease_owner = r.owner
+                            WHERE c.completed_at IS NULL
+                            ORDER BY c.request_id
+                              FOR UPDATE OF c SKIP LOCKED) l
+                    WHERE c.request_id = l.request_id
+                RETURNING c.request_id)
+               -- Lost: not renewed, and not ours any more (read without waiting for locks).
+               SELECT r.owner FROM r LEFT JOIN checks c ON c.request_id = r.request_id
+                WHERE r.request_id NOT IN (SELECT request_id FROM renewed)
+                  AND (c.request_id IS NULL OR c.completed_at IS NOT NULL
+                       OR c.lease_owner IS DISTINCT FROM r.owner)"#,
         )
         .bind(held.iter().map(|h| h.0.as_str()).collect::<Vec<_>>())
         .bind(held.iter().map(|h| h.1.as_str()).collect::<Vec<_>>())

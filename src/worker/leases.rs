@@ -84,20 +84,20 @@ async fn renew(store: Store, held: Arc<Mutex<HashMap<String, Held>>>, lease: Dur
     tick.tick().await;
     loop {
         tick.tick().await;
-        let batch: Vec<(String, String)> = lock(&held)
+        // The flags are taken with the snapshot: a guard dropped and made again meanwhile
+        // (the same owner claiming again) is never told about the old one.
+        let (batch, flags): (Vec<(String, String)>, Vec<Arc<AtomicBool>>) = lock(&held)
             .iter()
-            .map(|(owner, h)| (h.request_id.clone(), owner.clone()))
-            .collect();
+            .map(|(owner, h)| ((h.request_id.clone(), owner.clone()), h.lost.clone()))
+            .unzip();
         if batch.is_empty() {
             continue;
         }
         match store.renew_all(&batch, lease).await {
-            Ok(still) => {
-                let map = lock(&held);
-                for (_, owner) in batch.iter().filter(|(_, o)| !still.contains(o)) {
-                    // Gone from the map: finished meanwhile, nothing to tell.
-                    if let Some(h) = map.get(owner) {
-                        h.lost.store(true, Ordering::SeqCst);
+            Ok(lost) => {
+                for ((_, owner), flag) in batch.iter().zip(&flags) {
+                    if lost.contains(owner) {
+                        flag.store(true, Ordering::SeqCst);
                     }
                 }
             }

@@ -140,6 +140,13 @@ impl Plan {
         self.attempts
     }
 
+    /// Count an attempt that was journaled but never sent (its slot and row were taken, then
+    /// the provider's circuit opened): the numbering moves on, nothing else — it is no failure
+    /// of the provider's and uses up no retry.
+    pub fn skip_attempt(&mut self) {
+        self.attempts += 1;
+    }
+
     /// What to do now. `reopens_at(provider)` says when a provider's circuit lets calls through
     /// again (None: available now).
     pub fn next(&mut self, now: Instant, reopens_at: impl Fn(&str) -> Option<Instant>) -> Step {
@@ -278,6 +285,15 @@ pub fn journaled_attempts(journal: &[JournaledCall]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_never_sent_moves_the_numbering_on_and_costs_no_retry() {
+        let mut p = Plan::new(vec!["a"], policy(), 0, Instant::now(), Some(1));
+        p.skip_attempt();
+        assert_eq!(p.attempts(), 1);
+        // Still the first provider, at once: no backoff, no failure recorded.
+        assert!(matches!(p.next(Instant::now(), |_| None), Step::Call("a")));
+    }
     use crate::check::{Billed, ReasonCode};
 
     fn policy() -> RetryPolicy {

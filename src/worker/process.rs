@@ -230,9 +230,19 @@ impl Processor {
     ) -> Result<Option<CheckResult>, StoreError> {
         let call = call.map(|(id, reply)| (*id, reply));
         let write = || self.store.complete(result, Some(fingerprint), fence, call);
-        match call {
-            Some(_) => self.holding_answer(write).await,
-            None => write().await,
+        let Some((id, reply)) = call else {
+            return write().await;
+        };
+        match self.holding_answer(write).await {
+            Ok(stored) => Ok(stored),
+            Err(e) => {
+                // The result was refused (or never got through): the answer is still journaled
+                // on its own, so the call reads as answered, never as in flight.
+                if let Err(journal) = self.finish_call(id, reply).await {
+                    warn!(error = %journal, "journaling a call's outcome failed");
+                }
+                Err(e)
+            }
         }
     }
 
@@ -372,10 +382,16 @@ impl Processor {
             .fingerprint(self.pii_key.expose_secret().as_bytes());
         let waited = Waited::from_delivery(props);
         // The first call's slot, taken before the claim: its journal row is then written in the
-        // claim's commit.
-        let Ok(mut reserved) = self.reserve_first(&req, &route, stop).await else {
-            return Ok(Disposition::Requeue);
-        };
+        // claim's commit. Not for a redelivery or a request back from the wait queue: those are
+        // often answered without a call (stored result, lease held elsewhere), and a storm of
+        // them must not spend the provider's slots.
+        let mut reserved = None;
+        if !delivery.redelivered && waited.parks == 0 {
+            match self.reserve_first(&req, &route, stop).await {
+                Ok(r) => reserved = r,
+                Err(Stopped) => return Ok(Disposition::Requeue),
+            }
+        }
         loop {
             let (received_at, fence, fresh, pre) = match self
                 .claim(
@@ -748,7 +764,7 @@ impl Processor {
                     "not sent: the provider's circuit opened before the call",
                 );
                 self.finish_call(p.call_id, &not_sent).await?;
-                plan.record(p.provider, not_sent, Instant::now());
+                plan.skip_attempt();
                 continue;
             }
             match step {
@@ -889,14 +905,12 @@ impl Processor {
             ProviderReply::transport(Classification::TRANSIENT, None, format!("not sent: {why}"))
         };
         if stop.is_cancelled() {
-            self.store
-                .finish_call(call_id, &not_sent("the worker stopped"))
+            self.finish_call(call_id, &not_sent("the worker stopped"))
                 .await?;
             return Ok(Called::Stopped);
         }
         if lease.lost.load(Ordering::SeqCst) {
-            self.store
-                .finish_call(call_id, &not_sent("another worker took the request over"))
+            self.finish_call(call_id, &not_sent("another worker took the request over"))
                 .await?;
             return Ok(Called::LeaseLost);
         }
@@ -911,12 +925,11 @@ impl Processor {
                 "journal write outlasted the slot's margin: taking a fresh slot"
             );
             if self.admit(provider, action, stop).await.is_none() {
-                self.store
-                    .finish_call(
-                        call_id,
-                        &not_sent("the worker stopped while waiting for a fresh slot"),
-                    )
-                    .await?;
+                self.finish_call(
+                    call_id,
+                    &not_sent("the worker stopped while waiting for a fresh slot"),
+                )
+                .await?;
                 return Ok(Called::Stopped);
             }
         }
