@@ -134,6 +134,35 @@ pub(crate) enum Done {
 }
 
 impl Op {
+    /// This claim (the caller picked claims by [`Op::kind`]).
+    fn claim(&self) -> &ClaimOp {
+        match self {
+            Op::Claim(c) => c,
+            _ => unreachable!("claims only"),
+        }
+    }
+
+    fn begin(&self) -> &BeginOp {
+        match self {
+            Op::Begin(b) => b,
+            _ => unreachable!("journal rows only"),
+        }
+    }
+
+    fn finish(&self) -> &FinishOp {
+        match self {
+            Op::Finish(f) => f,
+            _ => unreachable!("outcomes only"),
+        }
+    }
+
+    fn complete(&self) -> &CompleteOp {
+        match self {
+            Op::Complete(c) => c,
+            _ => unreachable!("results only"),
+        }
+    }
+
     fn kind(&self) -> u8 {
         match self {
             Op::Claim(_) => 0,
@@ -364,10 +393,7 @@ impl Followups {
             let ids: Vec<&str> = self
                 .claims
                 .iter()
-                .map(|&i| match &ops[i] {
-                    Op::Claim(c) => c.request_id.as_str(),
-                    _ => unreachable!("claims only"),
-                })
+                .map(|&i| ops[i].claim().request_id.as_str())
                 .collect();
             let rows = sqlx::query(
                 r#"SELECT request_id, result, lease_owner, lease_until, check_kind,
@@ -383,9 +409,7 @@ impl Followups {
                 by_id.insert(r.try_get::<String, _>("request_id")?, r);
             }
             for &i in &self.claims {
-                let Op::Claim(c) = &ops[i] else {
-                    unreachable!("claims only")
-                };
+                let c = ops[i].claim();
                 // A row that cannot be read (a stored result that no longer parses) is this
                 // op's failure only.
                 done[i] = Some(match by_id.get(&c.request_id) {
@@ -398,10 +422,7 @@ impl Followups {
             let ids: Vec<&str> = self
                 .completes
                 .iter()
-                .map(|&i| match &ops[i] {
-                    Op::Complete(c) => c.result.request_id.as_str(),
-                    _ => unreachable!("completes only"),
-                })
+                .map(|&i| ops[i].complete().result.request_id.as_str())
                 .collect();
             let rows =
                 sqlx::query(r#"SELECT request_id, result FROM checks WHERE request_id = ANY($1)"#)
@@ -414,9 +435,7 @@ impl Followups {
                 by_id.insert(r.try_get("request_id")?, r.try_get("result")?);
             }
             for &i in &self.completes {
-                let Op::Complete(c) = &ops[i] else {
-                    unreachable!("completes only")
-                };
+                let c = ops[i].complete();
                 let id = &c.result.request_id;
                 done[i] = Some(
                     by_id
@@ -485,17 +504,12 @@ async fn write_round(
         v
     };
     let (claims, begins, finishes, completes) = (of(0), of(1), of(2), of(3));
-    let mut outcomes: Vec<&FinishOp> = finishes
-        .iter()
-        .map(|&i| match &ops[i] {
-            Op::Finish(f) => f,
-            _ => unreachable!("finishes only"),
-        })
-        .collect();
-    outcomes.extend(completes.iter().filter_map(|&i| match &ops[i] {
-        Op::Complete(c) => c.call.as_ref(),
-        _ => unreachable!("completes only"),
-    }));
+    let mut outcomes: Vec<&FinishOp> = finishes.iter().map(|&i| ops[i].finish()).collect();
+    outcomes.extend(
+        completes
+            .iter()
+            .filter_map(|&i| ops[i].complete().call.as_ref()),
+    );
     if !outcomes.is_empty() {
         outcomes.sort_by_key(|f| f.id);
         finish_calls(conn, &outcomes).await?;
@@ -506,9 +520,7 @@ async fn write_round(
     if !completes.is_empty() {
         let stored = complete(conn, ops, &completes).await?;
         for &i in &completes {
-            let Op::Complete(c) = &ops[i] else {
-                unreachable!("completes only")
-            };
+            let c = ops[i].complete();
             if stored.contains(&c.result.request_id) {
                 done[i] = Some(Ok(Done::Complete(Some((*c.result).clone()))));
             } else {
@@ -519,9 +531,7 @@ async fn write_round(
     if !begins.is_empty() {
         let ids = begin_calls(conn, ops, &begins).await?;
         for &i in &begins {
-            let Op::Begin(b) = &ops[i] else {
-                unreachable!("begins only")
-            };
+            let b = ops[i].begin();
             done[i] = Some(Ok(Done::Begin(ids.get(&b.request_id).copied())));
         }
     }
@@ -530,9 +540,9 @@ async fn write_round(
         let firsts: Vec<usize> = claims
             .iter()
             .copied()
-            .filter(|&i| match &ops[i] {
-                Op::Claim(c) => c.first_call.is_some() && claimed.contains_key(&c.request_id),
-                _ => unreachable!("claims only"),
+            .filter(|&i| {
+                let c = ops[i].claim();
+                c.first_call.is_some() && claimed.contains_key(&c.request_id)
             })
             .collect();
         if !firsts.is_empty() {
@@ -543,9 +553,7 @@ async fn write_round(
             }
         }
         for &i in &claims {
-            let Op::Claim(c) = &ops[i] else {
-                unreachable!("claims only")
-            };
+            let c = ops[i].claim();
             match claimed.remove(&c.request_id) {
                 Some(held) => done[i] = Some(Ok(Done::Claim(held))),
                 None => followups.claims.push(i),
@@ -560,13 +568,7 @@ async fn claim(
     ops: &[Op],
     idx: &[usize],
 ) -> Result<HashMap<String, Claim>, StoreError> {
-    let c: Vec<&ClaimOp> = idx
-        .iter()
-        .map(|&i| match &ops[i] {
-            Op::Claim(c) => c,
-            _ => unreachable!("claims only"),
-        })
-        .collect();
+    let c: Vec<&ClaimOp> = idx.iter().map(|&i| ops[i].claim()).collect();
     let rows = sqlx::query(
         r#"
         INSERT INTO checks (request_id, check_kind, status, subject_masked, subject_fingerprint,
@@ -617,13 +619,7 @@ async fn begin_calls(
     ops: &[Op],
     idx: &[usize],
 ) -> Result<HashMap<String, i64>, StoreError> {
-    let b: Vec<&BeginOp> = idx
-        .iter()
-        .map(|&i| match &ops[i] {
-            Op::Begin(b) => b,
-            _ => unreachable!("begins only"),
-        })
-        .collect();
+    let b: Vec<&BeginOp> = idx.iter().map(|&i| ops[i].begin()).collect();
     // `attempt` counts within the current run; the row's attempt number continues after the
     // runs a `kycq dlq retry` superseded (see `checks.attempt_base`). The rows are locked so a
     // retry cannot supersede a run between this check and the insert.
@@ -671,9 +667,9 @@ async fn first_calls(
 ) -> Result<Vec<(String, i64)>, StoreError> {
     let c: Vec<(&ClaimOp, &FirstCallOp)> = idx
         .iter()
-        .map(|&i| match &ops[i] {
-            Op::Claim(c) => (c, c.first_call.as_ref().expect("claims with a first call")),
-            _ => unreachable!("claims only"),
+        .map(|&i| {
+            let c = ops[i].claim();
+            (c, c.first_call.as_ref().expect("claims with a first call"))
         })
         .collect();
     let rows = sqlx::query(
@@ -753,13 +749,7 @@ async fn complete(
     ops: &[Op],
     idx: &[usize],
 ) -> Result<HashSet<String>, StoreError> {
-    let c: Vec<&CompleteOp> = idx
-        .iter()
-        .map(|&i| match &ops[i] {
-            Op::Complete(c) => c,
-            _ => unreachable!("completes only"),
-        })
-        .collect();
+    let c: Vec<&CompleteOp> = idx.iter().map(|&i| ops[i].complete()).collect();
     let res: Vec<&CheckResult> = c.iter().map(|c| &*c.result).collect();
     let rows = sqlx::query(
         r#"
