@@ -246,29 +246,22 @@ async fn consume(
                 error!(error = %e, "a processing task panicked; its delivery returns to the queue");
             }
         }
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => {
-                return Ok(Session {
-                    conn,
-                    channel,
-                    tag,
-                    acker,
-                    publisher,
-                })
-            }
-            p = semaphore.clone().acquire_owned() => p.expect("semaphore never closes"),
+        // A free slot, then the next delivery; a stop signal ends the wait for either.
+        let ready = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            ready = async {
+                let permit = semaphore.clone().acquire_owned().await.expect("semaphore never closes");
+                (permit, consumer.next().await)
+            } => Some(ready),
         };
-        let next = tokio::select! {
-            _ = shutdown.cancelled() => {
-                return Ok(Session {
-                    conn,
-                    channel,
-                    tag,
-                    acker,
-                    publisher,
-                })
-            }
-            d = consumer.next() => d,
+        let Some((permit, next)) = ready else {
+            return Ok(Session {
+                conn,
+                channel,
+                tag,
+                acker,
+                publisher,
+            });
         };
         let delivery = match next {
             Some(Ok(d)) => d,
