@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::circuit::{Circuit, RefusalState, Refused, Transition};
+use super::circuit::{Circuit, RefusalState, Refused, Transition, TripReason};
 use super::vendor::Vendor;
 use super::{Provider, ProviderReply};
 use crate::check::CheckKind;
@@ -103,6 +105,35 @@ pub fn refusal_message(provider: &str, r: &Refused) -> String {
         r.kind.remedy(),
         credential_keys(provider)
     )
+}
+
+/// Whether a provider's circuit lets calls through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitStatus {
+    /// Calls go through (never opened, reset, or its cool-down is over).
+    Closed,
+    /// A provider-wide failure keeps the provider out until `open_until`.
+    Open,
+}
+
+/// One provider as this worker sees it right now ([`Registry::snapshot`]): published in the
+/// `workers` table by the heartbeat. Codes only, never personal data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderState {
+    /// Provider name (`tencent`).
+    pub provider: String,
+    /// Closed or open.
+    pub circuit: CircuitStatus,
+    /// When open: seconds until it closes (rounded up).
+    pub closes_in_secs: Option<u64>,
+    /// When open: when it closes (wall clock of this worker).
+    pub open_until: Option<DateTime<Utc>>,
+    /// When open: the reply that opened it.
+    pub why: Option<TripReason>,
+    /// The refusal of the credentials, the account or the quota in force, with the vendor's
+    /// code (it lasts until the provider's next final answer, the circuit open or not).
+    pub refusal: Option<Refused>,
 }
 
 /// Why a request has no provider to go to.
@@ -300,6 +331,33 @@ impl Registry {
             .collect()
     }
 
+    /// Every configured provider's circuit and refusal at `now`, in name order.
+    pub fn snapshot(&self, now: Instant) -> Vec<ProviderState> {
+        let wall = Utc::now();
+        self.entries
+            .iter()
+            .map(|(name, e)| {
+                let c = e.circuit.state(now);
+                let left = c
+                    .open_until
+                    .map(|until| until.saturating_duration_since(now));
+                ProviderState {
+                    provider: (*name).to_owned(),
+                    circuit: if left.is_some() {
+                        CircuitStatus::Open
+                    } else {
+                        CircuitStatus::Closed
+                    },
+                    closes_in_secs: left.map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0)),
+                    open_until: left
+                        .and_then(|d| chrono::Duration::from_std(d).ok().map(|d| wall + d)),
+                    why: c.why,
+                    refusal: e.refusal.current(),
+                }
+            })
+            .collect()
+    }
+
     /// Names of the configured providers.
     pub fn provider_names(&self) -> Vec<&'static str> {
         self.entries.keys().copied().collect()
@@ -407,6 +465,67 @@ mod tests {
         };
         let m = refusal_message("alimarket", &quota);
         assert!(m.starts_with("provider alimarket: quota used up or expired (Quota Exhausted) — buy or renew the package of the account of providers.alimarket.app_code (KYCQ__PROVIDERS__ALIMARKET__APP_CODE)"), "{m}");
+    }
+
+    #[test]
+    fn a_snapshot_shows_each_circuit_with_why_and_the_refusal_in_force() {
+        use crate::check::outcome::{Classification, OutcomeClass, ProviderReply};
+        let mut env = Vec::new();
+        for v in VENDORS {
+            for (k, val) in v.sandbox_credentials {
+                env.push((
+                    format!("KYCQ__PROVIDERS__{}__{}", v.name, k).to_uppercase(),
+                    val.to_string(),
+                ));
+            }
+        }
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let (reg, _) = Registry::from_settings(&settings(&env)).unwrap();
+        let t0 = Instant::now();
+        let snap = reg.snapshot(t0);
+        assert_eq!(snap.len(), 3);
+        assert!(snap
+            .iter()
+            .all(|p| p.circuit == CircuitStatus::Closed && p.why.is_none() && p.refusal.is_none()));
+
+        let mut reply = ProviderReply::transport(
+            Classification::refused(crate::check::Refusal::Account),
+            Some(200),
+            "arrears of 张三",
+        );
+        reply.provider_code = Some("961".into());
+        let e = reg.get("tencent").unwrap();
+        e.note_reply(&reply);
+        e.circuit
+            .trip(t0, Duration::from_millis(30_500), TripReason::of(&reply));
+        let snap = reg.snapshot(t0);
+        let t = snap.iter().find(|p| p.provider == "tencent").unwrap();
+        assert_eq!(t.circuit, CircuitStatus::Open);
+        assert_eq!(t.closes_in_secs, Some(31));
+        assert!(t.open_until.unwrap() > Utc::now() + chrono::Duration::seconds(29));
+        let why = t.why.as_ref().unwrap();
+        assert_eq!(
+            (why.class, why.code.as_str(), why.refusal),
+            (
+                OutcomeClass::ProviderWide,
+                "961",
+                Some(crate::check::Refusal::Account)
+            )
+        );
+        assert_eq!(t.refusal.as_ref().unwrap().code, "961");
+        let json = serde_json::to_value(&snap).unwrap();
+        assert!(!json.to_string().contains("张三"), "{json}");
+        assert_eq!(json[2]["circuit"], "open");
+        assert_eq!(json[2]["refusal"]["kind"], "account");
+        assert_eq!(json[0]["circuit"], "closed");
+        // Past the cool-down: closed, no why; the refusal stays until a final answer.
+        let later = reg.snapshot(t0 + Duration::from_secs(31));
+        let t = later.iter().find(|p| p.provider == "tencent").unwrap();
+        assert_eq!(
+            (t.circuit, t.closes_in_secs, t.open_until, &t.why),
+            (CircuitStatus::Closed, None, None, &None)
+        );
+        assert!(t.refusal.is_some());
     }
 
     #[test]

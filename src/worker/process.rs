@@ -18,6 +18,7 @@ use crate::check::{
     decode, Billed, CheckRequest, CheckResult, Decoded, MaskedSubject, ReasonCode, Rejection,
     Status,
 };
+use crate::providers::circuit::TripReason;
 use crate::providers::registry::{Entry, RouteError};
 use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
 use crate::ratelimit::{Limiter, Saturated};
@@ -779,9 +780,11 @@ impl Processor {
                             Called::LeaseLost => return Ok(RouteOutcome::LeaseLost),
                         };
                     crate::failpoint::hit("answer_received");
-                    unjournaled = Some((call_id, reply.clone()));
+                    let kept = reply.clone();
                     e.note_reply(&reply);
-                    match plan.record(provider, reply, Instant::now()) {
+                    let circuit = plan.record(provider, reply, Instant::now());
+                    let reply = &unjournaled.insert((call_id, kept)).1;
+                    match circuit {
                         plan::Circuit::Keep => {}
                         plan::Circuit::Reset => e.circuit.reset(),
                         plan::Circuit::Trip => {
@@ -792,7 +795,8 @@ impl Processor {
                             );
                             metrics::counter!("kycq_circuit_open_total", "provider" => provider)
                                 .increment(1);
-                            e.circuit.trip(Instant::now(), e.cooldown);
+                            e.circuit
+                                .trip(Instant::now(), e.cooldown, TripReason::of(reply));
                         }
                     }
                 }
