@@ -17,11 +17,13 @@ use crate::providers::ProviderReply;
 
 mod batch;
 mod operator;
+pub mod workers;
 pub use batch::GroupCommit;
 use batch::{Batcher, Done, Op};
 pub use operator::{
     journal_rows, Decision, DecisionRow, JournalRow, RetryWrite, RowSnapshot, SupersededRow,
 };
+pub use workers::{merge_providers, workers, ProviderSummary, WorkerRow};
 
 /// Migrations embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
