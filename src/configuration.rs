@@ -296,6 +296,10 @@ pub struct WorkerSettings {
     /// latest after this long to look again (sooner when the circuit reopens sooner).
     #[serde(default = "default_park_max_secs")]
     pub park_max_secs: u64,
+    /// Seconds between two heartbeats of the worker's row in the `workers` table (1..=300); a
+    /// worker is shown alive while its last heartbeat is less than three of them old.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
 }
 
 impl WorkerSettings {
@@ -315,6 +319,10 @@ fn default_max_wait_secs() -> u64 {
 
 fn default_park_max_secs() -> u64 {
     30
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
 }
 
 fn default_max_body_bytes() -> usize {
@@ -718,6 +726,12 @@ impl Settings {
         if self.worker.max_wait_secs == 0 {
             return Err(invalid("worker.max_wait_secs", "must be at least 1"));
         }
+        if !(1..=300).contains(&self.worker.heartbeat_secs) {
+            return Err(invalid(
+                "worker.heartbeat_secs",
+                "must be between 1 and 300 (seconds)",
+            ));
+        }
         if self.worker.max_body_bytes < 1024 {
             return Err(invalid("worker.max_body_bytes", "must be at least 1024"));
         }
@@ -781,6 +795,14 @@ impl WorkerSettings {
     /// Drain time after a stop signal.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    /// Time between two heartbeats in the `workers` table.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+    /// How recent a heartbeat must be for its worker to count as alive: three beats.
+    pub fn alive_within(&self) -> Duration {
+        3 * self.heartbeat()
     }
 }
 
@@ -927,6 +949,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("worker.concurrency"), "{e}");
+        for bad in ["0", "301"] {
+            let e = load(&[("KYCQ__WORKER__HEARTBEAT_SECS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("worker.heartbeat_secs") && e.contains("KYCQ__WORKER__HEARTBEAT_SECS"),
+                "{e}"
+            );
+        }
+        let s = load(&[("KYCQ__WORKER__HEARTBEAT_SECS", "300")]).unwrap();
+        assert_eq!(s.worker.alive_within(), Duration::from_secs(900));
+        assert_eq!(load(&[]).unwrap().worker.heartbeat_secs, 5);
         let e = load(&[("KYCQ__AMQP__URL", "http://x")])
             .unwrap_err()
             .to_string();

@@ -15,6 +15,7 @@ use crate::providers::Registry;
 use crate::ratelimit::RedisLimiter;
 use crate::retry::RetryPolicy;
 use crate::store;
+use crate::worker::heartbeat::{self, Heartbeat};
 use crate::worker::{self, ConsumerConfig, Processor, WorkerError, WorkerState};
 
 /// A worker running in this process.
@@ -23,6 +24,8 @@ pub struct RunningWorker {
     pub http_addr: Option<SocketAddr>,
     /// The worker's identity.
     pub worker_id: String,
+    /// Its row in the `workers` table (the worker's identity, made unique per process).
+    pub heartbeat_id: String,
     /// Finishes when the worker has drained after `shutdown`.
     pub task: tokio::task::JoinHandle<Result<(), WorkerError>>,
 }
@@ -99,11 +102,26 @@ pub async fn start_worker(
                 .unwrap_or(0),
         ),
     };
-    info!(worker_id = %worker_id, http = ?http_addr, "worker starting");
-    let task = tokio::spawn(worker::run(cfg, processor, state, shutdown));
+    let heartbeat_id = heartbeat::row_id(&settings.worker.id, &worker_id);
+    let heartbeat = Heartbeat::start(
+        &settings.database,
+        settings.worker.heartbeat(),
+        heartbeat::Identity::of_this_process(heartbeat_id.clone(), settings.worker.concurrency),
+        registry.clone(),
+        state.clone(),
+    )
+    .context("database.url")?;
+    info!(worker_id = %worker_id, heartbeat_id = %heartbeat_id, http = ?http_addr, "worker starting");
+    let task = tokio::spawn(async move {
+        let result = worker::run(cfg, processor, state, shutdown).await;
+        // Drained (or stopped for good): the row says so.
+        heartbeat.stop().await;
+        result
+    });
     Ok(RunningWorker {
         http_addr,
         worker_id,
+        heartbeat_id,
         task,
     })
 }

@@ -2,11 +2,12 @@
 //! prefetch and bounded concurrency, and drains in-flight work on shutdown.
 
 pub mod acks;
+pub mod heartbeat;
 pub mod leases;
 pub mod plan;
 pub mod process;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +51,8 @@ pub struct ConsumerConfig {
 pub struct WorkerState {
     /// Consuming from the work queue right now.
     pub consuming: AtomicBool,
+    /// Deliveries being processed right now (taken from the queue, not yet settled).
+    pub in_flight: AtomicUsize,
     /// A misconfiguration of RabbitMQ met at run time (cleared once consuming again).
     broker_problem: std::sync::Mutex<Option<String>>,
     /// A misconfiguration of Postgres met at run time (cleared by the next processed message).
@@ -61,6 +64,22 @@ pub struct WorkerState {
 enum Service {
     Broker,
     Store,
+}
+
+/// Counts one delivery in [`WorkerState::in_flight`] for as long as it lives.
+struct InFlight(Arc<WorkerState>);
+
+impl InFlight {
+    fn start(state: &Arc<WorkerState>) -> InFlight {
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl WorkerState {
@@ -281,8 +300,10 @@ async fn consume(
         let state = state.clone();
         let stop = hard_stop.clone();
         let settle = acker.delivered(delivery.delivery_tag);
+        let in_flight = InFlight::start(&state);
         tasks.spawn(async move {
             let _permit = permit;
+            let _in_flight = in_flight;
             // Boxed: the processing future is tens of kilobytes, and a task's future is moved
             // several times as it is spawned and run (callgrind: a sixth of the worker's
             // instructions were those copies); a box is moved as a pointer.
