@@ -10,6 +10,7 @@ mod dlq;
 mod doctor;
 mod failures;
 mod group_commit;
+mod heartbeat;
 mod helpers;
 mod pipeline;
 mod process;
