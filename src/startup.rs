@@ -84,6 +84,15 @@ pub async fn start_worker(
         wait: settings.worker.wait_policy(),
         leases: Default::default(),
     });
+    let heartbeat_id = heartbeat::row_id(&settings.worker.id, &worker_id);
+    let heartbeat = Heartbeat::start(
+        &settings.database,
+        settings.worker.heartbeat(),
+        heartbeat::Identity::of_this_process(heartbeat_id.clone(), settings.worker.concurrency),
+        registry.clone(),
+        state.clone(),
+    )
+    .context("database.url")?;
     http_guard.disarm();
     let cfg = ConsumerConfig {
         amqp_url: settings.amqp.url.clone(),
@@ -102,15 +111,6 @@ pub async fn start_worker(
                 .unwrap_or(0),
         ),
     };
-    let heartbeat_id = heartbeat::row_id(&settings.worker.id, &worker_id);
-    let heartbeat = Heartbeat::start(
-        &settings.database,
-        settings.worker.heartbeat(),
-        heartbeat::Identity::of_this_process(heartbeat_id.clone(), settings.worker.concurrency),
-        registry.clone(),
-        state.clone(),
-    )
-    .context("database.url")?;
     info!(worker_id = %worker_id, heartbeat_id = %heartbeat_id, http = ?http_addr, "worker starting");
     let task = tokio::spawn(async move {
         let result = worker::run(cfg, processor, state, shutdown).await;

@@ -230,4 +230,40 @@ mod tests {
             Duration::from_secs(10)
         );
     }
+
+    /// Postgres unreachable: the heartbeat starts without waiting, keeps trying, and its stop
+    /// (the `stopped_at` write failing too) ends promptly.
+    #[tokio::test]
+    async fn a_postgres_that_does_not_answer_neither_blocks_the_start_nor_the_stop() {
+        let env = [(
+            "KYCQ__DATABASE__URL".to_owned(),
+            "postgres://postgres@127.0.0.1:1/kycq".to_owned(),
+        )]
+        .into_iter()
+        .collect();
+        let settings = crate::configuration::Settings::load_with(
+            std::path::Path::new("config"),
+            None,
+            Some(env),
+        )
+        .unwrap();
+        let registry = Arc::new(Registry::new(Vec::new(), &[]));
+        let state = Arc::new(WorkerState::default());
+        let began = std::time::Instant::now();
+        let hb = Heartbeat::start(
+            &settings.database,
+            Duration::from_secs(1),
+            Identity::of_this_process("unreachable-test".into(), 1),
+            registry,
+            state,
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        hb.stop().await;
+        assert!(
+            began.elapsed() < Duration::from_millis(2500) + STOP_TIMEOUT + Duration::from_secs(1),
+            "{:?}",
+            began.elapsed()
+        );
+    }
 }
