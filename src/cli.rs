@@ -746,9 +746,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn billing_report(settings: &Settings, a: BillingArgs) -> anyhow::Result<()> {
     use crate::ops::billing;
-    let offset = billing::parse_utc_offset(&settings.billing.utc_offset)
-        .map_err(|reason| crate::configuration::invalid("billing.utc_offset", reason))?;
-    let prices = billing::Prices::from_settings(&settings.billing)?;
+    let (offset, prices) = billing::configured(&settings.billing)?;
     let today = billing::today(offset);
     let to = a.to.unwrap_or(today);
     let from = a.from.unwrap_or_else(|| billing::month_start(to));

@@ -774,9 +774,7 @@ impl Settings {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("sandbox.listen", format!("not a socket address: {e}")))?;
-        crate::ops::billing::parse_utc_offset(&self.billing.utc_offset)
-            .map_err(|reason| invalid("billing.utc_offset", reason))?;
-        crate::ops::billing::Prices::from_settings(&self.billing)?;
+        crate::ops::billing::configured(&self.billing)?;
         Ok(())
     }
 

@@ -49,6 +49,15 @@ pub fn parse_utc_offset(text: &str) -> Result<FixedOffset, String> {
     FixedOffset::east_opt(secs).ok_or_else(|| FORMAT.into())
 }
 
+/// The billing offset and unit prices of `[billing]`, validated; errors name the key
+/// (`billing.utc_offset`, `billing.prices.<provider>.<API>`). What a caller of [`report`] needs
+/// from the settings.
+pub fn configured(b: &BillingSettings) -> Result<(FixedOffset, Prices), ConfigError> {
+    let offset =
+        parse_utc_offset(&b.utc_offset).map_err(|reason| invalid("billing.utc_offset", reason))?;
+    Ok((offset, Prices::from_settings(b)?))
+}
+
 /// An offset as `+HH:MM` (what [`parse_utc_offset`] reads).
 pub fn offset_text(offset: FixedOffset) -> String {
     let secs = offset.local_minus_utc();
