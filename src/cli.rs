@@ -1,5 +1,5 @@
 //! The `kycq` command line: worker, setup, migrate, doctor, sandbox, enqueue, status, dlq, demo,
-//! loadgen, bench.
+//! loadgen, bench, report.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -98,7 +98,70 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
     /// pipeline doing the same work.
     #[command(after_help = BENCH_HELP)]
     Bench(BenchArgs),
+    /// Reports from Postgres for people outside operations (read-only).
+    #[command(
+        after_help = "Examples:\n  kycq report billing\n  kycq report billing --from 2026-11-01 --to 2026-11-30 --csv > billing-2026-11.csv"
+    )]
+    Report {
+        /// Which report.
+        #[command(subcommand)]
+        report: ReportKind,
+    },
 }
+
+/// `kycq report` reports.
+#[derive(Debug, Subcommand)]
+pub enum ReportKind {
+    /// Billed provider calls per billing day, provider and vendor API, priced: what finance
+    /// compares line by line with a vendor's bill.
+    #[command(after_help = BILLING_HELP)]
+    Billing(BillingArgs),
+}
+
+/// `kycq report billing` flags.
+#[derive(Debug, Args)]
+pub struct BillingArgs {
+    /// First billing day, YYYY-MM-DD (default: the first day of the month of --to, i.e. of the
+    /// current month without --to).
+    #[arg(long, value_parser = billing_date)]
+    pub from: Option<chrono::NaiveDate>,
+    /// Last billing day, inclusive, YYYY-MM-DD (default: today).
+    #[arg(long, value_parser = billing_date)]
+    pub to: Option<chrono::NaiveDate>,
+    /// CSV on stdout: date,provider,api,billed_calls,unit_price_cny,cost_cny,billing_unknown_calls.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
+    /// One JSON object: the lines, totals per provider and overall, unpriced APIs, and the calls
+    /// awaiting an operator's finding.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A `--from` / `--to` day: exactly `YYYY-MM-DD`.
+fn billing_date(text: &str) -> Result<chrono::NaiveDate, String> {
+    let wrong = || "expected a date written YYYY-MM-DD (e.g. 2026-12-01)".to_owned();
+    if text.len() != 10 {
+        return Err(wrong());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|e| format!("{} ({e})", wrong()))
+}
+
+const BILLING_HELP: &str = "\
+Examples:
+  kycq report billing
+  kycq report billing --from 2026-11-01 --to 2026-11-30
+  kycq report billing --from 2026-11-01 --to 2026-11-30 --csv > billing-2026-11.csv
+  kycq report billing --json | jq '.total'
+
+A billing day is a calendar day at billing.utc_offset (default +08:00, the vendors' China
+Standard Time days); --to defaults to today there, --from to the first day of --to's month.
+A call is billed when the operator's finding (kycq dlq resolve) or else kycq's own
+observation says so; a call whose billing is still unknown is counted apart (billing unknown),
+never as billed. Unit prices come from [billing.prices.<provider>] (CNY, exact); a billed call
+of an API without a price has its cost unknown (empty in the CSV) and is listed as a warning.
+Costs are rounded half up to the fen per line; totals add the lines.
+
+Reads Postgres only: never creates, migrates or writes the database. No personal data.";
 
 const WORKER_HELP: &str = "\
 Example:
@@ -675,7 +738,77 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { extra } => crate::ops::demo::run(settings, extra).await,
         Command::Loadgen(a) => loadgen(&settings, a, &cli.config_dir).await,
         Command::Bench(a) => bench(&settings, a, &cli.config_dir).await,
+        Command::Report {
+            report: ReportKind::Billing(a),
+        } => billing_report(&settings, a).await,
     }
+}
+
+async fn billing_report(settings: &Settings, a: BillingArgs) -> anyhow::Result<()> {
+    use crate::ops::billing;
+    let (offset, prices) = billing::configured(&settings.billing)?;
+    let today = billing::today(offset);
+    let to = a.to.unwrap_or(today);
+    let from = a.from.unwrap_or_else(|| billing::month_start(to));
+    if from > to {
+        return Err(Exit {
+            code: 2,
+            message: format!(
+                "--from {from} is after --to {to}: the range would be empty (both days are \
+                 inclusive)"
+            ),
+        }
+        .into());
+    }
+    let Some(pool) = crate::ops::status::connect_readonly(settings).await? else {
+        anyhow::bail!(
+            "the database of database.url does not exist: no worker has run against it (check \
+             database.url, KYCQ__DATABASE__URL)"
+        );
+    };
+    let read = async {
+        let report = billing::report(&pool, from, to, offset, &prices).await?;
+        let unresolved = billing::unresolved(&pool).await?;
+        Ok::<_, sqlx::Error>((report, unresolved))
+    }
+    .await;
+    pool.close().await;
+    let (report, unresolved) = match read {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => anyhow::bail!(
+            "the database has no provider_calls table: its migrations were never applied \
+             (kycq migrate)"
+        ),
+        other => other.context("reading the call journal from Postgres")?,
+    };
+    if a.csv {
+        print!("{}", report.to_csv());
+    } else if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["awaiting_resolution"] = serde_json::to_value(&unresolved)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", report.render());
+        if !unresolved.is_empty() {
+            let list: Vec<String> = unresolved
+                .iter()
+                .map(|u| {
+                    format!(
+                        "{} {} (oldest sent {})",
+                        u.provider,
+                        u.calls,
+                        u.oldest_sent_at
+                            .with_timezone(&offset)
+                            .format("%Y-%m-%d %H:%M")
+                    )
+                })
+                .collect();
+            println!(
+                "awaiting an operator's billing finding, any date: {}",
+                list.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn bench(

@@ -92,6 +92,9 @@ pub struct Settings {
     pub providers: ProvidersSettings,
     /// `kycq sandbox`.
     pub sandbox: SandboxCliSettings,
+    /// Billing figures (`kycq report billing`): the billing day and unit prices.
+    #[serde(default)]
+    pub billing: BillingSettings,
 }
 
 /// `[amqp]`.
@@ -568,6 +571,35 @@ pub struct SandboxCliSettings {
     pub operator_token: Option<SecretString>,
 }
 
+/// `[billing]`: what `kycq report billing` needs to turn the call journal into figures a
+/// vendor's bill can be checked against.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSettings {
+    /// The fixed UTC offset that defines a billing day, `+HH:MM` or `-HH:MM` (default `+08:00`:
+    /// the vendors bill by China Standard Time days).
+    #[serde(default = "default_billing_utc_offset")]
+    pub utc_offset: String,
+    /// Unit prices in CNY per billed call, `[billing.prices.<provider>]` with `<Action> =
+    /// "0.25"`: decimal text with at most 4 decimals, read exactly
+    /// ([`crate::ops::billing::Prices::from_settings`]).
+    #[serde(default)]
+    pub prices: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        BillingSettings {
+            utc_offset: default_billing_utc_offset(),
+            prices: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_billing_utc_offset() -> String {
+    "+08:00".into()
+}
+
 impl Settings {
     /// Load from `<dir>/default.toml`, `<dir>/<KYCQ_ENV>.toml` (if present) and the process
     /// environment.
@@ -756,6 +788,7 @@ impl Settings {
             .listen
             .parse::<SocketAddr>()
             .map_err(|e| invalid("sandbox.listen", format!("not a socket address: {e}")))?;
+        crate::ops::billing::configured(&self.billing)?;
         Ok(())
     }
 
@@ -982,6 +1015,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("providers.tencent.rate_per_sec"), "{e}");
+    }
+
+    #[test]
+    fn billing_defaults_load_and_a_bad_billing_value_names_its_key() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.billing.utc_offset, "+08:00");
+        let prices = crate::ops::billing::Prices::from_settings(&s.billing).unwrap();
+        assert_eq!(
+            prices
+                .get("alimarket", "mobile3/check")
+                .map(|p| p.to_string()),
+            Some("0.1700".into())
+        );
+        let s = load(&[("KYCQ__BILLING__PRICES__TENCENT__PHONEVERIFICATION", "0.3")]).unwrap();
+        let prices = crate::ops::billing::Prices::from_settings(&s.billing).unwrap();
+        assert_eq!(
+            prices
+                .get("tencent", "PhoneVerification")
+                .map(|p| p.to_string()),
+            Some("0.3000".into())
+        );
+        for (key, value, named) in [
+            ("KYCQ__BILLING__UTC_OFFSET", "UTC+8", "billing.utc_offset"),
+            (
+                "KYCQ__BILLING__PRICES__TENCENT__PHONEVERIFICATION",
+                "-0.3",
+                "billing.prices.tencent.phoneverification",
+            ),
+            (
+                "KYCQ__BILLING__PRICES__ALIBABA__ID2METAVERIFYINTL",
+                "0.00001",
+                "billing.prices.alibaba.id2metaverifyintl",
+            ),
+            (
+                "KYCQ__BILLING__PRICES__NOSUCH__X",
+                "1",
+                "billing.prices.nosuch",
+            ),
+        ] {
+            let e = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Operations: the health/readiness/metrics endpoint, `kycq doctor`, `kycq enqueue`, `kycq status`,
-//! `kycq dlq`, `kycq demo`, `kycq loadgen` and `kycq bench`.
+//! `kycq dlq`, `kycq demo`, `kycq loadgen`, `kycq bench` and `kycq report billing`.
 
 pub mod bench;
+pub mod billing;
 pub mod demo;
 pub mod dlq;
 pub mod doctor;

@@ -5,6 +5,7 @@
 mod alibaba;
 mod alimarket;
 mod bench;
+mod billing;
 mod cli;
 mod dlq;
 mod doctor;
