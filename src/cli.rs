@@ -72,6 +72,13 @@ kycq doctor --json | jq '.checks[] | select(.ok | not)'"
     /// Show a request's stored result and provider-call journal from Postgres (masked).
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
+    /// Serve the operators' web console (overview, dead letters, request stories, billing).
+    #[command(after_help = CONSOLE_HELP)]
+    Console {
+        /// `hash-password`: make a `console.users.<name>` entry.
+        #[command(subcommand)]
+        action: Option<ConsoleAction>,
+    },
     /// Inspect, retry, resolve, replay and purge dead letters.
     #[command(
         after_help = "Examples:\n  kycq dlq list\n  kycq dlq show req-42\n  kycq dlq retry --all --dry-run\n  kycq dlq resolve req-42 --billed no --note \"not in the bill\""
@@ -706,6 +713,24 @@ pub enum DlqAction {
     },
 }
 
+const CONSOLE_HELP: &str = "Serves console.listen (default 127.0.0.1:9470) until SIGINT/SIGTERM. \
+Sign-in is required: the operator token (console.operator_token) with the operator's name, or an \
+account (console.users.<name> = argon2 hash). With neither configured, a loopback console prints \
+a one-time token at start; any other address is refused.
+
+Examples:
+  kycq console
+  KYCQ__CONSOLE__OPERATOR_TOKEN=$(openssl rand -hex 24) KYCQ__CONSOLE__LISTEN=0.0.0.0:9470 kycq console
+  printf '%s' \"$PASSWORD\" | kycq console hash-password   # -> KYCQ__CONSOLE__USERS__ALICE";
+
+/// `kycq console` actions.
+#[derive(Debug, Subcommand)]
+pub enum ConsoleAction {
+    /// Read a password on standard input and print its argon2id hash, for
+    /// `console.users.<name>` (`KYCQ__CONSOLE__USERS__<NAME>`).
+    HashPassword,
+}
+
 /// Run a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli.config_dir)?;
@@ -735,6 +760,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Enqueue(a) => enqueue_cmd(&settings, a).await,
         Command::Status(a) => status_cmd(&settings, a).await,
         Command::Dlq { action } => dlq_cmd(&settings, action).await,
+        Command::Console { action: None } => crate::console::run(settings).await,
+        Command::Console {
+            action: Some(ConsoleAction::HashPassword),
+        } => {
+            let mut pw = String::new();
+            std::io::stdin().read_line(&mut pw)?;
+            let pw = pw.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                pw.chars().count() >= 12,
+                "a console password has at least 12 characters"
+            );
+            println!("{}", crate::console::auth::hash_password(pw));
+            Ok(())
+        }
         Command::Demo { extra } => crate::ops::demo::run(settings, extra).await,
         Command::Loadgen(a) => loadgen(&settings, a, &cli.config_dir).await,
         Command::Bench(a) => bench(&settings, a, &cli.config_dir).await,

@@ -95,6 +95,9 @@ pub struct Settings {
     /// Billing figures (`kycq report billing`): the billing day and unit prices.
     #[serde(default)]
     pub billing: BillingSettings,
+    /// `[console]`: the operators' web console (`kycq console`).
+    #[serde(default)]
+    pub console: ConsoleSettings,
 }
 
 /// `[amqp]`.
@@ -598,6 +601,116 @@ impl Default for BillingSettings {
 
 fn default_billing_utc_offset() -> String {
     "+08:00".into()
+}
+
+/// `[console]`: the operators' web console. Authentication is always required: configure an
+/// operator token, operator accounts, or neither on a loopback address (then `kycq console`
+/// prints a one-time token at start). A non-loopback `listen` without either is refused.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Listen address; default loopback only.
+    pub listen: String,
+    /// A shared operator token; whoever signs in with it types a name for the audit log.
+    pub operator_token: Option<SecretString>,
+    /// Operator accounts: user name → argon2 PHC hash (`kycq console hash-password`).
+    pub users: BTreeMap<String, SecretString>,
+    /// Key that signs session cookies (at least 32 bytes); unset: a random key per start (every
+    /// session ends when the console restarts; set it when several consoles serve one site).
+    pub session_key: Option<SecretString>,
+    /// How long a session lasts, in seconds.
+    pub session_ttl_secs: u64,
+    /// Mark cookies `Secure` (set when the console is served over HTTPS, e.g. behind a proxy).
+    pub secure_cookies: bool,
+    /// Longest a console query may run, in milliseconds (`statement_timeout`): the console never
+    /// holds the database the workers need.
+    pub query_timeout_ms: u64,
+    /// Postgres connections the console may hold.
+    pub max_connections: u32,
+    /// Most dead letters a page reads from the queue.
+    pub dead_letter_page: usize,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            listen: "127.0.0.1:9470".into(),
+            operator_token: None,
+            users: BTreeMap::new(),
+            session_key: None,
+            session_ttl_secs: 8 * 3600,
+            secure_cookies: false,
+            query_timeout_ms: 5_000,
+            max_connections: 4,
+            dead_letter_page: 500,
+        }
+    }
+}
+
+impl ConsoleSettings {
+    /// Whether sign-in is configured (a token or at least one account).
+    pub fn has_auth(&self) -> bool {
+        self.operator_token.is_some() || !self.users.is_empty()
+    }
+
+    /// Validate; `listen` parsed. A non-loopback address requires configured sign-in.
+    pub fn validate(&self) -> Result<SocketAddr, ConfigError> {
+        let addr: SocketAddr = self.listen.parse().map_err(|_| {
+            invalid(
+                "console.listen",
+                "must be an address and port, e.g. 127.0.0.1:9470",
+            )
+        })?;
+        if !addr.ip().is_loopback() && !self.has_auth() {
+            return Err(invalid(
+                "console.listen",
+                format!(
+                    "{addr} is not a loopback address: set console.operator_token ({}) or \
+                     console.users.<name> ({}) first",
+                    env_name("console.operator_token"),
+                    env_name("console.users.<name>")
+                ),
+            ));
+        }
+        if let Some(t) = &self.operator_token {
+            if t.expose_secret().chars().count() < 16 {
+                return Err(invalid(
+                    "console.operator_token",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        for (name, hash) in &self.users {
+            let key = format!("console.users.{name}");
+            if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control()) {
+                return Err(invalid(&key, "a user name is 1 to 64 printable characters"));
+            }
+            if argon2::PasswordHash::new(hash.expose_secret()).is_err() {
+                return Err(invalid(
+                    &key,
+                    "must be an argon2 PHC hash ($argon2id$...): make one with `kycq console hash-password`",
+                ));
+            }
+        }
+        if let Some(k) = &self.session_key {
+            if k.expose_secret().len() < 32 {
+                return Err(invalid("console.session_key", "must be at least 32 bytes"));
+            }
+        }
+        if self.session_ttl_secs < 60 {
+            return Err(invalid("console.session_ttl_secs", "must be at least 60"));
+        }
+        if self.query_timeout_ms == 0 {
+            return Err(invalid("console.query_timeout_ms", "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("console.max_connections", "must be at least 1"));
+        }
+        if self.dead_letter_page == 0 {
+            return Err(invalid("console.dead_letter_page", "must be at least 1"));
+        }
+        Ok(addr)
+    }
 }
 
 impl Settings {

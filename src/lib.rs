@@ -36,6 +36,7 @@ pub mod broker;
 pub mod check;
 pub mod cli;
 pub mod configuration;
+pub mod console;
 pub mod failpoint;
 pub mod fault;
 pub mod ops;

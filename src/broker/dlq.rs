@@ -42,19 +42,26 @@ pub struct DeadLetterInfo {
 
 /// Messages waiting in the dead-letter queue.
 pub async fn count(conn: &Connection, names: &Names) -> Result<u32, BrokerError> {
+    Ok(depth(conn, &names.dead_queue).await?.0)
+}
+
+/// Messages ready in queue `name` and its consumers (a passive declare: changes nothing; fails
+/// when the queue does not exist).
+pub async fn depth(conn: &Connection, name: &str) -> Result<(u32, u32), BrokerError> {
     let ch = conn.create_channel().await?;
     let q = ch
         .queue_declare(
-            names.dead_queue.as_str().into(),
+            name.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
             },
             FieldTable::default(),
         )
-        .await?;
+        .await;
     let _ = ch.close(200, "ok".into()).await;
-    Ok(q.message_count())
+    let q = q?;
+    Ok((q.message_count(), q.consumer_count()))
 }
 
 /// Describe up to `limit` dead letters. Messages are read and returned to the queue untouched

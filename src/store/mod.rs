@@ -49,8 +49,8 @@ pub enum StoreError {
     Batch(crate::fault::FaultClass, String),
 }
 
-/// Connect (creating the database when configured to and missing) and apply migrations.
-pub async fn connect_and_migrate(s: &DatabaseSettings) -> Result<Store, StoreError> {
+/// Create the database when it is missing and `database.create_if_missing` is set.
+pub async fn ensure_database(s: &DatabaseSettings) -> Result<(), StoreError> {
     let url = s.url.expose_secret();
     if s.create_if_missing && !Postgres::database_exists(url).await? {
         // Two workers starting together may race to create it; the loser sees "already exists".
@@ -60,6 +60,13 @@ pub async fn connect_and_migrate(s: &DatabaseSettings) -> Result<Store, StoreErr
             }
         }
     }
+    Ok(())
+}
+
+/// Connect (creating the database when configured to and missing) and apply migrations.
+pub async fn connect_and_migrate(s: &DatabaseSettings) -> Result<Store, StoreError> {
+    ensure_database(s).await?;
+    let url = s.url.expose_secret();
     let opts = PgConnectOptions::from_str(url)?;
     let pool = PgPoolOptions::new()
         .max_connections(s.max_connections)

@@ -1,0 +1,20 @@
+-- The operators' console (`kycq console`).
+
+-- Every console action: sign-ins (and refused ones), dead-letter decisions, person searches,
+-- billing exports. Never personal data: a person search records that one was made, not whom.
+CREATE TABLE console_audit (
+    id          bigserial PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT now(),
+    operator    text NOT NULL,          -- who (the account, or the name typed with the token)
+    action      text NOT NULL,          -- login, login_refused, logout, retry, resolve, purge, person_search, billing_csv
+    target      text,                   -- the request_id acted on, the CSV's date range, ...
+    outcome     text NOT NULL,          -- ok, refused, failed
+    detail      text,                   -- the report line, the operator's note
+    client      text                    -- the client's address
+);
+
+CREATE INDEX console_audit_at_idx ON console_audit (at);
+
+-- The overview's "requests per minute per check" and "verdict mix today" read checks by the time
+-- they were received.
+CREATE INDEX checks_received_idx ON checks (received_at);

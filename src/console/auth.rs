@@ -1,0 +1,545 @@
+//! Sign-in, sessions and CSRF for the console.
+//!
+//! - **Sign-in**: the configured operator token (the operator types a name for the audit log), or
+//!   an operator account (user name and password, checked against its argon2 PHC hash).
+//! - **Sessions**: a cookie `kycq_session` holding the session id, the operator's name and the
+//!   expiry, signed with HMAC-SHA256 (`console.session_key`, or a random key per start).
+//!   `HttpOnly`, `SameSite=Strict`, `Secure` when `console.secure_cookies`. Signing out revokes
+//!   the session id in this process until it would have expired.
+//! - **CSRF**: every POST carries a `csrf` form field, the HMAC of the session id (the sign-in
+//!   form: of a signed pre-session nonce); a request whose `Origin` names another host is refused
+//!   too. Both are checked for every POST in one place ([`guard`]), before any handler runs.
+//! - **Throttling**: at most [`MAX_FAILURES`] failed sign-ins per client address per minute.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::Utc;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+use super::AppState;
+use crate::configuration::ConsoleSettings;
+
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "kycq_session";
+/// The pre-session cookie of the sign-in form (its CSRF token is derived from it).
+pub const LOGIN_COOKIE: &str = "kycq_login";
+/// Failed sign-ins allowed per client address per minute.
+pub const MAX_FAILURES: u32 = 10;
+/// Largest POST body the console reads (forms are small).
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A signed-in operator.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// The session id (random, 128 bits, hex).
+    pub id: String,
+    /// Who: the account's user name, or the name typed with the operator token.
+    pub operator: String,
+    /// Unix seconds it ends at.
+    pub expires: i64,
+    /// This session's CSRF token.
+    pub csrf: String,
+}
+
+/// The console's authentication settings and state.
+pub struct Auth {
+    key: Vec<u8>,
+    token: Option<SecretString>,
+    users: HashMap<String, SecretString>,
+    ttl: Duration,
+    secure: bool,
+    revoked: Mutex<HashMap<String, i64>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a sign-in form sent.
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginForm {
+    /// The CSRF token of the form.
+    #[serde(default)]
+    pub csrf: String,
+    /// Operator token sign-in: the token.
+    #[serde(default)]
+    pub token: String,
+    /// Token sign-in: the operator's name; account sign-in: the user name.
+    #[serde(default)]
+    pub name: String,
+    /// Account sign-in: the password.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// Why a sign-in failed (shown to the operator as one sentence; never says which part was wrong).
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginError {
+    /// Wrong token, user or password.
+    Refused,
+    /// The token was right, but no name was given.
+    NameMissing,
+    /// Too many failures from this address.
+    Throttled,
+}
+
+impl Auth {
+    /// From the settings; `generated_token` is the one-time token of an unconfigured loopback
+    /// console.
+    pub fn new(s: &ConsoleSettings, generated_token: Option<SecretString>) -> Auth {
+        let key = match &s.session_key {
+            Some(k) => k.expose_secret().as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        Auth {
+            key,
+            token: s.operator_token.clone().or(generated_token),
+            users: s.users.clone().into_iter().collect(),
+            ttl: Duration::from_secs(s.session_ttl_secs),
+            secure: s.secure_cookies,
+            revoked: Mutex::default(),
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Whether token sign-in is offered.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// Whether account sign-in is offered.
+    pub fn has_users(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    fn mac(&self, parts: &[&str]) -> String {
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("any key length");
+        for p in parts {
+            m.update(p.as_bytes());
+            m.update(b"\x1f");
+        }
+        hex::encode(m.finalize().into_bytes())
+    }
+
+    /// Constant-time comparison of two tokens (by comparing their MACs).
+    fn same(&self, a: &str, b: &str) -> bool {
+        let mut m = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("any key length");
+        m.update(b"compare\x1f");
+        m.update(a.as_bytes());
+        let expected = {
+            let mut n = <HmacSha256 as Mac>::new_from_slice(&self.key).expect("any key length");
+            n.update(b"compare\x1f");
+            n.update(b.as_bytes());
+            n.finalize().into_bytes()
+        };
+        m.verify_slice(&expected).is_ok()
+    }
+
+    /// The CSRF token of a session id (or of a sign-in form's nonce).
+    pub fn csrf_of(&self, sid: &str) -> String {
+        self.mac(&["csrf", sid])
+    }
+
+    /// A new session for `operator`, and its cookie.
+    pub fn issue(&self, operator: &str) -> (Session, String) {
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        let expires = Utc::now().timestamp() + self.ttl.as_secs() as i64;
+        let payload = format!("{id}|{expires}|{}", hex::encode(operator.as_bytes()));
+        let cookie = format!("{payload}|{}", self.mac(&["session", &payload]));
+        let s = Session {
+            csrf: self.csrf_of(&id),
+            id,
+            operator: operator.to_owned(),
+            expires,
+        };
+        (s, self.cookie(SESSION_COOKIE, &cookie, self.ttl.as_secs()))
+    }
+
+    /// A `Set-Cookie` value.
+    pub fn cookie(&self, name: &str, value: &str, max_age: u64) -> String {
+        format!(
+            "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// The session a cookie value holds, if it is genuine, current and not revoked.
+    pub fn verify(&self, value: &str) -> Option<Session> {
+        let (payload, mac) = value.rsplit_once('|')?;
+        if !self.same(mac, &self.mac(&["session", payload])) {
+            return None;
+        }
+        let mut it = payload.split('|');
+        let (id, expires, op) = (it.next()?, it.next()?, it.next()?);
+        let expires: i64 = expires.parse().ok()?;
+        if expires <= Utc::now().timestamp() {
+            return None;
+        }
+        if lock(&self.revoked).contains_key(id) {
+            return None;
+        }
+        let operator = String::from_utf8(hex::decode(op).ok()?).ok()?;
+        Some(Session {
+            csrf: self.csrf_of(id),
+            id: id.to_owned(),
+            operator,
+            expires,
+        })
+    }
+
+    /// End a session (until it would have expired).
+    pub fn revoke(&self, s: &Session) {
+        let now = Utc::now().timestamp();
+        let mut r = lock(&self.revoked);
+        r.retain(|_, exp| *exp > now);
+        r.insert(s.id.clone(), s.expires);
+    }
+
+    /// A new sign-in nonce: its signed cookie value and its CSRF token.
+    pub fn login_nonce(&self) -> (String, String) {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let value = format!("{nonce}|{}", self.mac(&["login", &nonce]));
+        (value, self.csrf_of(&format!("login:{nonce}")))
+    }
+
+    /// The CSRF token of a genuine sign-in nonce cookie `value` (reused, so that two sign-in
+    /// pages open at once, or a stray request that lands on the sign-in page, do not invalidate
+    /// each other's forms).
+    pub fn login_csrf_of(&self, value: &str) -> Option<String> {
+        let (nonce, mac) = value.split_once('|')?;
+        self.same(mac, &self.mac(&["login", nonce]))
+            .then(|| self.csrf_of(&format!("login:{nonce}")))
+    }
+
+    /// Whether `csrf` belongs to the sign-in nonce cookie `value`.
+    pub fn login_csrf_ok(&self, value: &str, csrf: &str) -> bool {
+        let Some((nonce, mac)) = value.split_once('|') else {
+            return false;
+        };
+        self.same(mac, &self.mac(&["login", nonce]))
+            && self.same(csrf, &self.csrf_of(&format!("login:{nonce}")))
+    }
+
+    /// Check a sign-in (argon2 runs off the async threads). Returns the operator's name.
+    pub async fn login(&self, from: IpAddr, f: &LoginForm) -> Result<String, LoginError> {
+        if self.throttled(from) {
+            return Err(LoginError::Throttled);
+        }
+        let name = f.name.trim().to_owned();
+        let ok = if !f.token.is_empty() {
+            match &self.token {
+                Some(t) if self.same(&f.token, t.expose_secret()) => {
+                    if name.is_empty() || name.chars().count() > 64 {
+                        return Err(LoginError::NameMissing);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        } else if let Some(hash) = self.users.get(&name) {
+            let hash = hash.expose_secret().to_owned();
+            let pw = f.password.clone();
+            tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
+                .await
+                .unwrap_or(false)
+        } else {
+            // Same work for an unknown user as for a known one: no user-name oracle by timing.
+            let pw = f.password.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                verify_password(dummy_hash(), &pw);
+            })
+            .await;
+            false
+        };
+        if ok {
+            // A token sign-in is named `name (token)`: the audit log tells the two kinds apart.
+            Ok(if f.token.is_empty() {
+                name
+            } else {
+                format!("{name} (token)")
+            })
+        } else {
+            self.fail(from);
+            Err(LoginError::Refused)
+        }
+    }
+
+    fn throttled(&self, from: IpAddr) -> bool {
+        let f = lock(&self.failures);
+        f.get(&from).is_some_and(|(n, since)| {
+            *n >= MAX_FAILURES && since.elapsed() < Duration::from_secs(60)
+        })
+    }
+
+    fn fail(&self, from: IpAddr) {
+        let mut f = lock(&self.failures);
+        f.retain(|_, (_, since)| since.elapsed() < Duration::from_secs(60));
+        let e = f.entry(from).or_insert((0, Instant::now()));
+        e.0 += 1;
+    }
+}
+
+/// An argon2 hash of a random password nobody has, checked for unknown user names.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| hash_password(&hex::encode(rand::random::<[u8; 16]>())))
+}
+
+fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// An argon2id PHC hash of `password` (for `console.users.<name>`).
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes encode");
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters")
+        .to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The value of cookie `name` in the request's headers.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether the request's `Origin` (when it sends one) is this console's own host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    !host.is_empty() && origin_host == host
+}
+
+/// The `csrf` field of a URL-encoded form body.
+fn form_csrf(body: &[u8]) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "csrf")
+        .map(|(_, v)| v.into_owned())
+}
+
+fn refused(status: StatusCode, why: &str) -> Response {
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        why.to_owned(),
+    )
+        .into_response()
+}
+
+/// Every request passes here. Pages need a session (a request without one is sent to the sign-in
+/// page; anything but a GET is refused with 403). Every POST needs its CSRF token and, when the
+/// browser sends an `Origin`, this console's own. The sign-in page and the style sheet are open.
+pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let open = path == "/login" || path == "/favicon.ico" || path.starts_with("/static/");
+    let session = cookie_value(req.headers(), SESSION_COOKIE).and_then(|v| app.auth.verify(v));
+    if !open && session.is_none() {
+        return if req.method() == Method::GET || req.method() == Method::HEAD {
+            Redirect::to("/login").into_response()
+        } else {
+            refused(StatusCode::FORBIDDEN, "sign in first")
+        };
+    }
+    let mut req = req;
+    if req.method() == Method::POST {
+        if !same_origin(req.headers()) {
+            return refused(StatusCode::FORBIDDEN, "cross-origin request refused");
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
+            Ok(b) => b,
+            Err(_) => return refused(StatusCode::PAYLOAD_TOO_LARGE, "form too large"),
+        };
+        let sent = form_csrf(&bytes).unwrap_or_default();
+        let ok = match &session {
+            Some(s) if path != "/login" => app.auth.same(&sent, &s.csrf),
+            _ => cookie_value(&parts.headers, LOGIN_COOKIE)
+                .is_some_and(|v| app.auth.login_csrf_ok(v, &sent)),
+        };
+        if sent.is_empty() || !ok {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "missing or stale form token: reload the page and try again",
+            );
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    if let Some(s) = session {
+        req.extensions_mut().insert(s);
+    }
+    next.run(req).await
+}
+
+/// The client address of a request (for throttling and the audit log).
+pub fn client_ip(ci: &ConnectInfo<std::net::SocketAddr>) -> IpAddr {
+    ci.0.ip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> Auth {
+        let s = ConsoleSettings {
+            operator_token: Some(SecretString::from("a-test-operator-token")),
+            users: [(
+                "alice".to_owned(),
+                SecretString::from(hash_password("pw-alice")),
+            )]
+            .into_iter()
+            .collect(),
+            ..ConsoleSettings::default()
+        };
+        Auth::new(&s, None)
+    }
+
+    #[test]
+    fn sessions_verify_and_reject_tampering() {
+        let a = auth();
+        let (s, cookie) = a.issue("alice");
+        let value = cookie
+            .strip_prefix("kycq_session=")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        let back = a.verify(value).unwrap();
+        assert_eq!(back.operator, "alice");
+        assert_eq!(back.csrf, s.csrf);
+        // Another operator's name under the same signature.
+        let forged = value.replacen(&hex::encode("alice"), &hex::encode("mallory"), 1);
+        assert!(a.verify(&forged).is_none());
+        // Another console's key.
+        assert!(auth().verify(value).is_none());
+        a.revoke(&back);
+        assert!(a.verify(value).is_none());
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+    }
+
+    #[test]
+    fn csrf_tokens_are_per_session_and_per_nonce() {
+        let a = auth();
+        let (s1, _) = a.issue("x");
+        let (s2, _) = a.issue("x");
+        assert_ne!(s1.csrf, s2.csrf);
+        let (cookie, csrf) = a.login_nonce();
+        assert!(a.login_csrf_ok(&cookie, &csrf));
+        assert!(!a.login_csrf_ok(&cookie, &s1.csrf));
+        let (other, _) = a.login_nonce();
+        assert!(!a.login_csrf_ok(&other, &csrf));
+    }
+
+    #[tokio::test]
+    async fn sign_in_by_token_or_account_and_throttling() {
+        let a = auth();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let form = |token: &str, name: &str, pw: &str| LoginForm {
+            csrf: String::new(),
+            token: token.into(),
+            name: name.into(),
+            password: pw.into(),
+        };
+        assert_eq!(
+            a.login(ip, &form("a-test-operator-token", "Wang", ""))
+                .await,
+            Ok("Wang (token)".into())
+        );
+        assert_eq!(
+            a.login(ip, &form("a-test-operator-token", " ", "")).await,
+            Err(LoginError::NameMissing)
+        );
+        assert_eq!(
+            a.login(ip, &form("", "alice", "pw-alice")).await,
+            Ok("alice".into())
+        );
+        assert_eq!(
+            a.login(ip, &form("", "alice", "wrong")).await,
+            Err(LoginError::Refused)
+        );
+        assert_eq!(
+            a.login(ip, &form("", "nobody", "pw-alice")).await,
+            Err(LoginError::Refused)
+        );
+        for _ in 0..MAX_FAILURES {
+            let _ = a.login(ip, &form("wrong-token", "x", "")).await;
+        }
+        assert_eq!(
+            a.login(ip, &form("a-test-operator-token", "Wang", ""))
+                .await,
+            Err(LoginError::Throttled)
+        );
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(a.login(other, &form("", "alice", "pw-alice")).await.is_ok());
+    }
+
+    #[test]
+    fn origin_and_cookie_parsing() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:9470".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "http://127.0.0.1:9470".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(!same_origin(&h));
+        h.insert(
+            header::COOKIE,
+            "a=1; kycq_session=abc|1; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie_value(&h, SESSION_COOKIE), Some("abc|1"));
+        assert_eq!(form_csrf(b"note=x&csrf=ab%20c"), Some("ab c".into()));
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let text = format!("{:?}", auth());
+        assert!(!text.contains("a-test-operator-token"));
+        assert!(text.contains("alice"));
+    }
+}

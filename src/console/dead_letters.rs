@@ -1,0 +1,436 @@
+//! `/dead-letters`: the dead-letter queue as `kycq dlq list` sees it (read, then returned to the
+//! queue in place), with filters; a detail view with the call journal and the decisions; and the
+//! actions of `kycq dlq` — retry, resolve a `billing_unknown`, purge — each behind a confirmation
+//! page, run by the same code as the command line, recorded in `operator_decisions` and in
+//! `console_audit`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::response::Response;
+use axum::{Extension, Form};
+use chrono::{DateTime, Utc};
+use maud::{html, Markup};
+use sqlx::Row;
+
+use super::auth::Session;
+use super::story::{decisions_table, journal_table};
+use super::view::{self, Nav};
+use super::{AppState, PageError};
+use crate::check::Billed;
+use crate::ops::dlq::{self as ops, Ctx, DlqError, Filters, Listed, Operator, Target};
+
+/// The list's filters (all optional; none carries personal data).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    check: String,
+    #[serde(default)]
+    provider: String,
+    /// e.g. `10m`, `2h`, `1d`.
+    #[serde(default)]
+    older_than: String,
+}
+
+impl ListQuery {
+    fn filters(&self) -> Result<Filters, PageError> {
+        let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        Ok(Filters {
+            reasons: opt(&self.reason).into_iter().collect(),
+            check: opt(&self.check),
+            provider: opt(&self.provider),
+            older_than: match opt(&self.older_than) {
+                Some(a) => Some(
+                    ops::parse_age(&a).map_err(|e| PageError::Bad(format!("older than: {e}")))?,
+                ),
+                None => None,
+            },
+            newer_than: None,
+        })
+    }
+}
+
+impl From<DlqError> for PageError {
+    fn from(e: DlqError) -> Self {
+        match e {
+            DlqError::Broker(b) => PageError::Broker(b),
+            DlqError::Store(s) => PageError::Store(s),
+            DlqError::Refused(why) => PageError::NotFound(why),
+        }
+    }
+}
+
+/// The masked subjects of these requests (from their rows: never the message bodies).
+async fn subjects(
+    app: &AppState,
+    ids: Vec<String>,
+) -> Result<HashMap<String, serde_json::Value>, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT request_id, subject_masked FROM checks WHERE request_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&app.pool)
+            .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("request_id")?, r.try_get("subject_masked")?)))
+        .collect()
+}
+
+/// A masked subject on one line: `name 张* · id 1101**********1234 · mobile 138****0000`.
+pub fn subject_line(v: Option<&serde_json::Value>) -> String {
+    let Some(obj) = v.and_then(|v| v.as_object()) else {
+        return "–".into();
+    };
+    obj.iter()
+        .filter_map(|(k, v)| v.as_str().map(|s| format!("{k} {s}")))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn dead_lettered_at(l: &Listed) -> Option<DateTime<Utc>> {
+    l.info
+        .dead_lettered_at
+        .as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// `GET /dead-letters`.
+pub async fn list(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, PageError> {
+    let filters = q.filters()?;
+    let limit = app.settings.console.dead_letter_page;
+    let listed = {
+        let _one = app.dlq.lock().await;
+        let b = app.broker().await?;
+        let ctx = Ctx {
+            conn: &b.conn,
+            names: &app.names,
+            store: &app.store,
+            publisher: &b.publisher,
+        };
+        ops::list(&ctx, &filters, limit).await?
+    };
+    let ids = listed
+        .iter()
+        .filter_map(|l| l.info.request_id.clone())
+        .collect();
+    let subjects = subjects(&app, ids).await?;
+    let now = Utc::now();
+    let mut reasons: Vec<&str> = listed.iter().map(|l| l.info.reason.as_str()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    let body = html! {
+        form.filters method="get" action="/dead-letters" {
+            label { "Reason" input type="text" name="reason" value=(q.reason) list="reasons" placeholder="any"; }
+            datalist id="reasons" { @for r in &reasons { option value=(r) {} } }
+            label { "Check" select name="check" {
+                option value="" { "any" }
+                @for c in ["mobile3", "id2", "id2_period"] { option value=(c) selected[q.check == c] { (c) } }
+            } }
+            label { "Provider" select name="provider" {
+                option value="" { "any" }
+                @for p in app.settings.providers.0.keys() { option value=(p) selected[&q.provider == p] { (p) } }
+            } }
+            label { "Older than" input type="text" name="older_than" value=(q.older_than) placeholder="e.g. 10m, 2h" size="8"; }
+            button type="submit" { "Filter" }
+            a href="/dead-letters" { "Clear" }
+        }
+        p.muted { (listed.len()) " dead letters shown"
+            @if listed.len() == limit { " (the first " (limit) "; narrow the filters to see others)" } "." }
+        (view::table(&["request", "reason", "check", "provider", "age", "attempts", "subject (masked)", "action"], html! {
+            @for l in &listed {
+                @let check = l.stored.as_ref().and_then(|r| r.check.clone())
+                    .or_else(|| l.info.routing_key.strip_prefix("check.").map(str::to_owned));
+                tr {
+                    td { @match &l.info.request_id {
+                        Some(id) => a href={"/dead-letters/" (urlencode(id))} { (id) },
+                        None => span.muted { "(no request_id)" },
+                    } }
+                    td { (l.info.reason) }
+                    td { (check.as_deref().unwrap_or("–")) }
+                    td { (l.stored.as_ref().and_then(|r| r.provider.as_deref()).unwrap_or("–")) }
+                    td { @match dead_lettered_at(l) { Some(t) => (view::age((now - t).num_seconds())), None => "–" } }
+                    td.num { (l.info.attempts.as_deref().unwrap_or("–")) }
+                    td { (subject_line(l.info.request_id.as_ref().and_then(|id| subjects.get(id)))) }
+                    td { (l.action) }
+                }
+            }
+            @if listed.is_empty() { tr { td.muted colspan="8" { "No dead letters match." } } }
+        }))
+        p.muted { "A dead letter without a request_id can only be purged, from the command line: "
+            code { "kycq dlq purge --reason <reason> --yes" } "." }
+    };
+    Ok(view::page("Dead letters", Nav::DeadLetters, Some(&s), body))
+}
+
+/// Percent-encode a path segment.
+pub fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// `GET /dead-letters/{request_id}`: its dead letters, the masked body, the call journal, the
+/// decisions, and the actions.
+pub async fn detail(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    Path(request_id): Path<String>,
+) -> Result<Response, PageError> {
+    let shown = {
+        let _one = app.dlq.lock().await;
+        let b = app.broker().await?;
+        let ctx = Ctx {
+            conn: &b.conn,
+            names: &app.names,
+            store: &app.store,
+            publisher: &b.publisher,
+        };
+        ops::show(&ctx, &request_id).await?
+    };
+    let actions: Vec<&str> = shown.dead_letters.iter().map(|d| d.action).collect();
+    let can = |a: &str| actions.iter().any(|x| x.contains(a));
+    let id = urlencode(&request_id);
+    let body = html! {
+        p { a href={"/story/" (id)} { "The request's whole story" } }
+        h2 { "Dead letters" }
+        (view::table(&["reason", "detail", "dead-lettered", "by", "run", "action", "why"], html! {
+            @for d in &shown.dead_letters {
+                tr {
+                    td { (d.info.reason) }
+                    td.wrap { (d.info.detail.as_deref().unwrap_or("–")) }
+                    td { (d.info.dead_lettered_at.as_deref().unwrap_or("–")) }
+                    td { (d.info.dead_lettered_by) }
+                    td.num { (d.info.retry_round.map_or("–".into(), |r| r.to_string())) }
+                    td { (d.action) }
+                    td.wrap { (d.why.as_deref().unwrap_or("")) }
+                }
+            }
+        }))
+        div.actions {
+            @if can("retry") { a.button href={"/dead-letters/" (id) "/retry"} { "Retry…" } " " }
+            @if can("resolve") { a.button href={"/dead-letters/" (id) "/resolve"} { "Resolve billing…" } " " }
+            a.button href={"/dead-letters/" (id) "/purge"} { "Purge…" }
+        }
+        h2 { "Message (personal data masked)" }
+        pre.json { (shown.body_masked) }
+        h2 { "Provider calls" }
+        (journal_table(&shown.calls))
+        h2 { "Decisions" }
+        (decisions_table(&shown.decisions))
+    };
+    Ok(view::page(
+        &format!("Dead letter {request_id}"),
+        Nav::DeadLetters,
+        Some(&s),
+        body,
+    ))
+}
+
+/// The actions, as they appear in URLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Retry,
+    Resolve,
+    Purge,
+}
+
+impl Action {
+    fn parse(s: &str) -> Result<Action, PageError> {
+        match s {
+            "retry" => Ok(Action::Retry),
+            "resolve" => Ok(Action::Resolve),
+            "purge" => Ok(Action::Purge),
+            _ => Err(PageError::NotFound(format!("no action {s:?}"))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Action::Retry => "retry",
+            Action::Resolve => "resolve",
+            Action::Purge => "purge",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            Action::Retry => {
+                "Run the request again under its own request_id. A stored result is \
+                replaced (and kept); a billed result or a failure that is not retryable is left as \
+                it is. The new result is published like any other."
+            }
+            Action::Resolve => {
+                "Record the billing you found in the vendor's console for a call \
+                kycq could not establish (look it up by the provider request id in the call \
+                journal). Billed: the result stays failed and the dead letter is removed. Not \
+                billed: the dead letter stays, and can then be retried."
+            }
+            Action::Purge => {
+                "Remove the dead letter for good. The request's stored result (if \
+                any) stays; the decision is recorded."
+            }
+        }
+    }
+}
+
+/// `GET /dead-letters/{request_id}/{action}`: the confirmation.
+pub async fn confirm(
+    Extension(s): Extension<Session>,
+    Path((request_id, action)): Path<(String, String)>,
+) -> Result<Response, PageError> {
+    let action = Action::parse(&action)?;
+    let id = urlencode(&request_id);
+    let body = html! {
+        p { (action.explain()) }
+        form.action method="post" action={"/dead-letters/" (id) "/" (action.name())} {
+            (view::csrf_field(&s))
+            @if action == Action::Resolve {
+                fieldset {
+                    legend { "Billed by the vendor?" }
+                    label { input type="radio" name="billed" value="no" required; "No: not on the bill" }
+                    label { input type="radio" name="billed" value="yes"; "Yes: charged" }
+                }
+            }
+            label { "Note (kept with the decision)"
+                textarea name="note" rows="2" maxlength="500" required[action != Action::Retry] {} }
+            button type="submit" class=[(action == Action::Purge).then_some("danger")] {
+                "Confirm " (action.name()) " of " (request_id)
+            }
+            a href={"/dead-letters/" (id)} { "Cancel" }
+        }
+    };
+    Ok(view::page(
+        &format!("Confirm {} of {request_id}", action.name()),
+        Nav::DeadLetters,
+        Some(&s),
+        body,
+    ))
+}
+
+/// What an action form sends.
+#[derive(Debug, serde::Deserialize)]
+pub struct ActForm {
+    #[serde(default)]
+    note: String,
+    #[serde(default)]
+    billed: String,
+}
+
+/// `POST /dead-letters/{request_id}/{action}`: run it, record it, show what happened.
+pub async fn act(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Path((request_id, action)): Path<(String, String)>,
+    Form(f): Form<ActForm>,
+) -> Result<Response, PageError> {
+    let action = Action::parse(&action)?;
+    let note = f.note.trim();
+    let who = Operator {
+        name: s.operator.clone(),
+        note: (!note.is_empty()).then(|| note.chars().take(500).collect()),
+    };
+    let billed = match (action, f.billed.as_str()) {
+        (Action::Resolve, "yes") => Some(Billed::Yes),
+        (Action::Resolve, "no") => Some(Billed::No),
+        (Action::Resolve, _) => {
+            return Err(PageError::Bad(
+                "choose whether the vendor billed the call".into(),
+            ))
+        }
+        _ => None,
+    };
+    let outcome: Result<(bool, String), DlqError> = {
+        let _one = app.dlq.lock().await;
+        let b = app.broker().await?;
+        let ctx = Ctx {
+            conn: &b.conn,
+            names: &app.names,
+            store: &app.store,
+            publisher: &b.publisher,
+        };
+        let target = Target::One(&request_id);
+        match action {
+            Action::Retry => ops::retry(&ctx, target, &Filters::default(), &who, false)
+                .await
+                .map(|r| (r.done + r.cleared > 0 && r.failed == 0, report_text(&r))),
+            Action::Purge => ops::purge(&ctx, target, &Filters::default(), &who, false)
+                .await
+                .map(|r| (r.done > 0 && r.failed == 0, report_text(&r))),
+            Action::Resolve => {
+                let billed = billed.expect("checked above");
+                ops::resolve(&ctx, &request_id, billed, &who, false)
+                    .await
+                    .map(|r| {
+                        let next = if billed == Billed::No {
+                            "now retry it to run it again under its own id".to_owned()
+                        } else {
+                            r.next.clone()
+                        };
+                        (
+                            true,
+                            format!(
+                                "billed {} {}; {next}",
+                                r.billed.as_str(),
+                                if r.recorded {
+                                    "recorded"
+                                } else {
+                                    "was already recorded"
+                                }
+                            ),
+                        )
+                    })
+            }
+        }
+    };
+    if action == Action::Resolve {
+        // A call's billing changed: the month's closed days are counted again.
+        app.month.clear();
+    }
+    let (ok, text) = match outcome {
+        Ok(x) => x,
+        Err(DlqError::Refused(why)) => (false, why),
+        Err(e) => (false, e.to_string()),
+    };
+    app.audit(
+        &s.operator,
+        action.name(),
+        Some(&request_id),
+        if ok { "ok" } else { "refused" },
+        Some(&match &who.note {
+            Some(n) => format!("{text} — note: {n}"),
+            None => text.clone(),
+        }),
+        Some(from),
+    )
+    .await;
+    let id = urlencode(&request_id);
+    let body: Markup = html! {
+        (view::flash(Some(&text), ok))
+        p {
+            a href={"/story/" (id)} { "See the request's story (its new result appears there)" }
+            " · " a href="/dead-letters" { "Back to the dead letters" }
+        }
+    };
+    Ok(view::page(
+        &format!("{} of {request_id}", action.name()),
+        Nav::DeadLetters,
+        Some(&s),
+        body,
+    ))
+}
+
+fn report_text(r: &ops::Report) -> String {
+    let mut t = r.summary();
+    for i in &r.items {
+        if let Some(why) = &i.why {
+            t.push_str(&format!("; {}: {why}", i.outcome));
+        }
+    }
+    t
+}

@@ -1,0 +1,267 @@
+//! `/`: what is happening now. Every figure comes from one bounded query (an index range over
+//! the last minutes, or today), so the page stays fast with millions of rows:
+//!
+//! - per provider: calls per second over the last 10 s and 60 s against `rate_per_sec`, billed
+//!   calls today and this month (days of `billing.utc_offset`), calls awaiting a billing
+//!   resolution, the verdict mix of today's results, p50/p99 provider latency of the most recent
+//!   calls, and the circuit state the workers report;
+//! - per check: requests per minute (last 5 minutes), today's count and rejected share;
+//! - workers alive (their heartbeats) and the queue depths (passive declares).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+use chrono::{DateTime, Utc};
+use maud::{html, Markup};
+use sqlx::{PgPool, Row};
+
+use super::auth::Session;
+use super::view::{self, Nav};
+use super::{billing, AppState, PageError};
+use crate::providers::registry::refusal_message;
+use crate::store::{self as store, WorkerRow};
+
+/// Calls per provider in the last 10 and 60 seconds.
+async fn call_rates(pool: &PgPool) -> Result<BTreeMap<String, (i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT provider, \
+                count(*) FILTER (WHERE sent_at > now() - interval '10 seconds') AS last10, \
+                count(*) AS last60 \
+           FROM provider_calls WHERE sent_at > now() - interval '60 seconds' \
+          GROUP BY provider",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("provider")?,
+                (r.try_get("last10")?, r.try_get("last60")?),
+            ))
+        })
+        .collect()
+}
+
+/// Provider latency (ms) of the most recent finished calls of the last 15 minutes: p50, p99 and
+/// how many calls they describe (at most 20,000: the sample is bounded whatever the load).
+async fn latency(pool: &PgPool) -> Result<BTreeMap<String, (f64, f64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT provider, \
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99, \
+                count(*) AS n \
+           FROM (SELECT provider, extract(epoch FROM finished_at - sent_at)::float8 * 1000 AS ms \
+                   FROM provider_calls \
+                  WHERE sent_at > now() - interval '15 minutes' AND finished_at IS NOT NULL \
+                  ORDER BY sent_at DESC LIMIT 20000) recent \
+          GROUP BY provider",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("provider")?,
+                (r.try_get("p50")?, r.try_get("p99")?, r.try_get("n")?),
+            ))
+        })
+        .collect()
+}
+
+/// Today's results per provider and verdict (a failure or rejection counts under its status).
+async fn verdicts(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<BTreeMap<String, Vec<(String, i64)>>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT COALESCE(provider, '-') AS provider, COALESCE(verdict, status) AS label, \
+                count(*) AS n \
+           FROM checks WHERE received_at >= $1 AND completed_at IS NOT NULL \
+          GROUP BY 1, 2 ORDER BY 1, 3 DESC",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    let mut out: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.try_get("provider")?)
+            .or_default()
+            .push((r.try_get("label")?, r.try_get("n")?));
+    }
+    Ok(out)
+}
+
+/// Per check: requests in the last 5 minutes, today, and today's rejected ones.
+async fn checks(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, i64, i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT COALESCE(check_kind, '(unreadable)') AS check_kind, \
+                count(*) FILTER (WHERE received_at > now() - interval '5 minutes') AS last5, \
+                count(*) AS today, \
+                count(*) FILTER (WHERE status = 'rejected') AS rejected \
+           FROM checks WHERE received_at >= $1 GROUP BY 1 ORDER BY 1",
+    )
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("check_kind")?,
+                r.try_get("last5")?,
+                r.try_get("today")?,
+                r.try_get("rejected")?,
+            ))
+        })
+        .collect()
+}
+
+/// The overview page.
+pub async fn page(
+    State(app): State<AppState>,
+    Extension(s): Extension<Session>,
+) -> Result<Response, PageError> {
+    let now = Utc::now();
+    let day = billing::day_start(&app.settings, now);
+    let pool = &app.pool;
+    let (rates, lat, verd, per_check, today, month, fleet) = tokio::try_join!(
+        call_rates(pool),
+        latency(pool),
+        verdicts(pool, day),
+        checks(pool, day),
+        billing::billed_since(pool, day),
+        app.month.billed_this_month(&app.settings, pool, now),
+        store::workers(pool, app.settings.worker.alive_within()),
+    )?;
+    let circuits = store::merge_providers(&fleet);
+    let queues = queue_depths(&app).await;
+    let cfg = &app.settings.providers.0;
+    let mut providers: Vec<&str> = cfg.keys().map(String::as_str).collect();
+    for p in rates.keys().chain(today.keys()) {
+        if !providers.contains(&p.as_str()) {
+            providers.push(p);
+        }
+    }
+
+    let body = html! {
+        p.muted { "Updated " (view::time(&now)) " UTC; reloads every 10 s. Days are "
+            (app.settings.billing.utc_offset) " days." }
+        h2 { "Providers" }
+        div.cards {
+            @for p in &providers {
+                @let (last10, last60) = rates.get(*p).copied().unwrap_or((0, 0));
+                @let limit = cfg.get(*p).map(|c| c.rate_per_sec);
+                @let (billed_d, unknown_d) = today.get(*p).copied().unwrap_or((0, 0));
+                @let (billed_m, unknown_m) = month.get(*p).copied().unwrap_or((0, 0));
+                @let circuit = circuits.iter().find(|c| c.provider == *p);
+                div.card data-provider=(p) {
+                    h3 {
+                        (p)
+                        @match circuit {
+                            Some(c) if c.open_on > 0 => (view::badge("bad", &format!("circuit open on {} of {}", c.open_on, c.workers))),
+                            Some(c) if c.refused_on > 0 => (view::badge("bad", "credentials refused")),
+                            Some(_) => (view::badge("ok", "circuit closed")),
+                            None => (view::badge("warn", "no worker reports")),
+                        }
+                    }
+                    dl {
+                        dt { "calls/s (10 s · 60 s)" }
+                        dd.rate { (format!("{:.1} · {:.1}", last10 as f64 / 10.0, last60 as f64 / 60.0)) }
+                        dt { "limit" }
+                        dd { @if let Some(l) = limit { (format!("{l} /s")) } @else { "–" } }
+                        dt { "billed today" } dd.billed-today { (billed_d) }
+                        dt { "billed this month" } dd.billed-month { (billed_m + billed_d) }
+                        dt { "billing unknown" }
+                        dd { @if unknown_d + unknown_m > 0 { a href="/dead-letters?reason=billing_unknown" { (unknown_d + unknown_m) } } @else { "0" } }
+                        @let l = lat.get(*p);
+                        dt { "latency p50 · p99" }
+                        dd { (view::ms(l.map(|l| l.0))) " · " (view::ms(l.map(|l| l.1))) }
+                        dt { "results today" }
+                        dd { @for (label, n) in verd.get(*p).map(Vec::as_slice).unwrap_or(&[]) { span.nowrap { (label) " " (n) } " " } }
+                    }
+                    @if let Some(c) = circuit {
+                        @if c.open_on > 0 || c.refused_on > 0 { p.muted.why { (c.describe()) } }
+                        @if let Some(r) = &c.refusal { p.flash.bad { (refusal_message(p, r)) } }
+                    }
+                }
+            }
+        }
+        h2 { "Checks" }
+        (view::table(&["check", "requests/min (5 min)", "today", "rejected today"], html! {
+            @for (check, last5, today, rejected) in &per_check {
+                tr {
+                    td { (check) }
+                    td.num { (format!("{:.1}", *last5 as f64 / 5.0)) }
+                    td.num { (today) }
+                    td.num { (view::percent(*rejected, *today)) }
+                }
+            }
+            @if per_check.is_empty() { tr { td.muted colspan="4" { "No requests today." } } }
+        }))
+        h2 { "Queues" }
+        (view::table(&["queue", "ready", "consumers"], html! {
+            @for (name, depth) in &queues {
+                tr {
+                    td { (name) }
+                    @match depth {
+                        Ok((ready, consumers)) => { td.num { (ready) } td.num { (consumers) } }
+                        Err(e) => { td.muted colspan="2" { (e) } }
+                    }
+                }
+            }
+        }))
+        h2 { "Workers" }
+        (workers_table(&fleet, now))
+    };
+    Ok(view::refreshing("Overview", Nav::Overview, &s, body, 10))
+}
+
+fn workers_table(fleet: &[WorkerRow], now: DateTime<Utc>) -> Markup {
+    view::table(
+        &["worker", "state", "in flight", "last heartbeat", "started"],
+        html! {
+            @for w in fleet {
+                tr {
+                    td { (w.worker_id) }
+                    td { @if w.alive { (view::badge("ok", if w.consuming { "consuming" } else { "not consuming" })) }
+                         @else if w.stopped_at.is_some() { (view::badge("warn", "stopped")) }
+                         @else { (view::badge("bad", "silent")) } }
+                    td.num { (w.in_flight) " / " (w.concurrency) }
+                    td { (view::age((now - w.heartbeat_at).num_seconds())) " ago" }
+                    td { (view::time(&w.started_at)) }
+                }
+            }
+            @if fleet.is_empty() { tr { td.muted colspan="5" { "No worker has reported in the last 24 hours." } } }
+        },
+    )
+}
+
+/// Work, wait and dead-letter queue depths; a queue that cannot be read says why.
+async fn queue_depths(app: &AppState) -> Vec<(String, Result<(u32, u32), String>)> {
+    let names = [
+        app.names.work_queue.clone(),
+        app.names.wait_queue.clone(),
+        app.names.dead_queue.clone(),
+    ];
+    let mut out = Vec::new();
+    match app.broker().await {
+        Ok(b) => {
+            for n in names {
+                let d = crate::broker::dlq::depth(&b.conn, &n)
+                    .await
+                    .map_err(|e| format!("RabbitMQ: {e}"));
+                out.push((n, d));
+            }
+        }
+        Err(e) => {
+            for n in names {
+                out.push((n, Err(format!("RabbitMQ: {e}"))));
+            }
+        }
+    }
+    out
+}
