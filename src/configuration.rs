@@ -620,8 +620,12 @@ pub struct ConsoleSettings {
     pub session_key: Option<SecretString>,
     /// How long a session lasts, in seconds.
     pub session_ttl_secs: u64,
-    /// Mark cookies `Secure` (set when the console is served over HTTPS, e.g. behind a proxy).
+    /// Mark cookies `Secure` and send `Strict-Transport-Security` (set when the console is
+    /// served over HTTPS, e.g. behind a proxy).
     pub secure_cookies: bool,
+    /// The origin operators' browsers open (`https://kyc-console.example`), when it is not the
+    /// address the console listens on (behind a proxy): forms are accepted from it only.
+    pub public_origin: Option<String>,
     /// Longest a console query may run, in milliseconds (`statement_timeout`): the console never
     /// holds the database the workers need.
     pub query_timeout_ms: u64,
@@ -640,6 +644,7 @@ impl Default for ConsoleSettings {
             session_key: None,
             session_ttl_secs: 8 * 3600,
             secure_cookies: false,
+            public_origin: None,
             query_timeout_ms: 5_000,
             max_connections: 4,
             dead_letter_page: 500,
@@ -695,6 +700,21 @@ impl ConsoleSettings {
         if let Some(k) = &self.session_key {
             if k.expose_secret().len() < 32 {
                 return Err(invalid("console.session_key", "must be at least 32 bytes"));
+            }
+        }
+        if let Some(o) = &self.public_origin {
+            let u = url::Url::parse(o).map_err(|_| {
+                invalid(
+                    "console.public_origin",
+                    "must be an origin, e.g. https://kyc-console.example",
+                )
+            })?;
+            let bare = u.path() == "/" && u.query().is_none() && u.fragment().is_none();
+            if !matches!(u.scheme(), "http" | "https") || u.host().is_none() || !bare {
+                return Err(invalid(
+                    "console.public_origin",
+                    "must be a scheme and host (and port) only, e.g. https://kyc-console.example",
+                ));
             }
         }
         if self.session_ttl_secs < 60 {

@@ -130,7 +130,7 @@ pub fn classify_broker(e: &BrokerError) -> FaultClass {
     const AMQP_URL: FaultClass = FaultClass::Misconfigured { key: "amqp.url" };
     match e {
         BrokerError::Inequivalent { .. } => FaultClass::Misconfigured { key: "topology" },
-        BrokerError::NotConfirmed(..) => T,
+        BrokerError::NotConfirmed(..) | BrokerError::Timeout(_) => T,
         BrokerError::Amqp(e) => match e.kind() {
             lapin::ErrorKind::ProtocolError(p) => match p.kind() {
                 AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)

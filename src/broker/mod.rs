@@ -42,6 +42,9 @@ pub enum BrokerError {
     /// The broker refused a publish (nack) or did not confirm in time.
     #[error("publish to `{0}` was not confirmed: {1}")]
     NotConfirmed(String, String),
+    /// The broker did not answer in time (what was being done).
+    #[error("rabbitmq: no answer in time while {0}")]
+    Timeout(String),
 }
 
 /// Connect to RabbitMQ on the tokio runtime. `name` shows in the management UI.

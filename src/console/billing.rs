@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Query, State};
@@ -62,9 +61,10 @@ pub async fn billed_since(pool: &PgPool, since: DateTime<Utc>) -> Result<PerProv
 }
 
 /// The month's closed days (first of the month to yesterday), per provider, reused for
-/// [`MONTH_TTL`].
+/// [`MONTH_TTL`]. Counted by one request at a time: the others wait for its figures instead of
+/// counting again.
 #[derive(Default)]
-pub struct MonthCache(Mutex<Option<MonthFigures>>);
+pub struct MonthCache(tokio::sync::Mutex<Option<MonthFigures>>);
 
 /// Billed and billing-unknown calls per provider.
 pub type PerProvider = BTreeMap<String, (i64, i64)>;
@@ -82,7 +82,8 @@ impl MonthCache {
     ) -> Result<PerProvider, sqlx::Error> {
         let off = offset(s);
         let today = bill::billing_day(now, off);
-        if let Some((at, day, v)) = &*self.lock() {
+        let mut cached = self.0.lock().await;
+        if let Some((at, day, v)) = &*cached {
             if *day == today && at.elapsed() < MONTH_TTL {
                 return Ok(v.clone());
             }
@@ -101,17 +102,13 @@ impl MonthCache {
                 );
             }
         }
-        *self.lock() = Some((Instant::now(), today, out.clone()));
+        *cached = Some((Instant::now(), today, out.clone()));
         Ok(out)
     }
 
     /// Forget the figures (an operator changed a call's billing).
-    pub fn clear(&self) {
-        *self.lock() = None;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MonthFigures>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    pub async fn clear(&self) {
+        *self.0.lock().await = None;
     }
 }
 
@@ -184,7 +181,7 @@ pub async fn page(
             }
         }
         h2 { "Per provider" }
-        (view::table(&["provider", "billed calls", "cost (CNY)", "billing unknown"], html! {
+        (view::table(&["provider", "#billed calls", "#cost (CNY)", "#billing unknown"], html! {
             @for p in &report.providers {
                 tr data-provider=(p.provider) {
                     td { (p.provider) }
@@ -201,7 +198,7 @@ pub async fn page(
                 "— set billing.prices." }
         }
         h2 { "Per day and API" }
-        (view::table(&["date", "provider", "API", "billed calls", "unit price", "cost (CNY)", "billing unknown"], html! {
+        (view::table(&["date", "provider", "API", "#billed calls", "#unit price", "#cost (CNY)", "#billing unknown"], html! {
             @for l in &report.lines {
                 tr {
                     td { (l.date) }
@@ -227,6 +224,17 @@ pub async fn csv(
     Query(q): Query<Range>,
 ) -> Result<Response, PageError> {
     let (from, to) = q.dates(&app.settings)?;
+    let range = format!("{from}..{to}");
+    // Recorded before anything is read: an export that cannot be recorded is not made.
+    app.audit(
+        &s.operator,
+        "billing_csv",
+        Some(&range),
+        "ok",
+        None,
+        Some(from_addr),
+    )
+    .await?;
     let report = bill::report(
         &app.pool,
         from,
@@ -235,16 +243,6 @@ pub async fn csv(
         &prices(&app.settings)?,
     )
     .await?;
-    let range = format!("{from}..{to}");
-    app.audit(
-        &s.operator,
-        "billing_csv",
-        Some(&range),
-        "ok",
-        Some(&format!("{} lines", report.lines.len())),
-        Some(from_addr),
-    )
-    .await;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),

@@ -143,7 +143,7 @@ pub async fn list(
         }
         p.muted { (listed.len()) " dead letters shown"
             @if listed.len() == limit { " (the first " (limit) "; narrow the filters to see others)" } "." }
-        (view::table(&["request", "reason", "check", "provider", "age", "attempts", "subject (masked)", "action"], html! {
+        (view::table(&["request", "reason", "check", "provider", "age", "#attempts", "subject (masked)", "action"], html! {
             @for l in &listed {
                 @let check = l.stored.as_ref().and_then(|r| r.check.clone())
                     .or_else(|| l.info.routing_key.strip_prefix("check.").map(str::to_owned));
@@ -181,24 +181,14 @@ pub async fn detail(
     Extension(s): Extension<Session>,
     Path(request_id): Path<String>,
 ) -> Result<Response, PageError> {
-    let shown = {
-        let _one = app.dlq.lock().await;
-        let b = app.broker().await?;
-        let ctx = Ctx {
-            conn: &b.conn,
-            names: &app.names,
-            store: &app.store,
-            publisher: &b.publisher,
-        };
-        ops::show(&ctx, &request_id).await?
-    };
+    let shown = shown(&app, &request_id).await?;
     let actions: Vec<&str> = shown.dead_letters.iter().map(|d| d.action).collect();
     let can = |a: &str| actions.iter().any(|x| x.contains(a));
     let id = urlencode(&request_id);
     let body = html! {
         p { a href={"/story/" (id)} { "The request's whole story" } }
         h2 { "Dead letters" }
-        (view::table(&["reason", "detail", "dead-lettered", "by", "run", "action", "why"], html! {
+        (view::table(&["reason", "detail", "dead-lettered", "by", "#run", "action", "why"], html! {
             @for d in &shown.dead_letters {
                 tr {
                     td { (d.info.reason) }
@@ -257,6 +247,11 @@ impl Action {
         }
     }
 
+    /// Resolve and purge change the record for good: the operator says why.
+    fn needs_note(self) -> bool {
+        self != Action::Retry
+    }
+
     fn explain(self) -> &'static str {
         match self {
             Action::Retry => {
@@ -278,30 +273,69 @@ impl Action {
     }
 }
 
-/// `GET /dead-letters/{request_id}/{action}`: the confirmation.
+/// Separates the dead letters' keys in the confirmation form.
+const KEY_SEPARATOR: char = '\n';
+
+/// The request's dead letters now (the queue read once, every message returned in place).
+async fn shown(app: &AppState, request_id: &str) -> Result<ops::Shown, PageError> {
+    let _one = app.dlq.lock().await;
+    let b = app.broker().await?;
+    let ctx = Ctx {
+        conn: &b.conn,
+        names: &app.names,
+        store: &app.store,
+        publisher: &b.publisher,
+    };
+    Ok(ops::show(&ctx, request_id).await?)
+}
+
+/// `GET /dead-letters/{request_id}/{action}`: the confirmation, naming the dead letters it will
+/// act on (and only those: one that arrives meanwhile is left alone).
 pub async fn confirm(
+    State(app): State<AppState>,
     Extension(s): Extension<Session>,
     Path((request_id, action)): Path<(String, String)>,
 ) -> Result<Response, PageError> {
     let action = Action::parse(&action)?;
+    let shown = shown(&app, &request_id).await?;
+    let letters: Vec<&Listed> = shown
+        .dead_letters
+        .iter()
+        .filter(|d| action != Action::Resolve || d.info.reason == "billing_unknown")
+        .collect();
+    let keys: Vec<&str> = letters.iter().filter_map(|d| d.key.as_deref()).collect();
     let id = urlencode(&request_id);
     let body = html! {
         p { (action.explain()) }
-        form.action method="post" action={"/dead-letters/" (id) "/" (action.name())} {
-            (view::csrf_field(&s))
-            @if action == Action::Resolve {
-                fieldset {
-                    legend { "Billed by the vendor?" }
-                    label { input type="radio" name="billed" value="no" required; "No: not on the bill" }
-                    label { input type="radio" name="billed" value="yes"; "Yes: charged" }
+        (view::table(&["reason", "dead-lettered", "action"], html! {
+            @for d in &letters {
+                tr {
+                    td { (d.info.reason) }
+                    td { (d.info.dead_lettered_at.as_deref().unwrap_or("–")) }
+                    td { (d.action) }
                 }
             }
-            label { "Note (kept with the decision)"
-                textarea name="note" rows="2" maxlength="500" required[action != Action::Retry] {} }
-            button type="submit" class=[(action == Action::Purge).then_some("danger")] {
-                "Confirm " (action.name()) " of " (request_id)
+        }))
+        @if letters.is_empty() {
+            p.flash.bad { "None of this request's dead letters can be " (action.name()) "d." }
+        } @else {
+            form.action method="post" action={"/dead-letters/" (id) "/" (action.name())} {
+                (view::csrf_field(&s))
+                input type="hidden" name="keys" value=(keys.join(&KEY_SEPARATOR.to_string()));
+                @if action == Action::Resolve {
+                    fieldset {
+                        legend { "Billed by the vendor?" }
+                        label { input type="radio" name="billed" value="no" required; "No: not on the bill" }
+                        label { input type="radio" name="billed" value="yes"; "Yes: charged" }
+                    }
+                }
+                label { "Note (kept with the decision; no names, ID or mobile numbers)"
+                    textarea name="note" rows="2" maxlength="500" required[action.needs_note()] {} }
+                button type="submit" class=[(action == Action::Purge).then_some("danger")] {
+                    "Confirm " (action.name()) " of " (request_id)
+                }
+                a href={"/dead-letters/" (id)} { "Cancel" }
             }
-            a href={"/dead-letters/" (id)} { "Cancel" }
         }
     };
     Ok(view::page(
@@ -319,9 +353,14 @@ pub struct ActForm {
     note: String,
     #[serde(default)]
     billed: String,
+    /// The keys of the dead letters the confirmation named.
+    #[serde(default)]
+    keys: String,
 }
 
-/// `POST /dead-letters/{request_id}/{action}`: run it, record it, show what happened.
+/// `POST /dead-letters/{request_id}/{action}`: run it on the dead letters the confirmation
+/// named, record it, show what happened. Sending the same form again finds them gone and does
+/// nothing.
 pub async fn act(
     State(app): State<AppState>,
     Extension(s): Extension<Session>,
@@ -331,88 +370,65 @@ pub async fn act(
 ) -> Result<Response, PageError> {
     let action = Action::parse(&action)?;
     let note = f.note.trim();
-    let who = Operator {
-        name: s.operator.clone(),
-        note: (!note.is_empty()).then(|| note.chars().take(500).collect()),
-    };
-    let billed = match (action, f.billed.as_str()) {
-        (Action::Resolve, "yes") => Some(Billed::Yes),
-        (Action::Resolve, "no") => Some(Billed::No),
-        (Action::Resolve, _) => {
-            return Err(PageError::Bad(
-                "choose whether the vendor billed the call".into(),
-            ))
-        }
+    let keys: Vec<String> = f
+        .keys
+        .split(KEY_SEPARATOR)
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let billed = match f.billed.as_str() {
+        "yes" => Some(Billed::Yes),
+        "no" => Some(Billed::No),
         _ => None,
     };
-    let outcome: Result<(bool, String), DlqError> = {
-        let _one = app.dlq.lock().await;
-        let b = app.broker().await?;
-        let ctx = Ctx {
-            conn: &b.conn,
-            names: &app.names,
-            store: &app.store,
-            publisher: &b.publisher,
-        };
-        let target = Target::One(&request_id);
-        match action {
-            Action::Retry => ops::retry(&ctx, target, &Filters::default(), &who, false)
-                .await
-                .map(|r| (r.done + r.cleared > 0 && r.failed == 0, report_text(&r))),
-            Action::Purge => ops::purge(&ctx, target, &Filters::default(), &who, false)
-                .await
-                .map(|r| (r.done > 0 && r.failed == 0, report_text(&r))),
-            Action::Resolve => {
-                let billed = billed.expect("checked above");
-                ops::resolve(&ctx, &request_id, billed, &who, false)
-                    .await
-                    .map(|r| {
-                        let next = if billed == Billed::No {
-                            "now retry it to run it again under its own id".to_owned()
-                        } else {
-                            r.next.clone()
-                        };
-                        (
-                            true,
-                            format!(
-                                "billed {} {}; {next}",
-                                r.billed.as_str(),
-                                if r.recorded {
-                                    "recorded"
-                                } else {
-                                    "was already recorded"
-                                }
-                            ),
-                        )
-                    })
-            }
+    let refusal = if keys.is_empty() {
+        Some("the form names no dead letter: open the dead letter again")
+    } else if action.needs_note() && note.is_empty() {
+        Some("a note is required: say why (it is kept with the decision)")
+    } else if action == Action::Resolve && billed.is_none() {
+        Some("choose whether the vendor billed the call")
+    } else {
+        None
+    };
+    let outcome: Result<(bool, String), String> = match refusal {
+        Some(why) => Err(why.to_owned()),
+        None => {
+            let who = Operator {
+                name: s.operator.clone(),
+                note: (!note.is_empty()).then(|| note.chars().take(500).collect()),
+            };
+            run(&app, action, &request_id, &keys, billed, &who).await
         }
     };
-    if action == Action::Resolve {
-        // A call's billing changed: the month's closed days are counted again.
-        app.month.clear();
-    }
-    let (ok, text) = match outcome {
-        Ok(x) => x,
-        Err(DlqError::Refused(why)) => (false, why),
-        Err(e) => (false, e.to_string()),
+    let (ok, text) = match &outcome {
+        Ok((ok, text)) => (*ok, text.clone()),
+        Err(why) => (false, why.clone()),
     };
-    app.audit(
-        &s.operator,
-        action.name(),
-        Some(&request_id),
-        if ok { "ok" } else { "refused" },
-        Some(&match &who.note {
-            Some(n) => format!("{text} — note: {n}"),
-            None => text.clone(),
-        }),
-        Some(from),
-    )
-    .await;
+    if action == Action::Resolve && ok {
+        // A call's billing changed: the month's closed days are counted again.
+        app.month.clear().await;
+    }
+    let _ = app
+        .audit(
+            &s.operator,
+            action.name(),
+            Some(&request_id),
+            match &outcome {
+                Ok((true, _)) => "ok",
+                Ok((false, _)) => "refused",
+                Err(_) => "failed",
+            },
+            Some(&text),
+            Some(from),
+        )
+        .await;
     let id = urlencode(&request_id);
     let body: Markup = html! {
         (view::flash(Some(&text), ok))
         p {
+            @if action == Action::Resolve && ok && billed == Some(Billed::No) {
+                a href={"/dead-letters/" (id) "/retry"} { "Retry it now" } " · "
+            }
             a href={"/story/" (id)} { "See the request's story (its new result appears there)" }
             " · " a href="/dead-letters" { "Back to the dead letters" }
         }
@@ -423,6 +439,58 @@ pub async fn act(
         Some(&s),
         body,
     ))
+}
+
+/// Run one action on exactly the dead letters `keys` of `request_id`: whether it did what was
+/// asked, and the account of it; Err when it could not run (RabbitMQ, Postgres).
+async fn run(
+    app: &AppState,
+    action: Action,
+    request_id: &str,
+    keys: &[String],
+    billed: Option<Billed>,
+    who: &Operator,
+) -> Result<(bool, String), String> {
+    let _one = app.dlq.lock().await;
+    let b = app.broker().await.map_err(|e| e.to_string())?;
+    let ctx = Ctx {
+        conn: &b.conn,
+        names: &app.names,
+        store: &app.store,
+        publisher: &b.publisher,
+    };
+    let target = Target::Exact { request_id, keys };
+    let done = match action {
+        Action::Retry => ops::retry(&ctx, target, &Filters::default(), who, false)
+            .await
+            .map(|r| (r.done + r.cleared > 0 && r.failed == 0, report_text(&r))),
+        Action::Purge => ops::purge(&ctx, target, &Filters::default(), who, false)
+            .await
+            .map(|r| (r.done > 0 && r.failed == 0, report_text(&r))),
+        Action::Resolve => {
+            let billed = billed.expect("checked by the caller");
+            ops::resolve(&ctx, request_id, billed, who, false)
+                .await
+                .map(|r| {
+                    let next = if billed == Billed::No {
+                        "now retry it to run it again under its own id".to_owned()
+                    } else {
+                        r.next.clone()
+                    };
+                    let how = if r.recorded {
+                        "recorded"
+                    } else {
+                        "was already recorded"
+                    };
+                    (true, format!("billed {} {how}; {next}", r.billed.as_str()))
+                })
+        }
+    };
+    match done {
+        Ok(x) => Ok(x),
+        Err(DlqError::Refused(why)) => Ok((false, why)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn report_text(r: &ops::Report) -> String {

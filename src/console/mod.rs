@@ -54,7 +54,7 @@ pub struct Console {
     pool: PgPool,
     store: Store,
     auth: Auth,
-    broker: tokio::sync::Mutex<Option<BrokerHandle>>,
+    broker: tokio::sync::Mutex<Option<Arc<BrokerHandle>>>,
     /// One dead-letter cursor at a time: two would each see only what the other left.
     dlq: tokio::sync::Mutex<()>,
     month: billing::MonthCache,
@@ -86,9 +86,16 @@ pub async fn start(
     let addr = cs.validate()?;
     let generated = (!cs.has_auth())
         .then(|| SecretString::from(format!("kycq-{}", hex::encode(rand::random::<[u8; 16]>()))));
-    crate::store::ensure_database(&settings.database).await?;
+    if !addr.ip().is_loopback() && !cs.secure_cookies {
+        warn!(
+            %addr,
+            "console.listen is not a loopback address and console.secure_cookies is off: serve \
+             the console over HTTPS (a TLS proxy) and set console.secure_cookies, or the sign-in \
+             and session cookie cross the network in clear text"
+        );
+    }
+    migrate(&settings).await?;
     let pool = connect(&settings).await?;
-    crate::store::MIGRATOR.run(&pool).await?;
     let console = Arc::new(Console {
         names: settings.topology.names(),
         store: Store::from_pool(pool.clone()),
@@ -115,8 +122,10 @@ pub async fn start(
             warn!(error = %e, "console server stopped");
         }
         if let Some(b) = console.broker.lock().await.take() {
-            b.publisher.close().await;
-            let _ = b.conn.close(200, "console stopped".into()).await;
+            if let Ok(b) = Arc::try_unwrap(b) {
+                b.publisher.close().await;
+                let _ = b.conn.close(200, "console stopped".into()).await;
+            }
         }
     });
     Ok(RunningConsole {
@@ -141,6 +150,23 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         );
     }
     let _ = running.task.await;
+    Ok(())
+}
+
+/// Create the database if needed and apply migrations, on a connection of its own without the
+/// console's statement timeout (an index build, or waiting for a worker's migration to finish,
+/// takes as long as it takes).
+async fn migrate(settings: &Settings) -> anyhow::Result<()> {
+    crate::store::ensure_database(&settings.database).await?;
+    let opts = PgConnectOptions::from_str(settings.database.url.expose_secret())?
+        .options([("application_name", "kycq console (migrations)")]);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await?;
+    let done = crate::store::MIGRATOR.run(&pool).await;
+    pool.close().await;
+    done?;
     Ok(())
 }
 
@@ -182,13 +208,16 @@ fn router(state: AppState) -> Router {
         )
         .fallback(|| async { view::error(StatusCode::NOT_FOUND, "No such page.") })
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
 /// Headers on every response: no framing, no sniffing, no referrer, a strict content policy
 /// (no scripts at all), and no caching of pages that hold (masked) personal data.
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: &'static str, v: &'static str| {
@@ -213,6 +242,9 @@ async fn security_headers(req: Request, next: Next) -> Response {
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
+    }
+    if app.settings.console.secure_cookies {
+        set(h, "strict-transport-security", "max-age=31536000");
     }
     res
 }
@@ -239,6 +271,14 @@ pub enum PageError {
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
+        if self.timed_out() {
+            return view::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This page needs more than console.query_timeout_ms of database time (the console \
+                 cuts its queries off so that it never holds up the workers). Choose a shorter \
+                 range, or use the command line (`kycq report billing --from … --to … --csv`).",
+            );
+        }
         let status = match &self {
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::Bad(_) => StatusCode::BAD_REQUEST,
@@ -255,15 +295,31 @@ impl IntoResponse for PageError {
     }
 }
 
+impl PageError {
+    /// Whether Postgres cancelled the statement at `console.query_timeout_ms` (SQLSTATE 57014).
+    fn timed_out(&self) -> bool {
+        let db = match self {
+            PageError::Db(e) => e.as_database_error(),
+            PageError::Store(crate::store::StoreError::Db(e)) => e.as_database_error(),
+            _ => None,
+        };
+        db.and_then(|d| d.code()).as_deref() == Some("57014")
+    }
+}
+
+/// How long the console waits for RabbitMQ to connect or answer.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Console {
     /// The broker connection and a confirmed publisher, connected on first use and again after
     /// it was lost.
-    async fn broker(&self) -> Result<tokio::sync::MappedMutexGuard<'_, BrokerHandle>, BrokerError> {
+    async fn broker(&self) -> Result<Arc<BrokerHandle>, BrokerError> {
         let mut g = self.broker.lock().await;
-        if g.as_ref().is_some_and(|b| !b.conn.status().connected()) {
-            *g = None;
+        if let Some(b) = g.as_ref().filter(|b| b.conn.status().connected()) {
+            return Ok(b.clone());
         }
-        if g.is_none() {
+        *g = None;
+        let connect = async {
             let conn =
                 broker::connect(self.settings.amqp.url.expose_secret(), "kycq console").await?;
             broker::declare_topology(&conn, &self.names, self.settings.amqp.delivery_limit).await?;
@@ -273,15 +329,31 @@ impl Console {
                 Duration::from_secs(self.settings.amqp.confirm_timeout_secs),
             )
             .await?;
-            *g = Some(BrokerHandle { conn, publisher });
-        }
-        Ok(tokio::sync::MutexGuard::map(g, |b| {
-            b.as_mut().expect("connected above")
-        }))
+            Ok::<_, BrokerError>(BrokerHandle { conn, publisher })
+        };
+        let b = tokio::time::timeout(BROKER_TIMEOUT, connect)
+            .await
+            .map_err(|_| BrokerError::Timeout("connecting".into()))??;
+        let b = Arc::new(b);
+        *g = Some(b.clone());
+        Ok(b)
     }
 
-    /// Record a console action (never personal data). A failed audit write fails the action's
-    /// page, but never the action itself, which has its own record (`operator_decisions`).
+    /// Whether a (genuine) session is still open in `console_sessions`.
+    async fn session_live(&self, s: &Session) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM console_sessions \
+              WHERE id = $1 AND ended_at IS NULL AND expires_at > now())",
+        )
+        .bind(&s.id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Record a console action (never personal data, never an operator's note: notes live with
+    /// the decision in `operator_decisions`). Reads of personal data (a person search, an export)
+    /// are refused when their record cannot be written; an action already done is reported
+    /// whatever happens to its record (the decision is recorded with it).
     async fn audit(
         &self,
         operator: &str,
@@ -290,7 +362,7 @@ impl Console {
         outcome: &str,
         detail: Option<&str>,
         client: Option<SocketAddr>,
-    ) {
+    ) -> Result<(), sqlx::Error> {
         let r = sqlx::query(
             "INSERT INTO console_audit (operator, action, target, outcome, detail, client) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -303,9 +375,10 @@ impl Console {
         .bind(client.map(|c| c.ip().to_string()))
         .execute(&self.pool)
         .await;
-        if let Err(e) = r {
+        if let Err(e) = &r {
             warn!(error = %e, action, "console audit record not written");
         }
+        r.map(|_| ())
     }
 }
 
@@ -366,8 +439,30 @@ async fn login(
 ) -> Response {
     match app.auth.login(from.ip(), &f).await {
         Ok(operator) => {
-            let (_, cookie) = app.auth.issue(&operator);
-            app.audit(&operator, "login", None, "ok", None, Some(from))
+            let (session, cookie) = app.auth.issue(&operator);
+            let recorded = sqlx::query(
+                "INSERT INTO console_sessions (id, operator, expires_at) \
+                 VALUES ($1, $2, to_timestamp($3))",
+            )
+            .bind(&session.id)
+            .bind(&operator)
+            .bind(session.expires as f64)
+            .execute(&app.pool)
+            .await;
+            if let Err(e) = recorded {
+                return view::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("Signed in, but the session cannot be recorded: Postgres: {e}. Try again in a moment."),
+                );
+            }
+            // Sessions ended or expired more than a day ago are of no use to anyone.
+            let _ = sqlx::query(
+                "DELETE FROM console_sessions WHERE expires_at < now() - interval '1 day'",
+            )
+            .execute(&app.pool)
+            .await;
+            let _ = app
+                .audit(&operator, "login", None, "ok", None, Some(from))
                 .await;
             let mut res = Redirect::to("/").into_response();
             let h = res.headers_mut();
@@ -382,22 +477,33 @@ async fn login(
             res
         }
         Err(e) => {
-            // The name typed is recorded as typed (bounded): whoever tried.
-            let who: String = f.name.trim().chars().take(64).collect();
+            // The name typed is recorded only when it is an account's: anything else typed there
+            // may be a token or a password put in the wrong field.
+            let typed = f.name.trim();
+            let who = if f.token.is_empty() && app.auth.is_account(typed) {
+                typed.to_owned()
+            } else {
+                String::new()
+            };
             let (outcome, q) = match e {
                 LoginError::Refused => ("refused", "refused"),
                 LoginError::NameMissing => ("refused", "name"),
                 LoginError::Throttled => ("throttled", "throttled"),
             };
-            app.audit(
-                if who.is_empty() { "-" } else { &who },
-                "login",
-                None,
-                outcome,
-                None,
-                Some(from),
-            )
-            .await;
+            let _ = app
+                .audit(
+                    if who.is_empty() { "-" } else { &who },
+                    "login",
+                    None,
+                    outcome,
+                    Some(if f.token.is_empty() {
+                        "account"
+                    } else {
+                        "operator token"
+                    }),
+                    Some(from),
+                )
+                .await;
             Redirect::to(&format!("/login?failed={q}")).into_response()
         }
     }
@@ -408,8 +514,18 @@ async fn logout(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     Extension(s): Extension<Session>,
 ) -> Response {
-    app.auth.revoke(&s);
-    app.audit(&s.operator, "logout", None, "ok", None, Some(from))
+    let ended = sqlx::query("UPDATE console_sessions SET ended_at = now() WHERE id = $1")
+        .bind(&s.id)
+        .execute(&app.pool)
+        .await;
+    if let Err(e) = ended {
+        return view::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("The session could not be ended: Postgres: {e}. Try again in a moment."),
+        );
+    }
+    let _ = app
+        .audit(&s.operator, "logout", None, "ok", None, Some(from))
         .await;
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().append(

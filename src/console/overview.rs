@@ -19,7 +19,7 @@ use sqlx::{PgPool, Row};
 
 use super::auth::Session;
 use super::view::{self, Nav};
-use super::{billing, AppState, PageError};
+use super::{billing, AppState};
 use crate::providers::registry::refusal_message;
 use crate::store::{self as store, WorkerRow};
 
@@ -121,14 +121,11 @@ async fn checks(
 }
 
 /// The overview page.
-pub async fn page(
-    State(app): State<AppState>,
-    Extension(s): Extension<Session>,
-) -> Result<Response, PageError> {
+pub async fn page(State(app): State<AppState>, Extension(s): Extension<Session>) -> Response {
     let now = Utc::now();
     let day = billing::day_start(&app.settings, now);
     let pool = &app.pool;
-    let (rates, lat, verd, per_check, today, month, fleet) = tokio::try_join!(
+    let (rates, lat, verd, per_check, today, month, fleet) = tokio::join!(
         call_rates(pool),
         latency(pool),
         verdicts(pool, day),
@@ -136,7 +133,16 @@ pub async fn page(
         billing::billed_since(pool, day),
         app.month.billed_this_month(&app.settings, pool, now),
         store::workers(pool, app.settings.worker.alive_within()),
-    )?;
+    );
+    // A figure that cannot be read is shown as missing, with why; the rest still show.
+    let mut missing: Vec<String> = Vec::new();
+    let rates = got(&mut missing, "calls per second", rates);
+    let lat = got(&mut missing, "latency", lat);
+    let verd = got(&mut missing, "results today", verd);
+    let per_check = got(&mut missing, "checks", per_check);
+    let today = got(&mut missing, "billed today", today);
+    let month = got(&mut missing, "billed this month", month);
+    let fleet = got(&mut missing, "workers", fleet);
     let circuits = store::merge_providers(&fleet);
     let queues = queue_depths(&app).await;
     let cfg = &app.settings.providers.0;
@@ -150,6 +156,9 @@ pub async fn page(
     let body = html! {
         p.muted { "Updated " (view::time(&now)) " UTC; reloads every 10 s. Days are "
             (app.settings.billing.utc_offset) " days." }
+        @if !missing.is_empty() {
+            p.flash.bad { "Not shown (the rest is current): " (missing.join("; ")) }
+        }
         h2 { "Providers" }
         div.cards {
             @for p in &providers {
@@ -191,7 +200,7 @@ pub async fn page(
             }
         }
         h2 { "Checks" }
-        (view::table(&["check", "requests/min (5 min)", "today", "rejected today"], html! {
+        (view::table(&["check", "#requests/min (5 min)", "#today", "#rejected today"], html! {
             @for (check, last5, today, rejected) in &per_check {
                 tr {
                     td { (check) }
@@ -203,7 +212,7 @@ pub async fn page(
             @if per_check.is_empty() { tr { td.muted colspan="4" { "No requests today." } } }
         }))
         h2 { "Queues" }
-        (view::table(&["queue", "ready", "consumers"], html! {
+        (view::table(&["queue", "#ready", "#consumers"], html! {
             @for (name, depth) in &queues {
                 tr {
                     td { (name) }
@@ -217,12 +226,20 @@ pub async fn page(
         h2 { "Workers" }
         (workers_table(&fleet, now))
     };
-    Ok(view::refreshing("Overview", Nav::Overview, &s, body, 10))
+    view::refreshing("Overview", Nav::Overview, &s, body, 10)
+}
+
+/// A figure's value, or the default with why it is missing noted.
+fn got<T: Default>(missing: &mut Vec<String>, what: &str, r: Result<T, sqlx::Error>) -> T {
+    r.unwrap_or_else(|e| {
+        missing.push(format!("{what}: {e}"));
+        T::default()
+    })
 }
 
 fn workers_table(fleet: &[WorkerRow], now: DateTime<Utc>) -> Markup {
     view::table(
-        &["worker", "state", "in flight", "last heartbeat", "started"],
+        &["worker", "state", "#in flight", "last heartbeat", "started"],
         html! {
             @for w in fleet {
                 tr {
@@ -251,9 +268,13 @@ async fn queue_depths(app: &AppState) -> Vec<(String, Result<(u32, u32), String>
     match app.broker().await {
         Ok(b) => {
             for n in names {
-                let d = crate::broker::dlq::depth(&b.conn, &n)
-                    .await
-                    .map_err(|e| format!("RabbitMQ: {e}"));
+                let d = tokio::time::timeout(
+                    super::BROKER_TIMEOUT,
+                    crate::broker::dlq::depth(&b.conn, &n),
+                )
+                .await
+                .map_err(|_| "RabbitMQ did not answer in time".to_owned())
+                .and_then(|d| d.map_err(|e| format!("RabbitMQ: {e}")));
                 out.push((n, d));
             }
         }

@@ -142,18 +142,31 @@ pub async fn person(
         Ok(s) => s,
         // The error names the field and the rule, never the value.
         Err(e) => {
+            let _ = app
+                .audit(
+                    &s.operator,
+                    "person_search",
+                    None,
+                    "refused",
+                    Some(&e.to_string()),
+                    Some(from),
+                )
+                .await;
             return Ok(view::page(
                 "Requests",
                 Nav::Story,
                 Some(&s),
                 search_forms(&s, Some(&format!("Not searched: {e}."))),
-            ))
+            ));
         }
     };
     let key = app
         .settings
         .pii_key()
         .map_err(|e| PageError::Bad(e.to_string()))?;
+    // Recorded before anything is read: a search that cannot be recorded is not made.
+    app.audit(&s.operator, "person_search", None, "ok", None, Some(from))
+        .await?;
     let fingerprint = subject.fingerprint(key.expose_secret().as_bytes());
     drop(f);
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -164,15 +177,6 @@ pub async fn person(
     .fetch_all(&app.pool)
     .await?;
     let checks = rows.iter().map(check_row).collect::<Result<Vec<_>, _>>()?;
-    app.audit(
-        &s.operator,
-        "person_search",
-        None,
-        "ok",
-        Some(&format!("{} checks found", checks.len())),
-        Some(from),
-    )
-    .await;
     let masked = subject.masked();
     let body = html! {
         p { "Checks of " strong { (masked.name.as_deref().unwrap_or("–")) " · " (masked.id_number.as_deref().unwrap_or("–")) } ", newest first"
@@ -192,9 +196,9 @@ fn checks_table(checks: &[CheckRow]) -> Markup {
             "verdict / reason",
             "billed",
             "provider",
-            "attempts",
+            "#attempts",
             "received",
-            "took",
+            "#took",
         ],
         html! {
             @for c in checks {
@@ -305,13 +309,13 @@ fn status_badge(c: &CheckRow) -> Markup {
 pub fn journal_table(calls: &[JournalRow]) -> Markup {
     view::table(
         &[
-            "run",
-            "attempt",
+            "#run",
+            "#attempt",
             "provider",
             "API",
             "sent",
-            "took",
-            "HTTP",
+            "#took",
+            "#HTTP",
             "code",
             "outcome",
             "billed",
@@ -347,7 +351,7 @@ pub fn decisions_table(decisions: &[DecisionRow]) -> Markup {
             "who",
             "action",
             "dead letter",
-            "run",
+            "#run",
             "billed",
             "note",
         ],

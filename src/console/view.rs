@@ -85,12 +85,18 @@ pub fn csrf_field(s: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(s.csrf); }
 }
 
-/// A table that scrolls sideways on a narrow screen.
+/// A table that scrolls sideways on a narrow screen. A heading that starts with `#` heads a
+/// column of numbers (aligned right, the `#` not shown).
 pub fn table(head: &[&str], rows: Markup) -> Markup {
     html! {
         div.scroll {
             table {
-                thead { tr { @for h in head { th { (h) } } } }
+                thead { tr { @for h in head {
+                    @match h.strip_prefix('#') {
+                        Some(n) => th.num { (n) },
+                        None => th { (h) },
+                    }
+                } } }
                 tbody { (rows) }
             }
         }
@@ -154,7 +160,8 @@ pub fn error(status: StatusCode, sentence: &str) -> Response {
             body { main {
                 h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
                 p.flash.bad { (sentence) }
-                p { a href="/" { "Back to the overview" } }
+                p { a href="/" { "Overview" } " · " a href="/dead-letters" { "Dead letters" }
+                    " · " a href="/login" { "Sign in" } }
             } }
         }
     };

@@ -510,14 +510,27 @@ impl Report {
 pub enum Target<'a> {
     /// The dead letters of one request id.
     One(&'a str),
+    /// Exactly these dead letters of one request id, by [`Held::key`] (what an operator was
+    /// shown): a dead letter that arrived since is left alone, and one already handled is not
+    /// found.
+    Exact {
+        /// The request id.
+        request_id: &'a str,
+        /// The dead letters' keys.
+        keys: &'a [String],
+    },
     /// Every dead letter.
     All,
 }
 
 impl Target<'_> {
-    fn takes(&self, info: &DeadLetterInfo) -> bool {
+    fn takes(&self, m: &Held) -> bool {
         match self {
-            Target::One(id) => info.request_id.as_deref() == Some(*id),
+            Target::One(id) => m.info.request_id.as_deref() == Some(*id),
+            Target::Exact { request_id, keys } => {
+                m.info.request_id.as_deref() == Some(*request_id)
+                    && m.key().is_some_and(|k| keys.contains(&k))
+            }
             Target::All => true,
         }
     }
@@ -541,7 +554,7 @@ async fn select(
     let now = Utc::now();
     let mut out = Vec::new();
     while let Some(m) = cursor.next().await? {
-        if !target.takes(&m.info) {
+        if !target.takes(&m) {
             continue;
         }
         let row = if filters.need_row() {
@@ -553,10 +566,19 @@ async fn select(
             out.push((m, row));
         }
     }
-    if let (Target::One(id), true) = (target, out.is_empty()) {
-        return Err(DlqError::Refused(format!(
-            "no dead letter with request_id {id} matches (see `kycq dlq list`)"
-        )));
+    match (target, out.is_empty()) {
+        (Target::One(id), true) => {
+            return Err(DlqError::Refused(format!(
+                "no dead letter with request_id {id} matches (see `kycq dlq list`)"
+            )))
+        }
+        (Target::Exact { request_id, .. }, true) => {
+            return Err(DlqError::Refused(format!(
+                "the dead letters of {request_id} you were shown are no longer in the queue \
+                 (handled meanwhile): look at them again"
+            )))
+        }
+        _ => {}
     }
     Ok(out)
 }
@@ -900,9 +922,12 @@ pub struct Listed {
     pub why: Option<String>,
     /// The request's row (no personal data), when there is one.
     pub stored: Option<RowSnapshot>,
+    /// Identifies this dead letter ([`Held::key`]), for acting on exactly it.
+    pub key: Option<String>,
 }
 
-async fn listed(store: &Store, info: DeadLetterInfo) -> Result<Listed, StoreError> {
+async fn listed(store: &Store, m: &Held) -> Result<Listed, StoreError> {
+    let info = m.info.clone();
     let row = row_for(store, &info).await?;
     let resolved = match &info.request_id {
         Some(id) if row.is_some() => store.resolution(id).await?,
@@ -922,6 +947,7 @@ async fn listed(store: &Store, info: DeadLetterInfo) -> Result<Listed, StoreErro
     Ok(Listed {
         action: plan.action(),
         why: plan.why().map(str::to_owned),
+        key: m.key(),
         info,
         stored: row,
     })
@@ -935,7 +961,7 @@ pub async fn list(ctx: &Ctx<'_>, filters: &Filters, limit: usize) -> Result<Vec<
     let mut out = Vec::new();
     while out.len() < limit {
         let Some(m) = cursor.next().await? else { break };
-        let l = listed(ctx.store, m.info.clone()).await?;
+        let l = listed(ctx.store, &m).await?;
         if filters.matches(&l.info, l.stored.as_ref(), now) {
             out.push(l);
         }
@@ -967,7 +993,7 @@ pub async fn show(ctx: &Ctx<'_>, request_id: &str) -> Result<Shown, DlqError> {
     while let Some(m) = cursor.next().await? {
         if m.info.request_id.as_deref() == Some(request_id) {
             body.get_or_insert_with(|| dlq::masked_body(&m.body));
-            dead.push(listed(ctx.store, m.info.clone()).await?);
+            dead.push(listed(ctx.store, &m).await?);
         }
     }
     cursor.close().await;

@@ -22,6 +22,7 @@ use crate::helpers::{mobile3, Options, TestApp};
 use crate::webdriver::Browser;
 
 const TOKEN: &str = "console-test-operator-token";
+const SESSION_KEY: &str = "console-test-session-key-of-32-bytes!";
 const T: Duration = Duration::from_secs(30);
 
 /// A test deployment whose transient failures end at once (one call per request, Tencent only),
@@ -44,6 +45,7 @@ async fn start_console(app: &TestApp) -> (RunningConsole, CancellationToken, Str
     let mut settings = app.settings.clone();
     settings.console.listen = "127.0.0.1:0".into();
     settings.console.operator_token = Some(SecretString::from(TOKEN));
+    settings.console.session_key = Some(SecretString::from(SESSION_KEY));
     let stop = CancellationToken::new();
     let c = console::start(settings, stop.clone())
         .await
@@ -204,7 +206,10 @@ async fn the_console_refuses_strangers_and_forged_forms() {
     assert_eq!(h["referrer-policy"], "same-origin");
     assert_eq!(h["cache-control"], "no-store");
 
-    // Signing out ends the session.
+    // Signing out ends the session, also on a second console sharing the key (or after a
+    // restart); a session still open works there.
+    let (c2, stop2, base2) = start_console(&app).await;
+    let (other_session, _) = sign_in(&base).await;
     let res = http
         .post(format!("{base}/logout"))
         .header("cookie", &session)
@@ -220,6 +225,19 @@ async fn the_console_refuses_strangers_and_forged_forms() {
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    for (cookie, want) in [
+        (&session, StatusCode::SEE_OTHER),
+        (&other_session, StatusCode::OK),
+    ] {
+        let res = http
+            .get(format!("{base2}/story"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), want);
+    }
+    stop_console(c2, stop2).await;
 
     // Every sign-in, refused or not, is in the audit log.
     let audit: Vec<(String, String, String)> =
@@ -235,7 +253,9 @@ async fn the_console_refuses_strangers_and_forged_forms() {
             .iter()
             .any(|a| a == &(op.to_owned(), action.to_owned(), outcome.to_owned()))
     };
-    assert!(has("Mallory", "login", "refused"), "{audit:?}");
+    // A name that is not an account is not recorded (it may be a token typed in the wrong field).
+    assert!(has("-", "login", "refused"), "{audit:?}");
+    assert!(!audit.iter().any(|a| a.0 == "Mallory"), "{audit:?}");
     assert!(has("Tester (token)", "login", "ok"), "{audit:?}");
     assert!(has("Tester (token)", "logout", "ok"), "{audit:?}");
 
@@ -391,8 +411,29 @@ async fn console_in_a_browser() {
     b.click(&b.link("Retry…").await).await;
     b.type_into("textarea[name=note]", "Tencent busy spell over")
         .await;
+    let mut form: Vec<(String, String)> = Vec::new();
+    for f in ["csrf", "keys", "note"] {
+        let v = b
+            .run(&format!(
+                "return document.querySelector('form.action [name={f}]').value;"
+            ))
+            .await;
+        form.push((f.to_owned(), v.as_str().unwrap().to_owned()));
+    }
     b.click_css("form.action button[type=submit]").await;
     b.wait_for(".flash", "retried 1").await;
+    // The same form sent again finds the dead letter handled: nothing is done.
+    let again = client()
+        .post(format!("{base}/dead-letters/{}/retry", busy.request_id))
+        .header("cookie", b.cookie("kycq_session").await)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(again.contains("no longer in the queue"), "{again}");
     let story = format!("{base}/story/{}", busy.request_id);
     wait_for_text(&b, &story, ".verdict", "match").await;
     assert!(b.text("main").await.contains("Browser Tester (token)"));

@@ -291,6 +291,14 @@ impl Browser {
         }
     }
 
+    /// A cookie of the current page, `HttpOnly` ones included, as `name=value`.
+    pub async fn cookie(&self, name: &str) -> String {
+        let v = self
+            .cmd("GET", &format!("/cookie/{name}"), Value::Null)
+            .await;
+        format!("{name}={}", v["value"].as_str().unwrap())
+    }
+
     /// Resize the window (CSS pixels).
     pub async fn resize(&self, width: u32, height: u32) {
         self.cmd(

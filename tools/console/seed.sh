@@ -13,6 +13,11 @@ DB=${SEED_DB:-kycq_seed}
 ADMIN=${SEED_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 URL=${ADMIN%/*}/$DB
 psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" -c "CREATE DATABASE \"$DB\""
-KYCQ__DATABASE__URL=$URL KYCQ__PII__KEY=seed cargo run -q --release -- migrate
+# The schema: the kycq binary's own migrations (KYCQ_BIN, default: build and run it).
+if [ -n "${KYCQ_BIN:-}" ]; then
+  KYCQ__DATABASE__URL=$URL "$KYCQ_BIN" migrate
+else
+  KYCQ__DATABASE__URL=$URL cargo run -q --release -- migrate
+fi
 time psql -q -v rows="$ROWS" -v days="$DAYS" -f tools/console/seed.sql "$URL"
 psql -q "$URL" -c "SELECT pg_size_pretty(pg_database_size('$DB')) AS size"
