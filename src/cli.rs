@@ -716,7 +716,7 @@ pub enum DlqAction {
 const CONSOLE_HELP: &str = "Serves console.listen (default 127.0.0.1:9470) until SIGINT/SIGTERM. \
 Sign-in is required: the operator token (console.operator_token) with the operator's name, or an \
 account (console.users.<name> = argon2 hash). With neither configured, a loopback console prints \
-a one-time token at start; any other address is refused.
+a token generated at start (valid until it stops); any other address is refused.
 
 Examples:
   kycq console

@@ -605,7 +605,7 @@ fn default_billing_utc_offset() -> String {
 
 /// `[console]`: the operators' web console. Authentication is always required: configure an
 /// operator token, operator accounts, or neither on a loopback address (then `kycq console`
-/// prints a one-time token at start). A non-loopback `listen` without either is refused.
+/// prints a token generated at start (valid until it stops)). A non-loopback `listen` without either is refused.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsoleSettings {

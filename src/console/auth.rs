@@ -131,7 +131,7 @@ pub enum LoginError {
 }
 
 impl Auth {
-    /// From the settings; `generated_token` is the one-time token of an unconfigured loopback
+    /// From the settings; `generated_token` is the token generated for an unconfigured loopback
     /// console.
     pub fn new(s: &ConsoleSettings, generated_token: Option<SecretString>) -> Auth {
         let key = match &s.session_key {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
 use maud::html;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use super::auth::Session;
@@ -50,13 +51,13 @@ pub async fn billed_since(pool: &PgPool, since: DateTime<Utc>) -> Result<PerProv
     .bind(since)
     .fetch_all(pool)
     .await?;
+    per_provider(&rows, "billed", "unknown")
+}
+
+/// Rows of `provider` and two counts `a`, `b`, by provider.
+pub fn per_provider(rows: &[PgRow], a: &str, b: &str) -> Result<PerProvider, sqlx::Error> {
     rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("provider")?,
-                (r.try_get("billed")?, r.try_get("unknown")?),
-            ))
-        })
+        .map(|r| Ok((r.try_get("provider")?, (r.try_get(a)?, r.try_get(b)?))))
         .collect()
 }
 

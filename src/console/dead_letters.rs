@@ -106,15 +106,8 @@ pub async fn list(
     let filters = q.filters()?;
     let limit = app.settings.console.dead_letter_page;
     let listed = {
-        let _one = app.dlq.lock().await;
-        let b = app.broker().await?;
-        let ctx = Ctx {
-            conn: &b.conn,
-            names: &app.names,
-            store: &app.store,
-            publisher: &b.publisher,
-        };
-        ops::list(&ctx, &filters, limit).await?
+        let d = DlqSession::open(&app).await?;
+        ops::list(&d.ctx(&app), &filters, limit).await?
     };
     let ids = listed
         .iter()
@@ -278,15 +271,34 @@ const KEY_SEPARATOR: char = '\n';
 
 /// The request's dead letters now (the queue read once, every message returned in place).
 async fn shown(app: &AppState, request_id: &str) -> Result<ops::Shown, PageError> {
-    let _one = app.dlq.lock().await;
-    let b = app.broker().await?;
-    let ctx = Ctx {
-        conn: &b.conn,
-        names: &app.names,
-        store: &app.store,
-        publisher: &b.publisher,
-    };
-    Ok(ops::show(&ctx, request_id).await?)
+    let d = DlqSession::open(app).await?;
+    Ok(ops::show(&d.ctx(app), request_id).await?)
+}
+
+/// The console's one dead-letter cursor at a time (two would each see only what the other left
+/// in the queue), and the broker connection to read it with.
+struct DlqSession<'a> {
+    _one: tokio::sync::MutexGuard<'a, ()>,
+    broker: std::sync::Arc<super::BrokerHandle>,
+}
+
+impl<'a> DlqSession<'a> {
+    async fn open(app: &'a AppState) -> Result<DlqSession<'a>, crate::broker::BrokerError> {
+        let one = app.dlq.lock().await;
+        Ok(DlqSession {
+            _one: one,
+            broker: app.broker().await?,
+        })
+    }
+
+    fn ctx<'c>(&'c self, app: &'c AppState) -> Ctx<'c> {
+        Ctx {
+            conn: &self.broker.conn,
+            names: &app.names,
+            store: &app.store,
+            publisher: &self.broker.publisher,
+        }
+    }
 }
 
 /// `GET /dead-letters/{request_id}/{action}`: the confirmation, naming the dead letters it will
@@ -451,14 +463,8 @@ async fn run(
     billed: Option<Billed>,
     who: &Operator,
 ) -> Result<(bool, String), String> {
-    let _one = app.dlq.lock().await;
-    let b = app.broker().await.map_err(|e| e.to_string())?;
-    let ctx = Ctx {
-        conn: &b.conn,
-        names: &app.names,
-        store: &app.store,
-        publisher: &b.publisher,
-    };
+    let d = DlqSession::open(app).await.map_err(|e| e.to_string())?;
+    let ctx = d.ctx(app);
     let target = Target::Exact { request_id, keys };
     let done = match action {
         Action::Retry => ops::retry(&ctx, target, &Filters::default(), who, false)

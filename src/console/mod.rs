@@ -71,7 +71,7 @@ struct BrokerHandle {
 pub struct RunningConsole {
     /// The address it listens on.
     pub addr: SocketAddr,
-    /// The one-time token printed when none is configured.
+    /// The token generated (and printed) when none is configured.
     pub generated_token: Option<SecretString>,
     /// The server task.
     pub task: tokio::task::JoinHandle<()>,
@@ -144,8 +144,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(t) = &running.generated_token {
         // Printed to the terminal only (never logged): the operator who started it signs in.
         println!(
-            "No console.operator_token or console.users configured: sign in with the one-time \
-             token {} (valid until this console stops)",
+            "No console.operator_token or console.users configured: sign in with the token \
+             {} (generated at start, valid until this console stops)",
             t.expose_secret()
         );
     }

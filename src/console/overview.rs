@@ -24,7 +24,7 @@ use crate::providers::registry::refusal_message;
 use crate::store::{self as store, WorkerRow};
 
 /// Calls per provider in the last 10 and 60 seconds.
-async fn call_rates(pool: &PgPool) -> Result<BTreeMap<String, (i64, i64)>, sqlx::Error> {
+async fn call_rates(pool: &PgPool) -> Result<billing::PerProvider, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT provider, \
                 count(*) FILTER (WHERE sent_at > now() - interval '10 seconds') AS last10, \
@@ -34,14 +34,7 @@ async fn call_rates(pool: &PgPool) -> Result<BTreeMap<String, (i64, i64)>, sqlx:
     )
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("provider")?,
-                (r.try_get("last10")?, r.try_get("last60")?),
-            ))
-        })
-        .collect()
+    billing::per_provider(&rows, "last10", "last60")
 }
 
 /// Provider latency (ms) of the most recent finished calls of the last 15 minutes: p50, p99 and

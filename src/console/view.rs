@@ -148,24 +148,19 @@ pub fn json(v: &serde_json::Value) -> Markup {
 
 /// An error page with `status` and one sentence saying what to do.
 pub fn error(status: StatusCode, sentence: &str) -> Response {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
     let body = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "Error · kycq console" }
-                link rel="stylesheet" href="/static/console.css";
-            }
-            body { main {
-                h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
-                p.flash.bad { (sentence) }
-                p { a href="/" { "Overview" } " · " a href="/dead-letters" { "Dead letters" }
-                    " · " a href="/login" { "Sign in" } }
-            } }
-        }
+        p.flash.bad { (sentence) }
+        p { a href="/" { "Overview" } " · " a href="/dead-letters" { "Dead letters" }
+            " · " a href="/login" { "Sign in" } }
     };
-    (status, Html(body.into_string())).into_response()
+    let mut res = frame(&title, Nav::None, None, body, None);
+    *res.status_mut() = status;
+    res
 }
 
 /// The style sheet response.

@@ -18,28 +18,12 @@ use secrecy::SecretString;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{mobile3, Options, TestApp};
+use crate::helpers::{mobile3, TestApp};
 use crate::webdriver::Browser;
 
 const TOKEN: &str = "console-test-operator-token";
 const SESSION_KEY: &str = "console-test-session-key-of-32-bytes!";
 const T: Duration = Duration::from_secs(30);
-
-/// A test deployment whose transient failures end at once (one call per request, Tencent only),
-/// so a dead letter can be made on purpose.
-async fn app() -> TestApp {
-    let mut app = TestApp::with(Options {
-        env: vec![
-            ("KYCQ__RETRY__MAX_ATTEMPTS".into(), "1".into()),
-            ("KYCQ__ROUTES__MOBILE3".into(), "tencent".into()),
-            ("KYCQ__WORKER__HEARTBEAT_SECS".into(), "1".into()),
-        ],
-        ..Default::default()
-    })
-    .await;
-    app.start_worker().await;
-    app
-}
 
 async fn start_console(app: &TestApp) -> (RunningConsole, CancellationToken, String) {
     let mut settings = app.settings.clone();
@@ -331,7 +315,9 @@ async fn wait_for_text(b: &Browser, url: &str, css: &str, want: &str) -> String 
 
 #[tokio::test]
 async fn console_in_a_browser() {
-    let mut app = app().await;
+    // Transient failures end at once (one call per request, Tencent only): a dead letter can
+    // be made on purpose.
+    let mut app = crate::dlq::app().await;
     // A batch: matches, a mismatch, an ID number rejected before any call, a transient
     // failure (dead letter, retryable: the sandbox answers its next call), and a lost answer
     // (billing unknown).

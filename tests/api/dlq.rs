@@ -23,7 +23,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// One call per request, on Tencent only: a transient failure ends `retries_exhausted` at once,
 /// and the sandbox's `*Once` identities answer the next call (the retry) with a match.
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     let mut app = TestApp::with(Options {
         env: vec![
             ("KYCQ__RETRY__MAX_ATTEMPTS".into(), "1".into()),

@@ -254,21 +254,12 @@ impl Browser {
     /// The text of the first element matching `css` now, read by a script; None while the
     /// page is changing (a navigation in progress) or when nothing matches.
     pub async fn try_text(&self, css: &str) -> Option<String> {
-        let res = self
-            .http
-            .post(format!("{}/execute/sync", self.base))
-            .json(&json!({
-                "script": "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;",
-                "args": [css],
-            }))
-            .send()
-            .await
-            .ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        let v: Value = res.json().await.ok()?;
-        v["value"].as_str().map(str::to_owned)
+        let script =
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;";
+        self.try_post("/execute/sync", json!({ "script": script, "args": [css] }))
+            .await?
+            .as_str()
+            .map(str::to_owned)
     }
 
     /// Wait until the text of `css` contains `want` (after a click that navigates: the click
