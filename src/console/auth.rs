@@ -510,6 +510,13 @@ mod tests {
         Auth::new(&settings(), None)
     }
 
+    /// The settings of [`settings`], made once: argon2 hashes are salted, so each call makes
+    /// another credential.
+    fn shared() -> &'static ConsoleSettings {
+        static S: std::sync::OnceLock<ConsoleSettings> = std::sync::OnceLock::new();
+        S.get_or_init(settings)
+    }
+
     fn value(cookie: &str) -> &str {
         cookie
             .strip_prefix("kycq_session=")
@@ -521,7 +528,7 @@ mod tests {
 
     #[test]
     fn sessions_verify_and_reject_tampering() {
-        let a = auth();
+        let a = Auth::new(shared(), None);
         let (s, cookie) = a.issue("alice");
         let back = a.verify(value(&cookie)).unwrap();
         assert_eq!(back.operator, "alice");
@@ -530,27 +537,27 @@ mod tests {
         let forged = value(&cookie).replacen(&hex::encode("alice"), &hex::encode("mallory"), 1);
         assert!(a.verify(&forged).is_none());
         // Another console's key.
-        let mut other = settings();
+        let mut other = shared().clone();
         other.session_key = Some(SecretString::from("o".repeat(32)));
         assert!(Auth::new(&other, None).verify(value(&cookie)).is_none());
-        // The same key (a restart, or a second console) accepts it.
-        assert!(auth().verify(value(&cookie)).is_some());
+        // The same key and credentials (a restart, or a second console) accept it.
+        assert!(Auth::new(shared(), None).verify(value(&cookie)).is_some());
         assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
     }
 
     #[test]
     fn a_removed_account_or_a_rotated_token_ends_its_sessions() {
-        let a = auth();
+        let a = Auth::new(shared(), None);
         let (_, alice) = a.issue("alice");
         let (_, token) = a.issue("Wang (token)");
-        let mut changed = settings();
+        let mut changed = shared().clone();
         changed.users.clear();
         changed.operator_token = Some(SecretString::from("a-new-operator-token"));
         let b = Auth::new(&changed, None);
         assert!(b.verify(value(&alice)).is_none());
         assert!(b.verify(value(&token)).is_none());
         // A new password for alice ends her sessions too.
-        let mut repass = settings();
+        let mut repass = shared().clone();
         repass
             .users
             .insert("alice".into(), SecretString::from(hash_password("pw-new")));

@@ -15,6 +15,7 @@ use axum::response::Response;
 use axum::Extension;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
+use secrecy::ExposeSecret;
 use sqlx::{PgPool, Row};
 
 use super::auth::Session;
@@ -113,6 +114,85 @@ async fn checks(
         .collect()
 }
 
+/// What the shared Redis bucket of one provider says now.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Limiter {
+    /// How long a call asking now would wait for its slot, in ms (0: slots are free).
+    pub wait_ms: f64,
+    /// The share of `rate_per_sec` in force (below 1 after the vendor answered "throttled").
+    pub share: f64,
+    /// Seconds the bucket stays paused (a "throttled" answer's cool-down), 0 when not paused.
+    pub paused_secs: f64,
+}
+
+impl Limiter {
+    /// From the bucket's hash (`tat`, `share`, `share_at`, `paused_until`, microseconds of
+    /// Redis time) as `src/ratelimit/bucket.lua` keeps it. Pure.
+    pub fn read(
+        fields: [Option<f64>; 4],
+        now_us: f64,
+        rate_per_sec: f64,
+        burst: u32,
+        min_share: f64,
+        recovery_secs: u64,
+    ) -> Limiter {
+        let [tat, share_base, share_at, paused_until] = fields;
+        let interval = 1e6 / rate_per_sec.max(1e-9);
+        let tau = f64::from(burst.saturating_sub(1)) * interval;
+        let tat = tat.unwrap_or(now_us).max(now_us);
+        let share = match (share_base, share_at) {
+            (Some(b), Some(at)) => (b
+                + (1.0 - min_share) * (now_us - at).max(0.0) / (recovery_secs.max(1) as f64 * 1e6))
+                .min(1.0),
+            _ => 1.0,
+        };
+        Limiter {
+            wait_ms: (tat - tau - now_us).max(0.0) / 1000.0,
+            share,
+            paused_secs: paused_until.map_or(0.0, |p| ((p - now_us) / 1e6).max(0.0)),
+        }
+    }
+}
+
+/// Every configured provider's bucket, read from Redis (bounded by `redis.timeout_ms`).
+async fn limiters(app: &AppState) -> Result<BTreeMap<String, Limiter>, String> {
+    let s = &app.settings;
+    let read = async {
+        let client = redis::Client::open(s.redis.url.expose_secret())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
+        let now_us = secs as f64 * 1e6 + micros as f64;
+        let mut out = BTreeMap::new();
+        for (name, p) in s.providers.all() {
+            let key = crate::ratelimit::bucket_key(&s.redis.key_prefix, name, None);
+            let v: Vec<Option<f64>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["tat", "share", "share_at", "paused_until"])
+                .query_async(&mut c)
+                .await?;
+            let fields = [v[0], v[1], v[2], v[3]];
+            out.insert(
+                name.to_owned(),
+                Limiter::read(
+                    fields,
+                    now_us,
+                    p.rate_per_sec,
+                    p.burst,
+                    p.throttle_min_share,
+                    p.throttle_recovery_secs,
+                ),
+            );
+        }
+        Ok::<_, redis::RedisError>(out)
+    };
+    let budget = std::time::Duration::from_millis(s.redis.timeout_ms.max(1) * 4);
+    match tokio::time::timeout(budget, read).await {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(format!("Redis: {e}")),
+        Err(_) => Err("Redis did not answer in time".into()),
+    }
+}
+
 /// The overview page.
 pub async fn page(State(app): State<AppState>, Extension(s): Extension<Session>) -> Response {
     let now = Utc::now();
@@ -137,7 +217,11 @@ pub async fn page(State(app): State<AppState>, Extension(s): Extension<Session>)
     let month = got(&mut missing, "billed this month", month);
     let fleet = got(&mut missing, "workers", fleet);
     let circuits = store::merge_providers(&fleet);
-    let queues = queue_depths(&app).await;
+    let (queues, limits) = tokio::join!(queue_depths(&app), limiters(&app));
+    let limits = limits.unwrap_or_else(|e| {
+        missing.push(format!("rate limiter: {e}"));
+        BTreeMap::new()
+    });
     let cfg = &app.settings.providers.0;
     let mut providers: Vec<&str> = cfg.keys().map(String::as_str).collect();
     for p in rates.keys().chain(today.keys()) {
@@ -175,6 +259,14 @@ pub async fn page(State(app): State<AppState>, Extension(s): Extension<Session>)
                         dd.rate { (format!("{:.1} · {:.1}", last10 as f64 / 10.0, last60 as f64 / 60.0)) }
                         dt { "limit" }
                         dd { @if let Some(l) = limit { (format!("{l} /s")) } @else { "–" } }
+                        @if let Some(b) = limits.get(*p) {
+                            dt { "next free slot" }
+                            dd.limiter {
+                                @if b.wait_ms > 0.0 { "in " (format!("{:.0} ms", b.wait_ms)) } @else { "now" }
+                                @if b.share < 1.0 { " · rate lowered to " (format!("{:.0}%", b.share * 100.0)) }
+                                @if b.paused_secs > 0.0 { " · paused " (format!("{:.1} s", b.paused_secs)) " (throttled)" }
+                            }
+                        }
                         dt { "billed today" } dd.billed-today { (billed_d) }
                         dt { "billed this month" } dd.billed-month { (billed_m + billed_d) }
                         dt { "billing unknown" }
@@ -228,6 +320,55 @@ fn got<T: Default>(missing: &mut Vec<String>, what: &str, r: Result<T, sqlx::Err
         missing.push(format!("{what}: {e}"));
         T::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limiter;
+
+    #[test]
+    fn the_bucket_read_as_the_script_keeps_it() {
+        let now = 1_000_000_000.0;
+        // 10/s, burst 1: interval 100 ms. A tat 250 ms ahead: the next slot is in 250 ms.
+        let l = Limiter::read(
+            [Some(now + 250_000.0), None, None, None],
+            now,
+            10.0,
+            1,
+            0.5,
+            60,
+        );
+        assert_eq!((l.wait_ms, l.share, l.paused_secs), (250.0, 1.0, 0.0));
+        // Burst 3 absorbs two intervals: 50 ms left.
+        let l = Limiter::read(
+            [Some(now + 250_000.0), None, None, None],
+            now,
+            10.0,
+            3,
+            0.5,
+            60,
+        );
+        assert_eq!(l.wait_ms, 50.0);
+        // An empty bucket (no key): free now.
+        assert_eq!(
+            Limiter::read([None; 4], now, 10.0, 1, 0.5, 60),
+            Limiter {
+                wait_ms: 0.0,
+                share: 1.0,
+                paused_secs: 0.0
+            }
+        );
+        // Lowered to 50 % 30 s ago, recovering over 60 s: 75 % now; paused 2 s more.
+        let l = Limiter::read(
+            [None, Some(0.5), Some(now - 30e6), Some(now + 2e6)],
+            now,
+            10.0,
+            1,
+            0.5,
+            60,
+        );
+        assert_eq!((l.share, l.paused_secs), (0.75, 2.0));
+    }
 }
 
 fn workers_table(fleet: &[WorkerRow], now: DateTime<Utc>) -> Markup {

@@ -485,6 +485,14 @@ async fn console_in_a_browser() {
         1,
         "the forged purge removed a dead letter"
     );
+    // The genuine purge (a note is required) removes it, recorded.
+    b.goto(&format!("{base}/dead-letters/{}/purge", lost.request_id))
+        .await;
+    b.type_into("textarea[name=note]", "sent again as a new request")
+        .await;
+    b.click_css("form.action button[type=submit]").await;
+    b.wait_for(".flash", "purged 1").await;
+    assert!(app.dead_letters().await.is_empty());
 
     // Every action is in the audit log, with who did it.
     let audit: Vec<(String, String)> = sqlx::query(
@@ -496,7 +504,14 @@ async fn console_in_a_browser() {
     .iter()
     .map(|r| (r.get("action"), r.get("outcome")))
     .collect();
-    for action in ["login", "retry", "resolve", "person_search", "billing_csv"] {
+    for action in [
+        "login",
+        "retry",
+        "resolve",
+        "purge",
+        "person_search",
+        "billing_csv",
+    ] {
         assert!(
             audit.iter().any(|(a, o)| a == action && o == "ok"),
             "{action} not audited: {audit:?}"
@@ -508,7 +523,7 @@ async fn console_in_a_browser() {
             .fetch_all(app.db().await)
             .await
             .unwrap();
-    assert_eq!(decided.len(), 2);
+    assert_eq!(decided.len(), 3, "retry, resolve, purge");
     assert!(decided.iter().all(|o| o == "Browser Tester (token)"));
     // Nothing personal in any log line the console wrote.
     let logs = crate::helpers::captured_logs();
