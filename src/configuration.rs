@@ -629,6 +629,10 @@ pub struct ConsoleSettings {
     /// Longest a console query may run, in milliseconds (`statement_timeout`): the console never
     /// holds the database the workers need.
     pub query_timeout_ms: u64,
+    /// Longest a billing report (the billing page, its CSV, the month's figures) may run, in
+    /// milliseconds: a read-only index scan over the range asked (a month of a busy journal
+    /// takes seconds), never holding a lock a worker waits for.
+    pub report_timeout_ms: u64,
     /// Postgres connections the console may hold.
     pub max_connections: u32,
     /// Most dead letters a page reads from the queue.
@@ -646,6 +650,7 @@ impl Default for ConsoleSettings {
             secure_cookies: false,
             public_origin: None,
             query_timeout_ms: 5_000,
+            report_timeout_ms: 60_000,
             max_connections: 4,
             dead_letter_page: 500,
         }
@@ -722,6 +727,9 @@ impl ConsoleSettings {
         }
         if self.query_timeout_ms == 0 {
             return Err(invalid("console.query_timeout_ms", "must be at least 1"));
+        }
+        if self.report_timeout_ms == 0 {
+            return Err(invalid("console.report_timeout_ms", "must be at least 1"));
         }
         if self.max_connections == 0 {
             return Err(invalid("console.max_connections", "must be at least 1"));

@@ -92,7 +92,7 @@ impl MonthCache {
         let first = bill::month_start(today);
         let mut out = BTreeMap::new();
         if let Some(yesterday) = today.pred_opt().filter(|y| *y >= first) {
-            let r = bill::report(pool, first, yesterday, off, &Prices::new()).await?;
+            let r = report_in(pool, s, first, yesterday, &Prices::new()).await?;
             for p in &r.providers {
                 out.insert(
                     p.provider.clone(),
@@ -147,6 +147,36 @@ impl Range {
     }
 }
 
+/// The billing report, its statement cut off after `console.report_timeout_ms` (not the
+/// console's shorter `query_timeout_ms`: a month of a busy journal takes seconds).
+pub async fn report(
+    app: &AppState,
+    from: NaiveDate,
+    to: NaiveDate,
+    prices: &Prices,
+) -> Result<bill::Report, sqlx::Error> {
+    report_in(&app.pool, &app.settings, from, to, prices).await
+}
+
+async fn report_in(
+    pool: &PgPool,
+    s: &Settings,
+    from: NaiveDate,
+    to: NaiveDate,
+    prices: &Prices,
+) -> Result<bill::Report, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL statement_timeout = {}",
+        s.console.report_timeout_ms
+    )))
+    .execute(&mut *tx)
+    .await?;
+    let r = bill::report(&mut *tx, from, to, offset(s), prices).await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
 fn prices(s: &Settings) -> Result<Prices, PageError> {
     Prices::from_settings(&s.billing).map_err(|e| PageError::Bad(e.to_string()))
 }
@@ -158,12 +188,9 @@ pub async fn page(
     Query(q): Query<Range>,
 ) -> Result<Response, PageError> {
     let (from, to) = q.dates(&app.settings)?;
-    let off = offset(&app.settings);
     let prices = prices(&app.settings)?;
-    let (report, unresolved) = tokio::try_join!(
-        bill::report(&app.pool, from, to, off, &prices),
-        bill::unresolved(&app.pool),
-    )?;
+    let (report, unresolved) =
+        tokio::try_join!(report(&app, from, to, &prices), bill::unresolved(&app.pool),)?;
     let money = |f: Option<bill::Fen>| f.map_or("unknown".to_owned(), |f| format!("¥{f}"));
     let body = html! {
         form.filters method="get" action="/billing" {
@@ -236,14 +263,7 @@ pub async fn csv(
         Some(from_addr),
     )
     .await?;
-    let report = bill::report(
-        &app.pool,
-        from,
-        to,
-        offset(&app.settings),
-        &prices(&app.settings)?,
-    )
-    .await?;
+    let report = report(&app, from, to, &prices(&app.settings)?).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),

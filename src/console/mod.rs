@@ -274,9 +274,10 @@ impl IntoResponse for PageError {
         if self.timed_out() {
             return view::error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "This page needs more than console.query_timeout_ms of database time (the console \
-                 cuts its queries off so that it never holds up the workers). Choose a shorter \
-                 range, or use the command line (`kycq report billing --from … --to … --csv`).",
+                "This page needs more database time than the console allows \
+                 (console.query_timeout_ms; console.report_timeout_ms for billing): it cuts its \
+                 queries off so that it never holds up the workers. Choose a shorter range, or \
+                 use the command line (`kycq report billing --from … --to … --csv`).",
             );
         }
         let status = match &self {

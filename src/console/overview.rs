@@ -322,55 +322,6 @@ fn got<T: Default>(missing: &mut Vec<String>, what: &str, r: Result<T, sqlx::Err
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Limiter;
-
-    #[test]
-    fn the_bucket_read_as_the_script_keeps_it() {
-        let now = 1_000_000_000.0;
-        // 10/s, burst 1: interval 100 ms. A tat 250 ms ahead: the next slot is in 250 ms.
-        let l = Limiter::read(
-            [Some(now + 250_000.0), None, None, None],
-            now,
-            10.0,
-            1,
-            0.5,
-            60,
-        );
-        assert_eq!((l.wait_ms, l.share, l.paused_secs), (250.0, 1.0, 0.0));
-        // Burst 3 absorbs two intervals: 50 ms left.
-        let l = Limiter::read(
-            [Some(now + 250_000.0), None, None, None],
-            now,
-            10.0,
-            3,
-            0.5,
-            60,
-        );
-        assert_eq!(l.wait_ms, 50.0);
-        // An empty bucket (no key): free now.
-        assert_eq!(
-            Limiter::read([None; 4], now, 10.0, 1, 0.5, 60),
-            Limiter {
-                wait_ms: 0.0,
-                share: 1.0,
-                paused_secs: 0.0
-            }
-        );
-        // Lowered to 50 % 30 s ago, recovering over 60 s: 75 % now; paused 2 s more.
-        let l = Limiter::read(
-            [None, Some(0.5), Some(now - 30e6), Some(now + 2e6)],
-            now,
-            10.0,
-            1,
-            0.5,
-            60,
-        );
-        assert_eq!((l.share, l.paused_secs), (0.75, 2.0));
-    }
-}
-
 fn workers_table(fleet: &[WorkerRow], now: DateTime<Utc>) -> Markup {
     view::table(
         &["worker", "state", "#in flight", "last heartbeat", "started"],
@@ -419,4 +370,53 @@ async fn queue_depths(app: &AppState) -> Vec<(String, Result<(u32, u32), String>
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Limiter;
+
+    #[test]
+    fn the_bucket_read_as_the_script_keeps_it() {
+        let now = 1_000_000_000.0;
+        // 10/s, burst 1: interval 100 ms. A tat 250 ms ahead: the next slot is in 250 ms.
+        let l = Limiter::read(
+            [Some(now + 250_000.0), None, None, None],
+            now,
+            10.0,
+            1,
+            0.5,
+            60,
+        );
+        assert_eq!((l.wait_ms, l.share, l.paused_secs), (250.0, 1.0, 0.0));
+        // Burst 3 absorbs two intervals: 50 ms left.
+        let l = Limiter::read(
+            [Some(now + 250_000.0), None, None, None],
+            now,
+            10.0,
+            3,
+            0.5,
+            60,
+        );
+        assert_eq!(l.wait_ms, 50.0);
+        // An empty bucket (no key): free now.
+        assert_eq!(
+            Limiter::read([None; 4], now, 10.0, 1, 0.5, 60),
+            Limiter {
+                wait_ms: 0.0,
+                share: 1.0,
+                paused_secs: 0.0
+            }
+        );
+        // Lowered to 50 % 30 s ago, recovering over 60 s: 75 % now; paused 2 s more.
+        let l = Limiter::read(
+            [None, Some(0.5), Some(now - 30e6), Some(now + 2e6)],
+            now,
+            10.0,
+            1,
+            0.5,
+            60,
+        );
+        assert_eq!((l.share, l.paused_secs), (0.75, 2.0));
+    }
 }

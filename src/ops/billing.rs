@@ -637,7 +637,7 @@ SELECT ((sent_at AT TIME ZONE 'UTC') + $3::int * interval '1 second')::date AS d
 /// day of its `sent_at` at `offset`. Reads only (the range on `sent_at` is served by
 /// `provider_calls_billing_idx`). `from > to` gives an empty report.
 pub async fn report(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     from: NaiveDate,
     to: NaiveDate,
     offset: FixedOffset,
@@ -650,7 +650,7 @@ pub async fn report(
             .bind(start)
             .bind(end)
             .bind(offset.local_minus_utc())
-            .fetch_all(pool)
+            .fetch_all(db)
             .await?;
         for r in rows {
             counts.push(DayCount {

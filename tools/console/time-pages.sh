@@ -8,8 +8,9 @@ csrf() { grep -o 'name="csrf" value="[0-9a-f]*"' | head -n1 | sed 's/.*value="//
 C=$(curl -s -c "$JAR" -b "$JAR" "$BASE/login" | csrf)
 curl -s -o /dev/null -c "$JAR" -b "$JAR" --data-urlencode "csrf=$C" --data-urlencode "token=$TOKEN" \
   --data-urlencode "name=timing" "$BASE/login"
-FROM=$(date -u -d '-29 days' +%F); TO=$(date -u +%F)
+FROM=$(date -u -d '-29 days' +%F); FROM90=$(date -u -d '-89 days' +%F); TO=$(date -u +%F)
 for page in "/" "/billing" "/billing?from=$FROM&to=$TO" "/billing.csv?from=$FROM&to=$TO" \
+            "/billing.csv?from=$FROM90&to=$TO" \
             "/story/seed-4242" "/dead-letters"; do
   times=()
   for _ in $(seq "$RUNS"); do
