@@ -158,6 +158,22 @@ pub struct Names {
     pub wait_queue: String,
 }
 
+impl Default for TopologySettings {
+    /// The names of `config/default.toml` (a test keeps the two the same): what clients use
+    /// when they are not told otherwise.
+    fn default() -> Self {
+        TopologySettings {
+            prefix: String::new(),
+            request_exchange: "kyc.requests".into(),
+            work_queue: "kyc.checks".into(),
+            result_exchange: "kyc.results".into(),
+            dead_letter_exchange: "kyc.dead".into(),
+            dead_letter_queue: "kyc.checks.dead".into(),
+            wait_queue: "kyc.checks.wait".into(),
+        }
+    }
+}
+
 impl TopologySettings {
     /// Names with the prefix applied.
     pub fn names(&self) -> Names {
@@ -1080,6 +1096,14 @@ mod tests {
         );
         assert_eq!(s.routes.mobile3, ["tencent", "alibaba", "alimarket"]);
         assert_eq!(s.routes.id2, ["alibaba"]);
+    }
+
+    #[test]
+    fn the_clients_default_names_are_the_files() {
+        assert_eq!(
+            load(&[]).unwrap().topology.names(),
+            TopologySettings::default().names()
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@
 pub mod broker;
 pub mod check;
 pub mod cli;
+pub mod client;
 pub mod configuration;
 pub mod console;
 pub mod failpoint;

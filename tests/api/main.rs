@@ -7,6 +7,7 @@ mod alimarket;
 mod bench;
 mod billing;
 mod cli;
+mod client;
 mod console;
 mod dlq;
 mod doctor;
