@@ -1,5 +1,6 @@
-//! RabbitMQ: connecting, the topology of DESIGN.md §2 (declared idempotently), confirmed
-//! publishing of results and requests, and dead letters with their reason.
+//! RabbitMQ: connecting, the topology of README.md ("The message contract" → "Topology",
+//! declared idempotently), confirmed publishing of results and requests, and dead letters
+//! with their reason.
 
 pub mod dlq;
 
@@ -55,7 +56,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     Ok(Connection::connect(url, props).await?)
 }
 
-/// The work queue's arguments (DESIGN.md §2).
+/// The work queue's arguments (README.md, "The message contract" → "Topology").
 pub fn work_queue_arguments(names: &Names, delivery_limit: u32) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(

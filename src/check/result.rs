@@ -156,7 +156,8 @@ impl FromCall<'_> {
     }
 }
 
-/// The result of one request (DESIGN.md §3). Serialises with every field present.
+/// The result of one request (README.md, "The message contract" → "Result"). Serialises with
+/// every field present.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {
     /// The idempotency key.

@@ -189,7 +189,8 @@ fn matched(check: &str) -> Want {
     }
 }
 
-/// Written out from the vendor tables (PROVIDERS.md §2–§4) and the sandbox's documented codes,
+/// Written out from the vendor tables (each API's page, as cited in
+/// `src/providers/alibaba/codes.rs`) and the sandbox's documented codes,
 /// independently of the code under test.
 fn want(check: &str, code: &str) -> Want {
     let m3 = check == "mobile3";

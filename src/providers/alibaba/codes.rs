@@ -1,5 +1,6 @@
 //! Alibaba's code tables as data: BizCode / SubCode / Passed per API with billing, and the
-//! error `Code`s, each row citing its source (PROVIDERS.md §1.2, §2–§4; vendor-docs/000–002).
+//! error `Code`s, each row citing its source (the vendor's public pages: the ID Verification
+//! server's HTTP status codes and each API's page, named in the `*_SRC` constants below).
 //!
 //! Classification reads the JSON `Code` and `Result` only, never the HTTP status: the vendor's
 //! own pages give the same code different statuses (`InvalidParameter` 400 vs 401,
@@ -42,14 +43,14 @@ const fn err(
     CodeRow::family(code, classification, meaning, source)
 }
 
-const M3_BIZ_SRC: &str = "Mobile3MetaVerifyIntl doc zh/tc (wko0wqqd2gepvbtq): \"1:校验一致(计费) 2:校验不一致(计费) 3:查无记录(不计费)\"; PROVIDERS.md §2.1";
-const M3_SUB_SRC: &str = "python SDK models/_mobile_3meta_verify_intl_response_body.py and tc doc; billing from the BizCode it pairs with (PROVIDERS.md §2.1, pairing [inferred])";
+const M3_BIZ_SRC: &str = "Mobile3MetaVerifyIntl doc zh/tc (https://www.alibabacloud.com/help/zh/ekyc/latest/wko0wqqd2gepvbtq): \"1:校验一致(计费) 2:校验不一致(计费) 3:查无记录(不计费)\"";
+const M3_SUB_SRC: &str = "python SDK models/_mobile_3meta_verify_intl_response_body.py and the tc version of https://www.alibabacloud.com/help/zh/ekyc/latest/wko0wqqd2gepvbtq; billing from the BizCode it pairs with (pairing [inferred])";
 const ID2_SRC: &str =
-    "Id2MetaVerifyIntl doc zh/tc/en (ok4bwxwmu1n94o76), vendor-docs/001; PROVIDERS.md §3";
-const PERIOD_SRC: &str = "Id2MetaPeriodVerifyIntl doc (dateverify) ResultObject.SubCode table with its Billed column, vendor-docs/002; PROVIDERS.md §4";
-const ERR_PRODUCT_SRC: &str = "ID Verification server HTTP status codes (help/zh/ekyc/latest/http-status-code-returned-by-the-server); PROVIDERS.md §1.2";
-const ERR_API_SRC: &str = "per-API error tables of ID_2META (vendor-docs/001) and eKYC_Date_MIN (vendor-docs/002); PROVIDERS.md §1.2";
-const ERR_POP_SRC: &str = "Alibaba Cloud POP gateway client errors (help/doc-detail/67787, V3 signature page); PROVIDERS.md §1.2 [inferred for cloudauth-intl]";
+    "Id2MetaVerifyIntl doc zh/tc/en (https://www.alibabacloud.com/help/zh/ekyc/latest/ok4bwxwmu1n94o76)";
+const PERIOD_SRC: &str = "Id2MetaPeriodVerifyIntl doc (https://www.alibabacloud.com/help/en/ekyc/latest/dateverify) ResultObject.SubCode table with its Billed column";
+const ERR_PRODUCT_SRC: &str = "ID Verification server HTTP status codes (https://www.alibabacloud.com/help/zh/ekyc/latest/http-status-code-returned-by-the-server)";
+const ERR_API_SRC: &str = "per-API error tables of ID_2META (https://www.alibabacloud.com/help/zh/ekyc/latest/ok4bwxwmu1n94o76) and eKYC_Date_MIN (https://www.alibabacloud.com/help/en/ekyc/latest/dateverify)";
+const ERR_POP_SRC: &str = "Alibaba Cloud POP gateway client errors (https://www.alibabacloud.com/help/doc-detail/67787.htm, V3 signature page https://www.alibabacloud.com/help/en/sdk/product-overview/v3-request-structure-and-signature) [inferred for cloudauth-intl]";
 
 /// `Mobile3MetaVerifyIntl` `Result.BizCode`: billing is per BizCode.
 pub const MOBILE3_BIZ_CODES: &[Row] = &[

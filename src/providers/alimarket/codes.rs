@@ -1,9 +1,10 @@
 //! The Marketplace API's code tables as data: `data.result`, `isFee`, `mobileChannel`, and the API gateway's errors (`X-Ca-Error-Message`, `X-Ca-Error-Code`, HTTP status), each row with its billing and source.
 //!
-//! Billing: the answer's own `isFee` is the truth whatever the result (PROVIDERS.md §5.1). The
-//! gateway's refusals never reach the seller's backend and are not billed (FAQ 五: only 2xx
-//! answers are counted), except that a 504 (`Async Service`, backend timeout) may have run —
-//! and billed — at the backend: its billing is unknown and it is never retried.
+//! Billing: the answer's own `isFee` is the truth whatever the result (the product page's field
+//! table, [`SOURCE_PRODUCT_PAGE`]). The gateway's refusals never reach the seller's backend and
+//! are not billed (FAQ 五: only 2xx answers are counted), except that a 504 (`Async Service`,
+//! backend timeout) may have run — and billed — at the backend: its billing is unknown and it is
+//! never retried.
 //!
 //! Signature-mode messages (`Invalid AppKey`, `Invalid Signature, …`, `Timestamp Expired`, …)
 //! are not listed: kycq authenticates with an AppCode only, and any such answer falls to the
@@ -14,21 +15,21 @@ use crate::check::{Billed, Carrier, ReasonCode};
 use crate::providers::codes::{self, CodeRow, Matching};
 use crate::providers::{Classification, Refusal};
 
-/// The product page's field table (vendor-docs/003_*, PROVIDERS.md §5.1).
+/// The product page's field table (<http://market.aliyun.com/detail/cmapi00063272.html>).
 pub const SOURCE_PRODUCT_PAGE: &str =
-    "product page cmapi00063272, 返回字段 / data对象返回字段 (vendor-docs/003_*; PROVIDERS.md §5.1)";
-/// The product page's FAQ (vendor-docs/003_*, 产品对接 五 and 六).
+    "product page http://market.aliyun.com/detail/cmapi00063272.html, 返回字段 / data对象返回字段";
+/// The product page's FAQ (<http://market.aliyun.com/detail/cmapi00063272.html>, 产品对接 五 and 六).
 pub const SOURCE_FAQ: &str =
-    "product page FAQ 五/六 (vendor-docs/003_*): 2xx answers are counted; wrong AppCode → 403 Unauthorized; calls used up → 403 Quota Exhausted";
+    "product page FAQ 五/六 (http://market.aliyun.com/detail/cmapi00063272.html): 2xx answers are counted; wrong AppCode → 403 Unauthorized; calls used up → 403 Quota Exhausted";
 /// The gateway's error table for classic (shared) instances.
 pub const SOURCE_GATEWAY: &str =
-    "API Gateway error codes, classic instances (help.aliyun.com/document_detail/43906; community copy developer.aliyun.com/ask/278260; PROVIDERS.md §5.3)";
+    "API Gateway error codes, classic instances (help.aliyun.com/document_detail/43906; community copy developer.aliyun.com/ask/278260)";
 /// The gateway's public error codes as mirrored in Marketplace SDK READMEs (服务器端错误).
 pub const SOURCE_GATEWAY_README: &str =
     "API Gateway public error codes as mirrored in Marketplace SDK READMEs (公共错误码 / 服务器端错误)";
 /// The Marketplace sample code that most public callers copy.
 pub const SOURCE_SAMPLE: &str =
-    "Marketplace sample code: `httpCode == 400 && error.equals(\"Invalid AppCode `not exists`\")` (PROVIDERS.md §5.3)";
+    "Marketplace sample code: `httpCode == 400 && error.equals(\"Invalid AppCode `not exists`\")`";
 /// The gateway's error table for VPC instances (`X-Ca-Error-Code`).
 pub const SOURCE_GATEWAY_VPC: &str =
     "API Gateway error codes, VPC instances (help.aliyun.com/document_detail/43906 §1; developer.aliyun.com/ask/278257)";
@@ -115,7 +116,7 @@ pub const GATEWAY_MESSAGES: &[CodeRow] = &[
     row(exact("API Not Found"), 400, PW, "no such API (path or method wrong, or taken offline)", SOURCE_GATEWAY),
     // The gateway or the backend in trouble: retry with backoff.
     row(exact("Internal Error"), 500, Classification::TRANSIENT, "gateway internal error: try again", SOURCE_GATEWAY),
-    row(exact("Failed To Call Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (PROVIDERS.md spelling)", SOURCE_GATEWAY),
+    row(exact("Failed To Call Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (the gateway error table's spelling)", SOURCE_GATEWAY),
     row(exact("Failed To Invoke Backend Service"), 500, Classification::TRANSIENT, "the backend failed: try again (gateway README spelling)", SOURCE_GATEWAY_README),
     row(exact("Service Unavailable"), 503, Classification::TRANSIENT, "try again later", SOURCE_GATEWAY),
     // [inferred] The backend timed out after the request reached it: it may have run and

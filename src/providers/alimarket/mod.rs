@@ -1,6 +1,7 @@
 //! Alibaba Cloud Marketplace "运营商3要素V2" (operator three-factor V2): `POST /mobile3/check` for the `mobile3` check, authenticated by AppCode.
 //!
-//! Sources: DESIGN.md §1, PROVIDERS.md §5, the product page (vendor-docs/003_*).
+//! Sources: the product page (<http://market.aliyun.com/detail/cmapi00063272.html>) and the
+//! API Gateway error codes (<https://help.aliyun.com/document_detail/43906.html>).
 //!
 //! - [`settings`]: the section's own key (the AppCode) and the registry's builder.
 //! - [`wire`]: the JSON request body and the response envelope (lenient about number/string).

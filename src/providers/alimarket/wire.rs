@@ -1,9 +1,10 @@
 //! Marketplace `mobile3/check` wire types: the JSON request body and a lenient reading of the response envelope `{code, msg, isFee, seqNo, data:{result, resultDesc, mobileChannel}}`.
 //!
 //! The product page types `isFee` and `data.result` as `int` and `code` / `seqNo` as `string`
-//! (vendor-docs/003_*). Sellers' gateways are not always faithful to their own tables, so
-//! numbers are accepted as JSON numbers or as numeric strings **[inferred]**; anything else
-//! counts as absent, and the classification decides what an absent field means.
+//! (<http://market.aliyun.com/detail/cmapi00063272.html>). Sellers' gateways are not always
+//! faithful to their own tables, so numbers are accepted as JSON numbers or as numeric strings
+//! **[inferred]**; anything else counts as absent, and the classification decides what an
+//! absent field means.
 
 use serde::Serialize;
 use serde_json::{Map, Value};

@@ -135,7 +135,7 @@ pub const VENDOR_CODES: &[(&str, Answer, &str)] = &[
     ("867", gateway(400, "Unsupported Multipart"), "gateway: malformed request (multipart)"),
     ("868", gateway(400, "API Not Found"), "gateway: no such API"),
     ("869", gateway(500, "Internal Error"), "gateway: internal error"),
-    ("870", gateway(500, "Failed To Call Backend Service"), "gateway: backend failed (PROVIDERS.md spelling)"),
+    ("870", gateway(500, "Failed To Call Backend Service"), "gateway: backend failed (the gateway error table's spelling)"),
     ("871", gateway(500, "Failed To Invoke Backend Service"), "gateway: backend failed (gateway README spelling)"),
     ("872", gateway(503, "Service Unavailable"), "gateway: service unavailable"),
     ("873", gateway(504, "Async Service"), "gateway: backend timeout"),

@@ -1,6 +1,8 @@
 //! The sandbox's Marketplace `POST /mobile3/check`: the API gateway's AppCode check and error headers, then the seller's JSON answers, chosen deterministically from the ID number.
 //!
-//! Checks run in the gateway's order, then the backend's (PROVIDERS.md §5, vendor-docs/003_*):
+//! Checks run in the gateway's order, then the backend's (the product page
+//! <http://market.aliyun.com/detail/cmapi00063272.html> and the API Gateway error codes
+//! <https://help.aliyun.com/document_detail/43906.html>):
 //!
 //! 1. `Authorization: APPCODE <code>` — the literal `APPCODE`, one space, the code.
 //!    Missing, or not in that form → 400 `Invalid AppCode \`not exists\`` **[inferred]**: the

@@ -1,10 +1,13 @@
 //! The sandbox's Tencent FaceID `PhoneVerification`: TC3 signature checks and answers in the vendor's own wire format.
 //!
 //! Checks run in the vendor's order and every refusal is HTTP 200 with
-//! `{"Response":{"Error":{"Code","Message"},"RequestId"}}` (PROVIDERS.md §6.3):
+//! `{"Response":{"Error":{"Code","Message"},"RequestId"}}` (the `PhoneVerification` page's error
+//! codes, <https://www.tencentcloud.com/document/api/1061/79046>, and the common error codes,
+//! <https://cloud.tencent.com/document/product/1001/31332>):
 //! authorization header → timestamp within 300 s → SecretId → signature → action and version →
 //! body → the vendor's own field checks (`-6`/`-7`/`-8`) → injected fault → the scenario.
-//! Billing follows PROVIDERS.md §6.2: only `Result` `0` and `-4` are charged.
+//! Billing follows the vendor's `Result` table
+//! (<https://cloud.tencent.com/document/api/1007/39765>): only `Result` `0` and `-4` are charged.
 //! The HTTP-layer scenarios 934–937 are not in Tencent's format: [`Answer::Http`] delegates
 //! them to [`super::http_fault`].
 
