@@ -192,13 +192,8 @@ impl Client {
         let consumer = tokio::spawn(async move {
             let _channel = channel;
             while let Some(Ok(d)) = deliveries.next().await {
-                let corr = d
-                    .properties
-                    .correlation_id()
-                    .as_ref()
-                    .map(|c| c.as_str().to_owned());
-                match serde_json::from_slice::<CheckResult>(&d.data) {
-                    Ok(r) => lock(&w).deliver(corr, r),
+                match crate::ops::enqueue::decode_reply(&d) {
+                    Ok((corr, r)) => lock(&w).deliver(corr, r),
                     Err(e) => {
                         tracing::warn!(error = %e, "kycq client: a reply that is not a result, dropped")
                     }

@@ -422,7 +422,13 @@ fn form_csrf(body: &[u8]) -> Option<String> {
 pub async fn guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let open = path == "/login" || path == "/favicon.ico" || path.starts_with("/static/");
-    let mut session = cookie_value(req.headers(), SESSION_COOKIE).and_then(|v| app.auth.verify(v));
+    // The open paths never need the session (the sign-in form's token comes from its own
+    // cookie): no session lookup for them.
+    let mut session = if open {
+        None
+    } else {
+        cookie_value(req.headers(), SESSION_COOKIE).and_then(|v| app.auth.verify(v))
+    };
     if let Some(s) = &session {
         match app.session_live(s).await {
             Ok(true) => {}

@@ -172,17 +172,24 @@ impl ReplyQueue {
                 .await
                 .ok()??
                 .ok()?;
-            let corr = d
-                .properties
-                .correlation_id()
-                .as_ref()
-                .map(|c| c.as_str().to_owned());
-            match serde_json::from_slice::<CheckResult>(&d.data) {
-                Ok(r) => return Some((corr, r)),
+            match decode_reply(&d) {
+                Ok(r) => return Some(r),
                 Err(e) => tracing::warn!(error = %e, "ignoring a reply that is not a result"),
             }
         }
     }
+}
+
+/// A reply delivery as its correlation id (kycq sets the `request_id`) and the result.
+pub fn decode_reply(
+    d: &lapin::message::Delivery,
+) -> Result<(Option<String>, CheckResult), serde_json::Error> {
+    let corr = d
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|c| c.as_str().to_owned());
+    Ok((corr, serde_json::from_slice::<CheckResult>(&d.data)?))
 }
 
 /// Publish one request (confirmed), with `reply_to` when a reply queue is given. Nothing is
