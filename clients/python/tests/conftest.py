@@ -73,6 +73,7 @@ class Deployment:
     sandbox_url: str
     worker_log: Path
     reply_queues: List[str] = field(default_factory=list)
+    exchanges: List[str] = field(default_factory=list)
 
     def ledger(self) -> List[Dict[str, Any]]:
         """Every call the sandbox answered (GET /_sandbox/ledger)."""
@@ -82,9 +83,13 @@ class Deployment:
         assert isinstance(calls, list)
         return calls
 
-    def created(self, reply_queue: str) -> None:
-        """Remember a client's reply queue for the clean-up."""
-        self.reply_queues.append(reply_queue)
+    def created(self, queue: str) -> None:
+        """Remember a queue (a client's reply queue) for the clean-up."""
+        self.reply_queues.append(queue)
+
+    def created_exchange(self, exchange: str) -> None:
+        """Remember an exchange a test declared, for the clean-up."""
+        self.exchanges.append(exchange)
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
@@ -132,7 +137,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _delete_topology(prefix: str, reply_queues: List[str]) -> None:
+def _delete_topology(prefix: str, reply_queues: List[str], exchanges: List[str]) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
     try:
         for q in [prefix + n for n in TOPOLOGY] + reply_queues:
@@ -142,7 +147,7 @@ def _delete_topology(prefix: str, reply_queues: List[str]) -> None:
             except pika.exceptions.ChannelClosedByBroker:
                 continue
             ch.close()
-        for x in [prefix + n for n in TOPOLOGY] + [prefix + "unbound.requests"]:
+        for x in [prefix + n for n in TOPOLOGY] + exchanges:
             ch = conn.channel()
             try:
                 ch.exchange_delete(x)
@@ -256,7 +261,7 @@ def kycq() -> Iterator[Deployment]:
     finally:
         for p in reversed(procs):
             _stop(p)
-        _delete_topology(prefix, deployment.reply_queues)
+        _delete_topology(prefix, deployment.reply_queues, deployment.exchanges)
         with psycopg.connect(f"{PG_URL}/postgres", autocommit=True) as pg:
             pg.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         _delete_redis_keys(redis_prefix)

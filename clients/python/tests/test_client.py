@@ -8,13 +8,16 @@ in the ID number's sequence code.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, AsyncIterator, List, Optional
 
 import pika
+import pika.exceptions
 import pytest
 import pytest_asyncio
 
@@ -219,14 +222,43 @@ async def test_a_timeout_raises_and_the_late_result_is_kept(client: Any) -> None
     assert (r.status, r.verdict, r.reason_code, r.billed, r.attempts) == ("completed", "match", "match", "yes", 1)
 
 
-async def test_a_result_that_comes_while_nobody_waits_for_it_is_kept(client: Any) -> None:
+class ResultTap:
+    """A private queue bound to the result exchange: tells when the worker published a result
+    (its reply to the client's queue is published at the same moment)."""
+
+    def __init__(self, kycq: Deployment) -> None:
+        self.conn = pika.BlockingConnection(pika.URLParameters(kycq.amqp_url))
+        self.ch = self.conn.channel()
+        self.queue = self.ch.queue_declare("", exclusive=True).method.queue
+        self.ch.queue_bind(self.queue, kycq.prefix + "kyc.results", "result.#")
+
+    def wait_for(self, request_id: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        for _method, _props, body in self.ch.consume(self.queue, auto_ack=True, inactivity_timeout=0.2):
+            if body is not None and json.loads(body)["request_id"] == request_id:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no result for {request_id} on the result exchange")
+        self.ch.cancel()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+async def test_a_result_that_comes_while_nobody_waits_for_it_is_kept(client: Any, kycq: Deployment) -> None:
     late = f"py-late-{uuid.uuid4().hex[:12]}"
-    with pytest.raises(KycqTimeout):
-        await client.verify(mobile3(SLOW, request_id=late), timeout=0.3)
-    # While the client waits for another slow check, published 0.3 s later, the first one's
-    # result arrives with nobody waiting for it: it is kept, and `result` answers at once.
-    other = await client.verify(mobile3(SLOW, request_id=f"{late}-2"), timeout=30)
-    assert (other.request_id, other.verdict) == (f"{late}-2", "match")
+    tap = ResultTap(kycq)
+    try:
+        with pytest.raises(KycqTimeout):
+            await client.verify(mobile3(SLOW, request_id=late), timeout=0.3)
+        tap.wait_for(late)
+    finally:
+        tap.close()
+    # The first result is in the reply queue before this check is published: the client
+    # receives it while waiting for another one, with nobody waiting for it. It is kept, and
+    # `result` answers at once.
+    other = await client.verify(mobile3(MATCH))
+    assert (other.status, other.verdict) == ("completed", "match")
     r = await client.result(late, timeout=0.05)
     assert (r.request_id, r.status, r.verdict, r.billed) == (late, "completed", "match", "yes")
     # Handed over once: it is not kept twice.
@@ -250,6 +282,7 @@ async def test_unroutable_and_missing_exchanges_are_errors(kind: str, kycq: Depl
     # An exchange no queue is bound to: mandatory publishing makes the broker return it.
     conn = pika.BlockingConnection(pika.URLParameters(kycq.amqp_url))
     conn.channel().exchange_declare(kycq.prefix + "unbound.requests", "topic", durable=False, auto_delete=False)
+    kycq.created_exchange(kycq.prefix + "unbound.requests")
     conn.close()
     client = await connect(kind, kycq, request_exchange="unbound.requests")
     try:
@@ -259,7 +292,8 @@ async def test_unroutable_and_missing_exchanges_are_errors(kind: str, kycq: Depl
             await client.submit(mobile3(MATCH))
     finally:
         await client.close()
-    # An exchange that does not exist (no worker ever ran with this prefix).
+    # An exchange that does not exist (no worker ever ran with this prefix). The second publish
+    # reaches the broker too: the client opened a new channel after the broker closed the first.
     client = await connect(kind, kycq, prefix=f"pytest-none-{uuid.uuid4().hex[:8]}.")
     try:
         with pytest.raises(KycqError, match="NOT_FOUND|404"):
@@ -268,6 +302,48 @@ async def test_unroutable_and_missing_exchanges_are_errors(kind: str, kycq: Depl
             await client.submit(mobile3(MATCH))
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_the_message_on_the_wire_and_the_reply_queue(kind: str, kycq: Deployment) -> None:
+    # A queue of our own behind an exchange of our own, where the client publishes: what
+    # exactly does it send?
+    exchange, queue = f"{kycq.prefix}probe-{kind}.requests", f"{kycq.prefix}probe-{kind}"
+    conn = pika.BlockingConnection(pika.URLParameters(kycq.amqp_url))
+    ch = conn.channel()
+    ch.exchange_declare(exchange, "topic", durable=False)
+    kycq.created_exchange(exchange)
+    ch.queue_declare(queue, durable=False)
+    kycq.created(queue)
+    ch.queue_bind(queue, exchange, "check.#")
+    client = await connect(kind, kycq, request_exchange=f"probe-{kind}.requests", reply_queue_expires=120)
+    try:
+        request = mobile3(MATCH, request_id=f"py-wire-{kind}", scene_code="signup")
+        assert await client.submit(request) == f"py-wire-{kind}"
+        generated = await client.submit(mobile3(MATCH))
+        assert_generated_id(generated)
+    finally:
+        await client.close()
+    method, props, body = ch.basic_get(queue, auto_ack=True)
+    assert method is not None, "nothing was published"
+    assert (method.exchange, method.routing_key) == (exchange, "check.mobile3")
+    assert props.content_type == "application/json"
+    assert props.delivery_mode == 2
+    assert props.correlation_id == props.message_id == f"py-wire-{kind}"
+    assert props.reply_to == client.reply_queue
+    assert client.reply_queue.startswith(kycq.prefix + "kycq.client.")
+    assert json.loads(body.decode("utf-8")) == {
+        "request_id": f"py-wire-{kind}", "check": "mobile3", "name": NAME, "id_number": MATCH,
+        "mobile": MOBILE, "scene_code": "signup",
+    }
+    method, props, body = ch.basic_get(queue, auto_ack=True)
+    assert props.correlation_id == json.loads(body)["request_id"] == generated
+    # The reply queue is durable with x-expires = 120 s: declaring it so again is accepted,
+    # declaring it otherwise is refused by the broker.
+    ch.queue_declare(client.reply_queue, durable=True, arguments={"x-expires": 120_000})
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="x-expires"):
+        ch.queue_declare(client.reply_queue, durable=True, arguments={"x-expires": 3_600_000})
+    conn.close()
 
 
 async def test_a_check_the_worker_does_not_know_is_rejected(client: Any) -> None:
