@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import uuid
 from dataclasses import replace
@@ -384,3 +385,61 @@ def test_the_sync_client_as_a_context_manager(kycq: Deployment) -> None:
         assert (r.status, r.provider) == ("completed", "tencent")
     with pytest.raises(KycqError, match="closed"):
         client.verify(mobile3(MATCH))
+
+
+def test_one_sync_client_shared_by_threads(kycq: Deployment) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ids = [MATCH, NAME_MISMATCH, NO_RECORD, BAD_CHECKSUM] * 2
+    with Client.connect(kycq.amqp_url, prefix=kycq.prefix, timeout=30) as client:
+        kycq.created(client.reply_queue)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda i: client.verify(mobile3(i)), ids))
+    assert [r.subject.id_number for r in results] == [masked_id(i) for i in ids]
+    assert [r.reason_code for r in results[:4]] == ["match", "name_mismatch", "no_record", "invalid_id_number"]
+
+
+def close_connections_of(reply_queue: str) -> int:
+    """Have the broker close the client's connection (named after its reply queue)."""
+    try:
+        out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pytest.skip("needs rabbitmqctl on this machine")
+    if out.returncode != 0:
+        pytest.skip(f"rabbitmqctl failed: {out.stderr.strip()}")
+    pids = [line.split("\t")[0] for line in out.stdout.splitlines() if f"({reply_queue})" in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "closed by the kycq tests"],
+                       capture_output=True, timeout=30, check=True)
+    return len(pids)
+
+
+def test_the_sync_client_connects_again_after_the_broker_closed_an_idle_connection(kycq: Deployment) -> None:
+    with Client.connect(kycq.amqp_url, prefix=kycq.prefix, timeout=30) as client:
+        kycq.created(client.reply_queue)
+        assert client.verify(mobile3(MATCH)).status == "completed"
+        request_id = client.submit(mobile3(NO_RECORD))
+        assert close_connections_of(client.reply_queue) == 1
+        time.sleep(0.5)
+        # The result published meanwhile waited in the durable reply queue.
+        assert client.result(request_id, timeout=30).reason_code == "no_record"
+        assert client.verify(mobile3(NAME_MISMATCH)).reason_code == "name_mismatch"
+
+
+async def test_the_async_client_fails_its_waiters_when_the_connection_is_lost(kycq: Deployment) -> None:
+    client = await AsyncClient.connect(kycq.amqp_url, prefix=kycq.prefix, timeout=30)
+    kycq.created(client.reply_queue)
+    try:
+        import asyncio
+
+        request_id = await client.submit(mobile3(SLOW))  # published (confirmed); answered in 2 s
+        waiting = asyncio.ensure_future(client.result(request_id))
+        await asyncio.sleep(0.1)
+        assert close_connections_of(client.reply_queue) == 1
+        with pytest.raises(KycqError, match="connection was lost"):
+            await asyncio.wait_for(waiting, 10)  # at once, not after the 30 s timeout
+        with pytest.raises(KycqError):
+            await client.verify(mobile3(MATCH))
+    finally:
+        await client.close()

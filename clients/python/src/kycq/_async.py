@@ -10,6 +10,7 @@ import aio_pika
 import aio_pika.abc
 import aiormq.exceptions
 from pamqp.commands import Basic
+from yarl import URL
 
 from . import _common
 from ._common import Late, Options, decode_reply, prepared
@@ -39,6 +40,7 @@ class AsyncClient:
         self._exchange: Optional[aio_pika.abc.AbstractExchange] = None
         self._pub_lock = asyncio.Lock()
         self._closed = False
+        self._lost: Optional[str] = None
 
     @classmethod
     async def connect(
@@ -56,7 +58,10 @@ class AsyncClient:
         :meth:`kycq.Client.connect`'s; `confirm_timeout` bounds each publish's confirm)."""
         o = Options(prefix, request_exchange, reply_queue, reply_queue_expires, timeout, confirm_timeout)
         try:
-            conn = await aio_pika.connect(url, client_properties={"connection_name": "kycq python client"})
+            amqp_url = URL(url)
+            if "name" not in amqp_url.query:  # the connection's name in the management UI
+                amqp_url = amqp_url.update_query(name=f"kycq python client ({o.reply_queue})")
+            conn = await aio_pika.connect(amqp_url)
         except (aiormq.exceptions.AMQPError, OSError) as e:
             raise KycqError(f"cannot connect to RabbitMQ: {e!r}") from e
         client = cls(o, conn)
@@ -89,6 +94,7 @@ class AsyncClient:
 
     def _on_connection_closed(self, _sender: object, exc: Optional[BaseException]) -> None:
         # Waiters learn at once that no result will come through this client.
+        self._lost = repr(exc)
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(KycqError(f"the connection was lost ({exc!r}): connect again"))
@@ -145,8 +151,7 @@ class AsyncClient:
     # -- internals --------------------------------------------------------------------------
 
     def _wait_for(self, request_id: str) -> "asyncio.Future[CheckResult]":
-        if self._closed or self._conn.is_closed:
-            raise KycqError("the client is closed or its connection was lost: connect again")
+        self._check_open()
         fut: "asyncio.Future[CheckResult]" = asyncio.get_running_loop().create_future()
         found = self._late.take(request_id)
         if found is not None:
@@ -157,6 +162,12 @@ class AsyncClient:
                 raise KycqError(f"already waiting for {request_id} on this client")
             self._pending[request_id] = fut
         return fut
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KycqError("the client is closed")
+        if self._lost is not None or self._conn.is_closed:
+            raise KycqError(f"the connection was lost ({self._lost}): connect again")
 
     def _forget(self, request_id: str, fut: "asyncio.Future[CheckResult]") -> None:
         if self._pending.get(request_id) is fut:
@@ -179,13 +190,13 @@ class AsyncClient:
     async def _channel(self) -> aio_pika.abc.AbstractExchange:
         async with self._pub_lock:
             if self._pub is None or self._pub.is_closed or self._exchange is None:
-                if self._conn.is_closed:
-                    raise KycqError("the connection was lost: connect again")
+                self._check_open()
                 self._pub = await self._conn.channel(publisher_confirms=True, on_return_raises=True)
                 self._exchange = await self._pub.get_exchange(self._o.exchange, ensure=False)
             return self._exchange
 
     async def _publish(self, r: Request, routing_key: str, body: bytes) -> None:
+        self._check_open()
         target = self._o.exchange
         message = aio_pika.Message(
             body,
@@ -214,8 +225,17 @@ class AsyncClient:
         except aiormq.exceptions.ChannelClosed as e:
             self._exchange = None
             raise KycqError(f"publish to `{target}` was refused: {e!r}") from e
-        except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError, OSError) as e:
+        except (aiormq.exceptions.AMQPError, RuntimeError, OSError) as e:
             self._exchange = None
             raise KycqError(f"publish to `{target}` failed: {e!r}") from e
+        except asyncio.CancelledError:
+            # aiormq cancels a confirm the lost connection will never bring; a cancellation of
+            # the caller's own task goes on as it is.
+            if self._lost is None and not self._conn.is_closed:
+                raise
+            self._exchange = None
+            raise KycqError(
+                f"publish to `{target}` was not confirmed: the connection was lost ({self._lost})"
+            ) from None
         if not isinstance(confirm, Basic.Ack):
             raise KycqError(f"publish to `{target}` was not confirmed: {confirm!r}")

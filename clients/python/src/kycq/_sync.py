@@ -82,7 +82,7 @@ class Client:
         params = pika.URLParameters(self._url)
         if "blocked_connection_timeout" not in parse_qs(urlparse(self._url).query):
             params.blocked_connection_timeout = self._o.confirm_timeout
-        params.client_properties = {"connection_name": "kycq python client"}
+        params.client_properties = {"connection_name": f"kycq python client ({self._o.reply_queue})"}
         try:
             conn = pika.BlockingConnection(params)
         except pika.exceptions.AMQPError as e:
