@@ -363,6 +363,37 @@ fn _every_variant_is_in_the_contract(
 }
 
 #[test]
+fn the_schemas_are_draft_2020_12_with_ids_and_the_asyncapi_document_refers_to_them() {
+    let s = spec();
+    for (file, schema) in [
+        ("request.json", &s.request_schema),
+        ("result.json", &s.result_schema),
+        ("dead-letter.json", &s.dead_letter_schema),
+    ] {
+        assert_eq!(
+            schema["$schema"],
+            json!("https://json-schema.org/draft/2020-12/schema"),
+            "{file}"
+        );
+        assert!(
+            schema["$id"].as_str().is_some_and(|i| !i.is_empty()),
+            "{file}"
+        );
+        assert!(schema["description"].is_string(), "{file}");
+        let by_ref = &s.doc["components"]["schemas"];
+        assert!(
+            by_ref
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|v| v["$ref"] == json!(format!("./schemas/{file}"))),
+            "spec/asyncapi.yaml refers to schemas/{file}"
+        );
+    }
+    assert_eq!(s.doc["asyncapi"], json!("3.0.0"));
+}
+
+#[test]
 fn every_enum_of_the_schemas_is_the_rust_enum_s_full_variant_list() {
     let s = spec();
     let (req, res) = (&s.request_schema, &s.result_schema);
