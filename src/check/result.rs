@@ -23,6 +23,9 @@ pub enum Billed {
 }
 
 impl Billed {
+    /// Every value, in contract order (spec/schemas/result.json lists the same).
+    pub const ALL: &'static [Billed] = &[Billed::Yes, Billed::No, Billed::Unknown];
+
     /// `yes`, `no`, `unknown`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -60,6 +63,10 @@ pub enum Carrier {
 }
 
 impl Carrier {
+    /// Every carrier, in contract order (spec/schemas/result.json lists the same).
+    pub const ALL: &'static [Carrier] =
+        &[Carrier::Cmcc, Carrier::Cucc, Carrier::Ctcc, Carrier::Cbn];
+
     /// `cmcc`, `cucc`, `ctcc`, `cbn`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -441,6 +448,39 @@ mod tests {
             (r.reason_code, r.billed),
             (ReasonCode::BillingUnknown, Billed::Unknown)
         );
+    }
+
+    #[test]
+    fn all_lists_every_billed_and_carrier_once_in_their_serde_form() {
+        // Exhaustive on purpose: a new variant fails to compile here until it is in ALL (and in
+        // spec/schemas/result.json, which tests/api/schema.rs compares with ALL).
+        let billed = |b: Billed| match b {
+            Billed::Yes | Billed::No | Billed::Unknown => Billed::ALL.contains(&b),
+        };
+        let carrier = |c: Carrier| match c {
+            Carrier::Cmcc | Carrier::Cucc | Carrier::Ctcc | Carrier::Cbn => {
+                Carrier::ALL.contains(&c)
+            }
+        };
+        for b in [Billed::Yes, Billed::No, Billed::Unknown] {
+            assert!(billed(b), "{b:?} is not in Billed::ALL");
+        }
+        for c in [Carrier::Cmcc, Carrier::Cucc, Carrier::Ctcc, Carrier::Cbn] {
+            assert!(carrier(c), "{c:?} is not in Carrier::ALL");
+        }
+        let names = |v: Vec<serde_json::Value>| -> Vec<String> {
+            v.into_iter()
+                .map(|s| s.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let billed_names = names(Billed::ALL.iter().map(|b| serde_json::json!(b)).collect());
+        let as_strs: Vec<&str> = Billed::ALL.iter().map(|b| b.as_str()).collect();
+        assert_eq!(billed_names, as_strs);
+        let carrier_names = names(Carrier::ALL.iter().map(|c| serde_json::json!(c)).collect());
+        let as_strs: Vec<&str> = Carrier::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(carrier_names, as_strs);
+        let unique: std::collections::HashSet<_> = carrier_names.iter().collect();
+        assert_eq!(unique.len(), Carrier::ALL.len());
     }
 
     #[test]

@@ -263,19 +263,23 @@ impl TestApp {
     }
 
     pub async fn publish(&self, m: &RequestMessage) {
+        crate::schema::check_request_if_kycq_accepts(&serde_json::to_vec(m).unwrap());
         enqueue::publish(&self.publisher, m, None).await.unwrap();
     }
 
     pub async fn publish_raw(&self, routing_key: &str, body: &[u8], props: BasicProperties) {
+        crate::schema::check_request_if_kycq_accepts(body);
         self.publisher
             .publish_request(routing_key, body, props)
             .await
             .unwrap();
     }
 
-    /// The next result on the result exchange (with its routing key).
+    /// The next result on the result exchange (with its routing key), checked against the
+    /// published contract (spec/): a schema-invalid result fails the test that receives it.
     pub async fn next_result(&mut self, timeout: Duration) -> Option<(String, CheckResult)> {
         let d = self.tap.next_delivery(timeout).await?;
+        crate::schema::check_result(&d.data, &d.properties, Some(d.routing_key.as_str()));
         Some((
             d.routing_key.as_str().to_owned(),
             serde_json::from_slice(&d.data).expect("a result"),
@@ -380,6 +384,11 @@ impl TestApp {
     /// Remove everything this test created.
     pub async fn cleanup(mut self) {
         self.stop_workers().await;
+        // Every result the test did not read from the tap (a client's, a CLI's) is checked
+        // against the contract too.
+        while let Some(d) = self.tap.next_delivery(Duration::from_millis(200)).await {
+            crate::schema::check_result(&d.data, &d.properties, Some(d.routing_key.as_str()));
+        }
         self.sandbox_stop.cancel();
         if let Some(p) = self.db.take() {
             p.close().await;

@@ -18,4 +18,5 @@ mod helpers;
 mod pipeline;
 mod process;
 mod ratelimit;
+mod schema;
 mod webdriver;
