@@ -5,7 +5,7 @@
 //! by name and ID number, and the billing CSV downloaded and compared with the sandbox ledger.
 //!
 //! `KYCQ_SCREENSHOTS=docs/src/screenshots cargo test --test api console_in_a_browser` also saves a
-//! screenshot of every page at desktop and phone width (the ones in the README).
+//! screenshot of every page at desktop and phone width (the ones in the README and the book's console page).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
