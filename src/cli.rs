@@ -195,8 +195,8 @@ Example:
   kycq sandbox --listen 127.0.0.1:8970 --latency-ms 50
   KYCQ__PROVIDERS__TENCENT__ENDPOINT=http://127.0.0.1:8970 kycq worker
 
-The answer is chosen by the ID number's 3-digit sequence code (characters 15-17): see the
-README's sandbox section, or GET /_sandbox/identities on the running sandbox.";
+The answer is chosen by the ID number's 3-digit sequence code (characters 15-17): see the book's
+test identities (docs/src/reference/identities.md), or GET /_sandbox/identities on the running sandbox.";
 
 const ENQUEUE_HELP: &str = "\
 Examples:
@@ -250,7 +250,7 @@ const LOADGEN_HELP: &str = "\
 Example:
   kycq loadgen --workers 1,4 --rate 50 --burst 5 --seconds 5 --runs 1
 
-Figures and how to read them: docs/ratelimit.md.";
+Figures and how to read them: docs/src/explanations/ratelimit.md.";
 
 const BENCH_HELP: &str = "\
 Examples:
@@ -264,7 +264,7 @@ Each run has its own queue prefix (kycq-bench-<id>.), database (kycq_bench_<id>,
 afterwards unless --keep) and Redis key prefix, removed at its end, on errors and on Ctrl-C.
 --prefetch and --concurrency pair up in order (one value goes with every value of the other);
 --cross runs every combination. Every configuration runs --runs times, interleaved; the summary
-shows median (min-max). Measure a release build. Method and figures: docs/performance.md.";
+shows median (min-max). Measure a release build. Method and figures: docs/src/explanations/performance.md.";
 
 /// `kycq bench` flags.
 #[derive(Debug, Args)]
@@ -324,7 +324,7 @@ pub struct BenchArgs {
     pub publish_rate: Option<f64>,
     /// Run each worker under this command, split on whitespace, e.g. `valgrind
     /// --tool=callgrind --callgrind-out-file=/tmp/kycq.%p.cg` (instructions per message: see
-    /// docs/performance.md).
+    /// docs/src/explanations/performance.md).
     #[arg(long, allow_hyphen_values = true)]
     pub wrap: Option<String>,
     /// Keep each run's database.

@@ -47,7 +47,7 @@ use crate::broker::{self, BrokerError, Publisher};
 use crate::configuration::{Names, TopologySettings};
 
 pub use crate::check::CheckResult;
-/// A check request: the message contract's request (see the README).
+/// A check request: the message contract's request (docs/src/reference/contract.md).
 pub use crate::ops::enqueue::RequestMessage as Request;
 
 /// Results kept for [`Client::result`] after their `verify` gave up (the oldest go first).

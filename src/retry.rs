@@ -134,7 +134,7 @@ pub enum Decision {
     FailOver,
 }
 
-/// The decision table (README.md, "Retries, billing and dead letters"), one row per class.
+/// The decision table (docs/src/reference/reason-codes.md, "Retries, billing and dead letters"), one row per class.
 pub fn decide(c: &Classification) -> Decision {
     match c.class {
         OutcomeClass::Verdict

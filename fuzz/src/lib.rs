@@ -36,7 +36,7 @@ pub static SUBJECT: LazyLock<Subject> = LazyLock::new(|| {
     }
 });
 
-/// Checks what `docs/failures.md` and `kycq::check::outcome` promise of a reply classified
+/// Checks what `docs/src/reference/failures.md` and `kycq::check::outcome` promise of a reply classified
 /// from a whole answer with `status` and `body`:
 ///
 /// - it keeps the status (a response arrived);

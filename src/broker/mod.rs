@@ -1,4 +1,4 @@
-//! RabbitMQ: connecting, the topology of README.md ("The message contract" → "Topology",
+//! RabbitMQ: connecting, the topology of docs/src/reference/contract.md ("Topology",
 //! declared idempotently), confirmed publishing of results and requests, and dead letters
 //! with their reason.
 
@@ -56,7 +56,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     Ok(Connection::connect(url, props).await?)
 }
 
-/// The work queue's arguments (README.md, "The message contract" → "Topology").
+/// The work queue's arguments (docs/src/reference/contract.md, "Topology").
 pub fn work_queue_arguments(names: &Names, delivery_limit: u32) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Billed, Carrier, ReasonCode, Subject};
 
 /// The class of a call's outcome: what it means for billing, retries and the result (the
-/// README's "Retries, billing and dead letters" table).
+/// "Retries, billing and dead letters" table of docs/src/reference/reason-codes.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutcomeClass {

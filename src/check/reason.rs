@@ -1,4 +1,4 @@
-//! The shared result vocabulary (status, verdict and the reason-code table of README.md, "Reason codes"), kept as data.
+//! The shared result vocabulary (status, verdict and the reason-code table of docs/src/reference/reason-codes.md), kept as data.
 
 use std::fmt;
 use std::str::FromStr;

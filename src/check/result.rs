@@ -163,7 +163,7 @@ impl FromCall<'_> {
     }
 }
 
-/// The result of one request (README.md, "The message contract" → "Result"). Serialises with
+/// The result of one request (docs/src/reference/contract.md, "Result"). Serialises with
 /// every field present.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckResult {

@@ -8,7 +8,7 @@
 //! the worker process and wait until it consumes; then publish N requests with pipelined
 //! confirms (at most a window of them without a result), take every result off the tap, and
 //! read the worker's CPU time and peak memory from `/proc`, the database's commits from
-//! `pg_stat_database` and, when measured, Postgres round trips. docs/performance.md has the
+//! `pg_stat_database` and, when measured, Postgres round trips. docs/src/explanations/performance.md has the
 //! method and figures.
 //!
 //! - [`figures`]: the sweep, the identity mix, percentiles, min/median/max (pure).

@@ -23,7 +23,7 @@ use crate::broker::{self, BrokerError, Publisher};
 use crate::check::{decode, CheckResult, Decoded, Malformed, ReasonCode, Status};
 use crate::configuration::Settings;
 
-/// One request as clients publish it (the message contract in the README). Empty optional
+/// One request as clients publish it (the message contract, docs/src/reference/contract.md). Empty optional
 /// fields are left out.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 #[serde(default)]

@@ -211,10 +211,10 @@ mod tests {
         (c.class, c.billed, c.throttled)
     }
 
-    /// docs/failures.md shows these tables exactly as the code has them.
+    /// docs/src/reference/failures.md shows these tables exactly as the code has them.
     #[test]
     fn the_documentation_shows_these_tables() {
-        let docs = include_str!("../../docs/failures.md");
+        let docs = include_str!("../../docs/src/reference/failures.md");
         let range = |r: &StatusRow| match (r.from, r.to) {
             (0, u16::MAX) => "any other".to_owned(),
             (a, b) if a == b => a.to_string(),
@@ -246,7 +246,7 @@ mod tests {
         }
         assert!(
             docs.contains(&want),
-            "docs/failures.md should hold:\n{want}"
+            "docs/src/reference/failures.md should hold:\n{want}"
         );
         let mut want = String::from("| failure | class | billed | why |\n|---|---|---|---|\n");
         for r in TRANSPORT_ROWS {
@@ -260,7 +260,7 @@ mod tests {
         }
         assert!(
             docs.contains(&want),
-            "docs/failures.md should hold:\n{want}"
+            "docs/src/reference/failures.md should hold:\n{want}"
         );
     }
 

@@ -308,7 +308,7 @@ mod tests {
                 Scenario::Http504CutOff
             ]
         );
-        // The documented identities of the README's table.
+        // The documented identities (the book's test identities page).
         for (scenario, id_number) in [
             (Scenario::Http502CutOff, "11010519700101934X"),
             (Scenario::Http429Once, "110105197001019358"),

@@ -140,7 +140,7 @@ impl Scenario {
         }
     }
 
-    /// One line for people (demo output, README, `/_sandbox/identities`).
+    /// One line for people (demo output, the book's test identities, `/_sandbox/identities`).
     pub fn description(self) -> &'static str {
         match self {
             Scenario::Match => "every element consistent",
@@ -270,7 +270,7 @@ pub fn well_formed_id_number(id: &str) -> bool {
             .is_some_and(|c| id[17..].eq_ignore_ascii_case(c.encode_utf8(&mut [0; 4])))
 }
 
-/// Variant 0 of every scenario (used by `kycq demo` and the README).
+/// Variant 0 of every scenario (used by `kycq demo` and the book's test identities).
 pub fn documented() -> Vec<TestIdentity> {
     Scenario::ALL.iter().map(|&s| identity(s, 0)).collect()
 }

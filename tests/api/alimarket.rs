@@ -165,7 +165,7 @@ const fn second_time_match() -> Want {
 }
 
 /// Every alimarket answer that is not provider-wide, by test identity, written out from the
-/// vendor material and README.md, "Retries, billing and dead letters" (not from the code tables).
+/// vendor material and docs/src/reference/reason-codes.md, "Retries, billing and dead letters" (not from the code tables).
 #[rustfmt::skip]
 fn answers() -> Vec<(String, TestIdentity, Want)> {
     use Verdict::{Match, Mismatch, NotFound};

@@ -4,8 +4,8 @@
 //! dead letter retried and its new result, a `billing_unknown` resolved, a person's checks found
 //! by name and ID number, and the billing CSV downloaded and compared with the sandbox ledger.
 //!
-//! `KYCQ_SCREENSHOTS=docs/screenshots cargo test --test api console_in_a_browser` also saves a
-//! screenshot of every page at desktop and phone width (the ones in the README).
+//! `KYCQ_SCREENSHOTS=docs/src/screenshots cargo test --test api console_in_a_browser` also saves a
+//! screenshot of every page at desktop and phone width (the ones in the README and the book's console page).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -644,7 +644,7 @@ enum Ends {
     Answered(Status, ReasonCode),
 }
 
-/// The README's bad-input table in one batch, through the real broker and one worker: every
+/// The bad-input table (docs/src/reference/reason-codes.md) in one batch, through the real broker and one worker: every
 /// message ends in exactly one outcome (one result, or one dead letter with its reason) within
 /// the bound, nothing is answered twice, and valid requests published behind them are served.
 #[tokio::test]

@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod console;
 mod dlq;
+mod docs;
 mod doctor;
 mod failures;
 mod group_commit;

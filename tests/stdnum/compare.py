@@ -19,7 +19,7 @@ import sys
 from stdnum import numdb
 from stdnum.cn import ric
 
-# The documented classes where kycq deliberately differs from stdnum (README, "ID numbers").
+# The documented classes where kycq deliberately differs from stdnum (docs/src/reference/id-numbers.md).
 CLASSES = {
     "before_1900": "birth date before 1900: kycq refuses, stdnum accepts",
     "future_birth": "birth date after today: kycq refuses, stdnum accepts",

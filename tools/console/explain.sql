@@ -1,5 +1,5 @@
 -- The plans of the console's reads (the SQL of src/console/*.rs and src/ops/billing.rs, with
--- today's and this month's bounds filled in), for docs/console.md:
+-- today's and this month's bounds filled in), for docs/src/guides/console.md:
 --   psql -f tools/console/explain.sql postgres://postgres@127.0.0.1:5432/kycq_seed
 \set ON_ERROR_STOP on
 SELECT (date_trunc('day', now() AT TIME ZONE 'UTC' + interval '8 hours') - interval '8 hours') AT TIME ZONE 'UTC' AS day_start \gset
