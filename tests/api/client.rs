@@ -7,7 +7,7 @@ use std::time::Duration;
 use kycq::check::mask::{mask_id_number, mask_mobile, mask_name};
 use kycq::check::{Billed, CheckKind, ReasonCode, Status, Verdict};
 use kycq::client::{Client, ClientError, ClientOptions, Request};
-use kycq::sandbox::scenarios::{identity, Scenario, TestIdentity};
+use kycq::sandbox::scenarios::{carrier_for, identity, Scenario, TestIdentity};
 
 use crate::helpers::{TestApp, AMQP_URL};
 
@@ -63,7 +63,9 @@ async fn verify_returns_every_field_of_the_result() {
     assert!(!r.reason.is_empty());
     assert_eq!(r.billed, Billed::Yes);
     assert_eq!(r.provider.as_deref(), Some("tencent"));
-    assert!(r.provider_code.is_some());
+    assert_eq!(r.provider_code.as_deref(), Some("0"));
+    assert!(r.carrier.is_some());
+    assert_eq!(r.carrier, carrier_for(&who.mobile));
     assert!(r
         .provider_request_id
         .as_deref()
