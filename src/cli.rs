@@ -50,7 +50,7 @@ one failed, 2 when the configuration itself is invalid.",
 KYCQ__PROVIDERS__TENCENT__SECRET_KEY=wrong kycq doctor\n\n  \
 target            checked             result  detail\n  \
 postgres          connects            OK      database kycq\n  \
-postgres          migrations applied  OK      1 of 1\n  \
+postgres          migrations applied  OK      5 of 5\n  \
 ...\n  \
 provider tencent  credentials         FAILED  provider tencent: credentials refused (AuthFailure.SignatureFailure) — check providers.tencent.secret_id/secret_key (KYCQ__PROVIDERS__TENCENT__SECRET_ID, KYCQ__PROVIDERS__TENCENT__SECRET_KEY)\n  \
 1 of 8 checks failed\n\n  \
