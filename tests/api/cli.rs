@@ -9,21 +9,7 @@ use kycq::sandbox::scenarios::{identity, Scenario, TestIdentity};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
-use crate::helpers::{config_dir, unique, TestApp};
-
-/// Run `kycq <args>` with this deployment's environment.
-async fn kycq(app: &TestApp, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kycq"))
-        .args(args)
-        .env_clear()
-        .env("KYCQ_CONFIG_DIR", config_dir())
-        .env("KYCQ__LOG__LEVEL", "warn,lapin=off")
-        .envs(&app.env)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("run kycq")
-}
+use crate::helpers::{config_dir, kycq, unique, TestApp};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -496,3 +496,17 @@ impl Drop for TestApp {
         .join();
     }
 }
+
+/// Run `kycq <args>` (the real binary) with this deployment's environment and wait for it.
+pub async fn kycq(app: &TestApp, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kycq"))
+        .args(args)
+        .env_clear()
+        .env("KYCQ_CONFIG_DIR", config_dir())
+        .env("KYCQ__LOG__LEVEL", "warn,lapin=off")
+        .envs(&app.env)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run kycq")
+}

@@ -1491,23 +1491,10 @@ echo '{"request_id": "in a shell block"}'
 
 mod published {
     use super::*;
-    use crate::helpers::{config_dir, unique, TestApp, AMQP_URL};
+    use crate::helpers::{kycq, unique, TestApp, AMQP_URL};
     use kycq::client::{Client, ClientOptions};
     use kycq::ops::enqueue::ReplyQueue;
     use kycq::sandbox::scenarios::{identity, Scenario};
-
-    async fn kycq_cli(app: &TestApp, args: &[&str]) -> std::process::Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_kycq"))
-            .args(args)
-            .env_clear()
-            .env("KYCQ_CONFIG_DIR", config_dir())
-            .env("KYCQ__LOG__LEVEL", "warn,lapin=off")
-            .envs(&app.env)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .expect("run kycq")
-    }
 
     /// Every request kycq publishes itself — `kycq::client` (submit; verify publishes the same
     /// way), `kycq enqueue` with flags and from a CSV, and the demo's mix of identities through
@@ -1594,7 +1581,7 @@ mod published {
                 id,
             ];
             args.extend(run);
-            let out = kycq_cli(&app, &args).await;
+            let out = kycq(&app, &args).await;
             assert!(
                 out.status.success(),
                 "kycq {args:?}: {}",
@@ -1615,7 +1602,7 @@ mod published {
         );
         let path = std::env::temp_dir().join(format!("kycq-schema-{}.csv", app.id));
         std::fs::write(&path, csv).unwrap();
-        let out = kycq_cli(&app, &["enqueue", "--csv", path.to_str().unwrap()]).await;
+        let out = kycq(&app, &["enqueue", "--csv", path.to_str().unwrap()]).await;
         let _ = std::fs::remove_file(&path);
         assert!(
             out.status.success(),
