@@ -622,7 +622,7 @@ fn the_request_schema_has_exactly_the_fields_of_request_message() {
 }
 
 /// Reason codes of `rejected` results beyond the invalid-input ones kycq's validation shares
-/// with providers (README, "Reason codes").
+/// with providers (docs/src/reference/reason-codes.md).
 const REJECTED_ONLY: [ReasonCode; 2] = [ReasonCode::FieldTooLong, ReasonCode::RequestIdConflict];
 
 fn today() -> NaiveDate {

@@ -34,7 +34,7 @@ REDIS = os.environ.get("KYCQ_TEST_REDIS", "127.0.0.1:6379")
 # The topology's names (config/default.toml [topology]); each is an exchange, a queue or both.
 TOPOLOGY = ["kyc.requests", "kyc.checks", "kyc.results", "kyc.dead", "kyc.checks.dead", "kyc.checks.wait"]
 
-# The sandbox's documented local credentials (README, "The sandbox").
+# The sandbox's documented local credentials (docs/src/reference/sandbox.md).
 SANDBOX_ENV = {
     "KYCQ__PROVIDERS__TENCENT__SECRET_ID": "AKIDkycqsandbox",
     "KYCQ__PROVIDERS__TENCENT__SECRET_KEY": "kycq-sandbox-tencent-key",

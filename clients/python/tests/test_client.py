@@ -2,7 +2,7 @@
 
 Every test runs twice: with `kycq.Client` (pika, called directly: it blocks this test's event
 loop, which runs nothing else) and with `kycq.AsyncClient` (aio-pika). The identities are the
-sandbox's documented ones (README, "The sandbox"): name 张三, mobile 13812345678, the scenario
+sandbox's documented ones (docs/src/reference/sandbox.md): name 张三, mobile 13812345678, the scenario
 in the ID number's sequence code.
 """
 

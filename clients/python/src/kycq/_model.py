@@ -1,4 +1,4 @@
-"""The message contract's types: a check request and its result (README, "The message contract")."""
+"""The message contract's types: a check request and its result (docs/src/reference/contract.md; spec/schemas)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ ReasonCode = Literal[
     "field_too_long",
     "provider_unavailable",
 ]
-"""One table of reasons for every provider (README, "Reason codes")."""
+"""One table of reasons for every provider (docs/src/reference/reason-codes.md)."""
 
 CHECKS: Tuple[str, ...] = get_args(Check)
 STATUSES: Tuple[str, ...] = get_args(Status)
@@ -134,7 +134,7 @@ class Subject:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The one result every request ends with (README, "Result"). Every field is always
+    """The one result every request ends with (docs/src/reference/contract.md, "Result"). Every field is always
     present on the wire; a field that does not apply is None."""
 
     request_id: str
