@@ -132,21 +132,10 @@ class Checker:
                 continue  # served from the site root; its links are root-relative by design
             for _, url, line in page.links:
                 where = f"{rel}:{line}"
-                if url.startswith(SKIP_SCHEMES):
+                local = self.local_target(where, path, url)
+                if local is None:
                     continue
-                if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", url) or url.startswith("//"):
-                    self.external_link(where, url)
-                    continue
-                target, _, fragment = url.partition("#")
-                target = urllib.parse.unquote(target.split("?", 1)[0])
-                self.internal += 1
-                if target:
-                    resolved = os.path.realpath(os.path.join(os.path.dirname(path), target))
-                else:
-                    resolved = path
-                if not self.in_repo(resolved):
-                    self.error(where, f"{url} leaves the repository")
-                    continue
+                resolved, fragment = local
                 if os.path.isdir(resolved):
                     index = os.path.join(resolved, "index.html")
                     if resolved.startswith(book + os.sep) or resolved == book:
@@ -169,22 +158,31 @@ class Checker:
                         if fragment not in markdown_anchors(resolved):
                             self.error(where, f"{url}: no heading {fragment!r} in {os.path.relpath(resolved, self.repo)}")
 
+    def local_target(self, where, source, url):
+        """A link's local file and fragment, or None when it is not a local link (skipped,
+        external: counted) or leaves the repository (an error)."""
+        if url.startswith(SKIP_SCHEMES):
+            return None
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", url) or url.startswith("//"):
+            self.external_link(where, url)
+            return None
+        target, _, fragment = url.partition("#")
+        target = urllib.parse.unquote(target.split("?", 1)[0])
+        self.internal += 1
+        resolved = os.path.realpath(os.path.join(os.path.dirname(source), target)) if target else source
+        if not self.in_repo(resolved):
+            self.error(where, f"{url} leaves the repository")
+            return None
+        return resolved, fragment
+
     def check_markdown(self, path):
         rel = os.path.relpath(path, self.repo)
         for url, line in markdown_links(path):
             where = f"{rel}:{line}"
-            if url.startswith(SKIP_SCHEMES):
+            local = self.local_target(where, path, url)
+            if local is None:
                 continue
-            if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", url) or url.startswith("//"):
-                self.external_link(where, url)
-                continue
-            target, _, fragment = url.partition("#")
-            target = urllib.parse.unquote(target.split("?", 1)[0])
-            self.internal += 1
-            resolved = os.path.realpath(os.path.join(os.path.dirname(path), target)) if target else path
-            if not self.in_repo(resolved):
-                self.error(where, f"{url} leaves the repository")
-                continue
+            resolved, fragment = local
             if not os.path.exists(resolved):
                 self.error(where, f"{url}: no such file in the repository ({os.path.relpath(resolved, self.repo)})")
                 continue
