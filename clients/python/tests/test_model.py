@@ -142,3 +142,13 @@ def test_the_readme_examples_are_valid() -> None:
     for block in requests:
         d = json.loads(block)
         assert Request(**d).to_dict() == d
+
+
+def test_repr_of_a_request_leaves_the_person_out() -> None:
+    r = Request(check="mobile3", name="张三丰", id_number="11010519491231002X", mobile="13812345678",
+                request_id="r-1")
+    text = repr(r)
+    for value in ("张三丰", "11010519491231002X", "13812345678"):
+        assert value not in text
+    assert "r-1" in text and "mobile3" in text
+    assert json.loads(r.to_json())["name"] == "张三丰"  # the wire keeps every value

@@ -75,10 +75,11 @@ class Request:
     """
 
     check: Check
-    name: str
-    id_number: str
-    mobile: Optional[str] = None
-    """Required for `mobile3`."""
+    name: str = dataclasses.field(repr=False)
+    id_number: str = dataclasses.field(repr=False)
+    mobile: Optional[str] = dataclasses.field(default=None, repr=False)
+    """Required for `mobile3`. (The name, ID number and mobile are left out of ``repr``, so a
+    request in a log line never carries the person.)"""
     validity_start: Optional[str] = None
     """`YYYYMMDD`, required for `id2_period`."""
     validity_end: Optional[str] = None
