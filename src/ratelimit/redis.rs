@@ -108,6 +108,12 @@ impl RedisLimiter {
             probe_interval: Duration::from_millis(redis.probe_interval_ms),
         });
         metrics::gauge!("kycq_ratelimit_fallback").set(0.0);
+        for b in inner.buckets.all() {
+            metrics::gauge!("kycq_ratelimit_rate_per_second", "bucket" => b.label())
+                .set(b.rate.per_sec);
+            metrics::gauge!("kycq_ratelimit_burst", "bucket" => b.label())
+                .set(f64::from(b.rate.burst));
+        }
         match inner.open().await {
             Ok(c) => *inner.lock_conn() = Some(c),
             Err(e) => Inner::enter_fallback(&inner, &e),
@@ -322,6 +328,8 @@ impl Limiter for RedisLimiter {
                         // Should Redis go away, this worker's local bucket starts where the
                         // shared schedule (every worker's reservations) ends.
                         inner.local(spec).note_shared(now, micros(next_us));
+                        metrics::counter!("kycq_ratelimit_admitted_total", "bucket" => spec.label(), "mode" => "shared")
+                            .increment(1);
                         tokio::time::sleep_until(slot).await;
                         return Ok(start.elapsed());
                     }
@@ -348,9 +356,11 @@ impl Limiter for RedisLimiter {
             }
             tokio::select! {
                 r = inner.local(spec).acquire(spec.max_wait) => {
-                    if r.is_err() {
-                        metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
-                            .increment(1);
+                    match r {
+                        Ok(_) => metrics::counter!("kycq_ratelimit_admitted_total", "bucket" => spec.label(), "mode" => "fallback")
+                            .increment(1),
+                        Err(_) => metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                            .increment(1),
                     }
                     return r;
                 }
