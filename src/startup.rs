@@ -12,7 +12,7 @@ use crate::configuration::{env_name, ConfigError, Settings};
 use crate::fault::{self, FaultClass, INFRA_BACKOFF};
 use crate::ops::http::{Health, Startup};
 use crate::providers::Registry;
-use crate::ratelimit::RedisLimiter;
+use crate::ratelimit::{Fleet, RedisLimiter};
 use crate::retry::RetryPolicy;
 use crate::store;
 use crate::worker::heartbeat::{self, Heartbeat};
@@ -72,6 +72,12 @@ pub async fn start_worker(
     let limiter = RedisLimiter::from_settings(settings)
         .await
         .context("redis.url")?;
+    // While Redis is away each worker's share follows the fleet its heartbeats count.
+    let fleet = Arc::new(Fleet::new(
+        settings.worker.heartbeat(),
+        heartbeat::beat_timeout(settings.worker.heartbeat()),
+    ));
+    limiter.attach_fleet(fleet.clone());
     let processor = Arc::new(Processor {
         store: store.clone(),
         registry: registry.clone(),
@@ -88,9 +94,11 @@ pub async fn start_worker(
     let heartbeat = Heartbeat::start(
         &settings.database,
         settings.worker.heartbeat(),
+        settings.worker.alive_within(),
         heartbeat::Identity::of_this_process(heartbeat_id.clone(), settings.worker.concurrency),
         registry.clone(),
         state.clone(),
+        fleet,
     )
     .context("database.url")?;
     http_guard.disarm();

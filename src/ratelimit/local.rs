@@ -13,16 +13,34 @@ use tokio::time::Instant;
 use super::{jitter, Limiter, Rate, Saturated};
 
 /// One governor bucket with a "not before" instant (a local cool-down, or the end of the shared
-/// schedule when Redis went away) and a count of callers waiting in it.
+/// schedule when Redis went away) and a count of callers waiting in it. Its rate can change
+/// (the fleet grew or shrank): the bucket is then replaced.
 #[derive(Debug)]
 pub struct LocalBucket {
-    limiter: DefaultDirectRateLimiter,
-    interval: Duration,
+    governed: Mutex<Governed>,
     waiting: AtomicUsize,
     not_before: Mutex<Option<Instant>>,
     /// When this worker last reserved a shared slot, and how far ahead the shared schedule
     /// (every worker's reservations) reached then.
     shared: Mutex<Option<(Instant, Duration)>>,
+}
+
+/// The governor bucket of one rate, and its spacing.
+#[derive(Debug)]
+struct Governed {
+    rate: Rate,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    interval: Duration,
+}
+
+impl Governed {
+    fn new(rate: Rate) -> Governed {
+        Governed {
+            rate,
+            limiter: Arc::new(RateLimiter::direct(rate.quota())),
+            interval: Duration::from_secs_f64(1.0 / rate.per_sec.max(1e-6)),
+        }
+    }
 }
 
 struct Waiting<'a>(&'a AtomicUsize);
@@ -44,12 +62,40 @@ impl LocalBucket {
     /// A bucket at `rate`.
     pub fn new(rate: Rate) -> Self {
         LocalBucket {
-            limiter: RateLimiter::direct(rate.quota()),
-            interval: Duration::from_secs_f64(1.0 / rate.per_sec.max(1e-6)),
+            governed: Mutex::new(Governed::new(rate)),
             waiting: AtomicUsize::new(0),
             not_before: Mutex::new(None),
             shared: Mutex::new(None),
         }
+    }
+
+    fn governed(&self) -> std::sync::MutexGuard<'_, Governed> {
+        self.governed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn interval(&self) -> Duration {
+        self.governed().interval
+    }
+
+    /// The bucket's rate now.
+    pub fn rate(&self) -> Rate {
+        self.governed().rate
+    }
+
+    /// Go on at `rate` from `now`: a different rate replaces the bucket, which starts one of its
+    /// intervals later (a call the old bucket just let through is not followed at once by the
+    /// new bucket's burst). Returns whether the rate changed.
+    pub fn set_rate(&self, rate: Rate, now: Instant) -> bool {
+        let interval = {
+            let mut g = self.governed();
+            if g.rate == rate {
+                return false;
+            }
+            *g = Governed::new(rate);
+            g.interval
+        };
+        self.hold_until(now + interval);
+        true
     }
 
     /// A shared slot was reserved at `at`; the shared schedule then reached `ahead` further.
@@ -69,7 +115,7 @@ impl LocalBucket {
             Some((at, ahead)) if now < at + ahead => ahead,
             _ => Duration::ZERO,
         };
-        self.hold_until(now + ahead + jitter(self.interval));
+        self.hold_until(now + ahead + jitter(self.interval()));
     }
 
     /// No call leaves this bucket before `t` (the later of `t` and any earlier hold wins).
@@ -85,17 +131,31 @@ impl LocalBucket {
         let not_before = *self.not_before.lock().expect("local bucket lock");
         let head = not_before.map_or(Duration::ZERO, |t| t.saturating_duration_since(start));
         let queued = self.waiting.load(Ordering::SeqCst) as u32;
-        let estimate = head + self.interval.saturating_mul(queued);
+        let interval = self.interval();
+        let estimate = head + interval.saturating_mul(queued);
         if estimate > max_wait {
             return Err(Saturated {
-                retry_after: estimate - max_wait + jitter((max_wait / 2).max(self.interval)),
+                retry_after: estimate - max_wait + jitter((max_wait / 2).max(interval)),
             });
         }
         let _waiting = Waiting::enter(&self.waiting);
         if let Some(t) = not_before {
             tokio::time::sleep_until(t).await;
         }
-        self.limiter.until_ready().await;
+        // The bucket of the rate current after the hold (a change of rate holds too).
+        loop {
+            let limiter = self.governed().limiter.clone();
+            limiter.until_ready().await;
+            if Arc::ptr_eq(&limiter, &self.governed().limiter) {
+                break;
+            }
+            // The rate changed while this caller waited: the old bucket's slot no longer
+            // counts; wait in the new one, after its hold.
+            let hold = *self.not_before.lock().expect("local bucket lock");
+            if let Some(t) = hold {
+                tokio::time::sleep_until(t).await;
+            }
+        }
         Ok(start.elapsed())
     }
 }
@@ -187,6 +247,31 @@ mod tests {
         b.start_fallback(now + Duration::from_millis(10));
         let nb = b.not_before.lock().unwrap().unwrap();
         assert!(nb <= now + Duration::from_millis(11));
+    }
+
+    #[tokio::test]
+    async fn a_new_rate_replaces_the_bucket_after_one_of_its_intervals() {
+        let fast = Rate {
+            per_sec: 1000.0,
+            burst: 1,
+        };
+        let slow = Rate {
+            per_sec: 10.0,
+            burst: 1,
+        };
+        let b = LocalBucket::new(fast);
+        let now = Instant::now();
+        assert!(!b.set_rate(fast, now), "the same rate keeps the bucket");
+        assert!(b.set_rate(slow, now));
+        assert_eq!(b.rate(), slow);
+        assert_eq!(b.interval(), Duration::from_millis(100));
+        let nb = b.not_before.lock().unwrap().unwrap();
+        assert_eq!(nb, now + Duration::from_millis(100));
+        // The next call waits for the hold; the one after it for the new spacing.
+        let first = b.acquire(Duration::from_secs(1)).await.unwrap();
+        assert!(first >= Duration::from_millis(95), "{first:?}");
+        let second = b.acquire(Duration::from_secs(1)).await.unwrap();
+        assert!(second >= Duration::from_millis(90), "{second:?}");
     }
 
     #[tokio::test]

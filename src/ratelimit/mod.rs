@@ -12,6 +12,7 @@
 //! - [`local`]: [`LocalLimiter`], governor buckets local to one process (the fallback's engine,
 //!   and a limiter for tests and single-process tools).
 
+pub mod fleet;
 pub mod gcra;
 pub mod local;
 pub mod redis;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 
 use crate::configuration::{ProviderSettings, ProvidersSettings};
 
+pub use self::fleet::Fleet;
 pub use self::local::LocalLimiter;
 pub use self::redis::RedisLimiter;
 
@@ -85,7 +87,8 @@ pub struct BucketSpec {
     pub rate: Rate,
     /// Longest wait a caller may reserve.
     pub max_wait: Duration,
-    /// Share of the rate one worker uses alone while Redis is unreachable.
+    /// Most of the rate one worker uses alone while Redis is unreachable (the share is
+    /// `1 / live workers` below this cap, see [`fleet`]).
     pub fallback_share: f64,
     /// Pause after "throttled".
     pub cooldown: Duration,
@@ -110,13 +113,18 @@ impl BucketSpec {
         )
     }
 
-    /// This worker's own rate while Redis is unreachable: `rate × fallback_share`, with a burst
-    /// of `burst × fallback_share` (at least 1), so N workers with share 1/N stay within the
-    /// shared limit.
+    /// This worker's own rate while Redis is unreachable, knowing nothing of the fleet:
+    /// `rate × fallback_share` ([`BucketSpec::fallback_rate_at`]).
     pub fn fallback_rate(&self) -> Rate {
+        self.fallback_rate_at(self.fallback_share)
+    }
+
+    /// This worker's own rate at `share` of the bucket: `rate × share`, with a burst of
+    /// `burst × share` (at least 1), so N workers with share 1/N stay within the shared limit.
+    pub fn fallback_rate_at(&self, share: f64) -> Rate {
         Rate {
-            per_sec: self.spacing_rate() * self.fallback_share,
-            burst: ((f64::from(self.rate.burst) * self.fallback_share).floor() as u32).max(1),
+            per_sec: self.spacing_rate() * share,
+            burst: ((f64::from(self.rate.burst) * share).floor() as u32).max(1),
         }
     }
 

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,10 +22,14 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::fleet::{self, Fleet};
 use super::gcra::Reservation;
 use super::local::LocalBucket;
 use super::{jitter, BucketSpec, Buckets, Limiter, Saturated};
 use crate::configuration::{RedisSettings, Settings};
+
+/// How soon a worker whose heartbeat has not been written yet asks again while falling back.
+const UNCOUNTED_RETRY: Duration = Duration::from_millis(500);
 
 /// The bucket script (see its header for KEYS/ARGV/replies).
 pub const BUCKET_LUA: &str = include_str!("bucket.lua");
@@ -56,6 +60,9 @@ struct Inner {
     script: redis::Script,
     timeout: Duration,
     probe_interval: Duration,
+    /// The fleet the heartbeats count (a worker's limiter); without it the fallback uses the
+    /// configured `fallback_share` as it is.
+    fleet: OnceLock<Arc<Fleet>>,
 }
 
 /// The shared limiter of one worker process.
@@ -106,6 +113,7 @@ impl RedisLimiter {
             script: redis::Script::new(BUCKET_LUA),
             timeout: Duration::from_millis(redis.timeout_ms),
             probe_interval: Duration::from_millis(redis.probe_interval_ms),
+            fleet: OnceLock::new(),
         });
         metrics::gauge!("kycq_ratelimit_fallback").set(0.0);
         for b in inner.buckets.all() {
@@ -119,6 +127,12 @@ impl RedisLimiter {
             Err(e) => Inner::enter_fallback(&inner, &e),
         }
         Ok(RedisLimiter { inner })
+    }
+
+    /// Follow the fleet the heartbeats count while falling back (once; later calls are
+    /// ignored).
+    pub fn attach_fleet(&self, fleet: Arc<Fleet>) {
+        let _ = self.inner.fleet.set(fleet);
     }
 
     /// True while this worker limits itself locally (Redis unreachable).
@@ -247,6 +261,35 @@ impl Inner {
         }
     }
 
+    /// Falling back: this worker's share follows the fleet the heartbeats count. `Saturated`
+    /// while not every other worker has counted this one yet (it has just started): no call
+    /// leaves until then.
+    fn fit_to_fleet(&self, spec: &BucketSpec) -> Result<(), Saturated> {
+        let Some(fleet) = self.fleet.get() else {
+            return Ok(());
+        };
+        let Some(view) = fleet.view() else {
+            return Err(Saturated {
+                retry_after: UNCOUNTED_RETRY + jitter(UNCOUNTED_RETRY),
+            });
+        };
+        let share = fleet::share(spec.fallback_share, view.live);
+        let local = self.local(spec);
+        if local.set_rate(spec.fallback_rate_at(share), Instant::now()) {
+            let bucket = spec.label();
+            metrics::gauge!("kycq_ratelimit_fallback_share", "bucket" => bucket.clone()).set(share);
+            info!(
+                bucket,
+                live_workers = view.live,
+                share,
+                rate_per_sec = spec.spacing_rate() * share,
+                "fallback share follows the fleet: rate / live workers (capped by fallback_share)"
+            );
+        }
+        local.hold_until(view.counted_from);
+        Ok(())
+    }
+
     fn local(&self, spec: &BucketSpec) -> &LocalBucket {
         self.local
             .get(&spec.key)
@@ -353,6 +396,11 @@ impl Limiter for RedisLimiter {
             shared_again.as_mut().enable();
             if !inner.fallback.load(Ordering::SeqCst) {
                 continue;
+            }
+            if let Err(s) = inner.fit_to_fleet(spec) {
+                metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
+                    .increment(1);
+                return Err(s);
             }
             tokio::select! {
                 r = inner.local(spec).acquire(spec.max_wait) => {

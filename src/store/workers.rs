@@ -228,32 +228,51 @@ pub struct Beat<'a> {
     pub providers: &'a [ProviderState],
 }
 
+// The upsert, then the count of live workers: this one (its row is written by the same
+// statement, which the count does not see) and every other not stopped that beat within $10
+// seconds.
 const UPSERT: &str = r#"
-    INSERT INTO workers (worker_id, host, pid, version, started_at, heartbeat_at, stopped_at,
-                         concurrency, in_flight, consuming, providers)
-    VALUES ($1, $2, $3, $4, $5, now(), NULL, $6, $7, $8, $9)
-    ON CONFLICT (worker_id) DO UPDATE
-       SET heartbeat_at = now(), stopped_at = NULL, in_flight = EXCLUDED.in_flight,
-           consuming = EXCLUDED.consuming, providers = EXCLUDED.providers
+    WITH beat AS (
+        INSERT INTO workers (worker_id, host, pid, version, started_at, heartbeat_at, stopped_at,
+                             concurrency, in_flight, consuming, providers)
+        VALUES ($1, $2, $3, $4, $5, now(), NULL, $6, $7, $8, $9)
+        ON CONFLICT (worker_id) DO UPDATE
+           SET heartbeat_at = now(), stopped_at = NULL, in_flight = EXCLUDED.in_flight,
+               consuming = EXCLUDED.consuming, providers = EXCLUDED.providers
+    )
+    SELECT 1 + count(*) FROM workers
+     WHERE worker_id <> $1 AND stopped_at IS NULL
+       AND heartbeat_at > now() - make_interval(secs => $10::float8)
 "#;
 
 const UPSERT_AND_PRUNE: &str = r#"
     WITH pruned AS (
         DELETE FROM workers
          WHERE heartbeat_at < now() - interval '24 hours' AND worker_id <> $1
+    ), beat AS (
+        INSERT INTO workers (worker_id, host, pid, version, started_at, heartbeat_at, stopped_at,
+                             concurrency, in_flight, consuming, providers)
+        VALUES ($1, $2, $3, $4, $5, now(), NULL, $6, $7, $8, $9)
+        ON CONFLICT (worker_id) DO UPDATE
+           SET heartbeat_at = now(), stopped_at = NULL, in_flight = EXCLUDED.in_flight,
+               consuming = EXCLUDED.consuming, providers = EXCLUDED.providers
     )
-    INSERT INTO workers (worker_id, host, pid, version, started_at, heartbeat_at, stopped_at,
-                         concurrency, in_flight, consuming, providers)
-    VALUES ($1, $2, $3, $4, $5, now(), NULL, $6, $7, $8, $9)
-    ON CONFLICT (worker_id) DO UPDATE
-       SET heartbeat_at = now(), stopped_at = NULL, in_flight = EXCLUDED.in_flight,
-           consuming = EXCLUDED.consuming, providers = EXCLUDED.providers
+    SELECT 1 + count(*) FROM workers
+     WHERE worker_id <> $1 AND stopped_at IS NULL
+       AND heartbeat_at > now() - make_interval(secs => $10::float8)
 "#;
 
-/// Write one heartbeat: insert the worker's row or refresh it (one statement). With `prune`,
-/// the same statement also deletes the rows whose heartbeat is more than 24 hours old.
-pub async fn beat(pool: &PgPool, b: &Beat<'_>, prune: bool) -> Result<(), sqlx::Error> {
-    sqlx::query(if prune { UPSERT_AND_PRUNE } else { UPSERT })
+/// Write one heartbeat: insert the worker's row or refresh it, and count the live workers (one
+/// statement): this one, and every other not stopped whose heartbeat is less than
+/// `alive_within` old. With `prune`, the same statement also deletes the rows whose heartbeat
+/// is more than 24 hours old.
+pub async fn beat(
+    pool: &PgPool,
+    b: &Beat<'_>,
+    alive_within: Duration,
+    prune: bool,
+) -> Result<usize, sqlx::Error> {
+    let live: i64 = sqlx::query_scalar(if prune { UPSERT_AND_PRUNE } else { UPSERT })
         .bind(b.worker_id)
         .bind(b.host)
         .bind(b.pid)
@@ -263,9 +282,10 @@ pub async fn beat(pool: &PgPool, b: &Beat<'_>, prune: bool) -> Result<(), sqlx::
         .bind(b.in_flight)
         .bind(b.consuming)
         .bind(Json(b.providers))
-        .execute(pool)
+        .bind(alive_within.as_secs_f64())
+        .fetch_one(pool)
         .await?;
-    Ok(())
+    Ok(usize::try_from(live).unwrap_or(1))
 }
 
 /// Mark the worker stopped (a clean stop), with its last state.

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use super::WorkerState;
 use crate::configuration::DatabaseSettings;
 use crate::providers::Registry;
+use crate::ratelimit::Fleet;
 use crate::store::workers::{self as table, Beat};
 
 /// How often a beat also deletes the rows of workers silent for 24 hours.
@@ -93,13 +94,16 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// Start beating every `every` on a connection of its own to `database` (opened lazily:
-    /// this never waits for Postgres). The first beat is written at once.
+    /// this never waits for Postgres). The first beat is written at once. Each beat tells
+    /// `fleet` how many workers are alive (a heartbeat less than `alive_within` old).
     pub fn start(
         database: &DatabaseSettings,
         every: Duration,
+        alive_within: Duration,
         me: Identity,
         registry: Arc<Registry>,
         state: Arc<WorkerState>,
+        fleet: Arc<Fleet>,
     ) -> Result<Heartbeat, sqlx::Error> {
         let timeout = beat_timeout(every);
         let opts = PgConnectOptions::from_str(database.url.expose_secret())?
@@ -110,7 +114,12 @@ impl Heartbeat {
             .acquire_timeout(timeout)
             .connect_lazy_with(opts);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(pool, every, me, registry, state, stop.clone()));
+        let beats = Beats {
+            every,
+            alive_within,
+            fleet,
+        };
+        let task = tokio::spawn(run(pool, beats, me, registry, state, stop.clone()));
         Ok(Heartbeat { stop, task })
     }
 
@@ -122,7 +131,7 @@ impl Heartbeat {
 }
 
 /// Longest one beat may take: a beat that takes longer is abandoned (the next one tries again).
-fn beat_timeout(every: Duration) -> Duration {
+pub fn beat_timeout(every: Duration) -> Duration {
     every.clamp(Duration::from_secs(2), Duration::from_secs(10))
 }
 
@@ -144,9 +153,20 @@ fn beat_of<'a>(
     }
 }
 
+/// How the beats go: their period, who counts as alive, and whom the count is told.
+struct Beats {
+    every: Duration,
+    alive_within: Duration,
+    fleet: Arc<Fleet>,
+}
+
 async fn run(
     pool: PgPool,
-    every: Duration,
+    Beats {
+        every,
+        alive_within,
+        fleet,
+    }: Beats,
     me: Identity,
     registry: Arc<Registry>,
     state: Arc<WorkerState>,
@@ -169,10 +189,11 @@ async fn run(
         let written = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            r = tokio::time::timeout(timeout, table::beat(&pool, &beat, prune)) => r,
+            r = tokio::time::timeout(timeout, table::beat(&pool, &beat, alive_within, prune)) => r,
         };
         let error = match written {
-            Ok(Ok(())) => {
+            Ok(Ok(live)) => {
+                fleet.beat(live, Instant::now());
                 if prune {
                     pruned_at = Some(Instant::now());
                 }
@@ -250,16 +271,20 @@ mod tests {
         let registry = Arc::new(Registry::new(Vec::new(), &[]));
         let state = Arc::new(WorkerState::default());
         let began = std::time::Instant::now();
+        let fleet = Arc::new(Fleet::new(Duration::from_secs(1), Duration::from_secs(2)));
         let hb = Heartbeat::start(
             &settings.database,
             Duration::from_secs(1),
+            Duration::from_secs(3),
             Identity::of_this_process("unreachable-test".into(), 1),
             registry,
             state,
+            fleet.clone(),
         )
         .unwrap();
         tokio::time::sleep(Duration::from_millis(2500)).await;
         hb.stop().await;
+        assert_eq!(fleet.view(), None, "no beat written, no count");
         assert!(
             began.elapsed() < Duration::from_millis(2500) + STOP_TIMEOUT + Duration::from_secs(1),
             "{:?}",
