@@ -398,6 +398,18 @@ pub struct SandboxArgs {
     /// Milliseconds added to every answer.
     #[arg(long)]
     pub latency_ms: Option<u64>,
+    /// Up to this many milliseconds more, drawn per answer.
+    #[arg(long)]
+    pub latency_jitter_ms: Option<u64>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// With TLS: milliseconds each new connection waits before its handshake is answered.
+    #[arg(long)]
+    pub handshake_delay_ms: Option<u64>,
     /// Milliseconds the slow test identity takes.
     #[arg(long)]
     pub slow_ms: Option<u64>,
@@ -1037,6 +1049,21 @@ async fn sandbox(settings: &Settings, a: SandboxArgs) -> anyhow::Result<()> {
         credentials: crate::sandbox::credentials_from(&settings.providers),
         fault_rate: a.fault_rate.unwrap_or(s.fault_rate),
         latency: Duration::from_millis(a.latency_ms.unwrap_or(s.latency_ms)),
+        latency_jitter: Duration::from_millis(a.latency_jitter_ms.unwrap_or(s.latency_jitter_ms)),
+        tls: match (
+            a.tls_cert.or_else(|| s.tls_cert_file.clone()),
+            a.tls_key.or_else(|| s.tls_key_file.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(crate::sandbox::TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            _ => anyhow::bail!("sandbox.tls_cert_file and sandbox.tls_key_file go together"),
+        },
+        handshake_delay: Duration::from_millis(
+            a.handshake_delay_ms.unwrap_or(s.handshake_delay_ms),
+        ),
         slow_delay: Duration::from_millis(a.slow_ms.unwrap_or(s.slow_ms)),
         seed: a.seed.unwrap_or(s.seed),
         operator_token: s.operator_token.clone(),

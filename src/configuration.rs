@@ -487,6 +487,10 @@ pub struct ProviderSettings {
     /// Per-API limits where the vendor limits per API (key: the vendor action name).
     #[serde(default)]
     pub actions: BTreeMap<String, ActionLimit>,
+    /// A PEM file of CA certificates trusted for this provider besides the Mozilla roots (a
+    /// private CA, a TLS-inspecting egress proxy, the sandbox over TLS).
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Every other key of the section: the vendor's own (credentials, options). Read with
     /// [`ProviderSettings::vendor_keys`]; values never show in `Debug`.
     #[serde(flatten)]
@@ -580,6 +584,18 @@ pub struct SandboxCliSettings {
     pub fault_rate: f64,
     /// Milliseconds added to every answer.
     pub latency_ms: u64,
+    /// Up to this many milliseconds more, drawn uniformly for each answer.
+    #[serde(default)]
+    pub latency_jitter_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM), with `tls_key_file`.
+    #[serde(default)]
+    pub tls_cert_file: Option<String>,
+    /// The private key of `tls_cert_file` (PEM).
+    #[serde(default)]
+    pub tls_key_file: Option<String>,
+    /// With TLS: milliseconds each new connection waits before its handshake is answered.
+    #[serde(default)]
+    pub handshake_delay_ms: u64,
     /// Milliseconds the "slow" test identity takes.
     pub slow_ms: u64,
     /// Seed of the fault injector.

@@ -1,11 +1,27 @@
-//! The HTTP exchange every vendor client uses: one client configuration (timeouts, no
-//! redirects) and one `exchange` that returns a whole answer or a reply classified by the shared
-//! transport rows ([`super::outcome`]).
+//! The HTTP exchange every vendor client uses: kycq's own HTTP/1.1 connections ([`Client`]:
+//! timeouts, no redirects) and one `exchange` that waits for a ready connection, then for the
+//! call's [`Gate`] (its rate-limit slot), writes the request at once and returns a whole answer
+//! or a reply classified by the shared transport rows ([`super::outcome`]).
+//!
+//! Why not a client library's pool: the vendor's limit counts calls when they arrive, and a
+//! slot only bounds them if the call leaves when its slot comes. With a library's pool a call
+//! whose slot has come may still wait for a new connection (TCP, TLS: a few round trips to
+//! the vendor), then leave together with calls whose slots came later. Here connecting happens
+//! before the slot is taken.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+use tower_service::Service;
 
 use super::outcome::{self, Transport};
 use super::ProviderReply;
@@ -37,74 +53,307 @@ pub fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// The HTTP client of the vendor `name` from its settings: connect and whole-call timeouts, and
-/// redirects never followed (following one could send a billed request twice).
-pub fn client(name: &str, s: &ProviderSettings) -> Result<reqwest::Client, ConfigError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(s.connect_timeout_ms))
-        .timeout(Duration::from_millis(s.timeout_ms))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| invalid(&format!("providers.{name}"), e.to_string()))
+/// How long an idle connection is kept for the next call: below the idle timeouts vendors'
+/// front ends use, so a kept connection is rarely one the vendor is closing.
+const IDLE_FOR: std::time::Duration = Duration::from_secs(30);
+/// Idle connections kept per origin.
+const MAX_IDLE: usize = 64;
+
+/// A vendor's HTTP/1.1 connections, held by kycq itself rather than inside a client library:
+/// a call first gets a connection that is ready (connected, TLS done, idle), then passes its
+/// [`Gate`] (the rate-limit slot), then is written at once. Connecting never delays a call
+/// past its slot. No redirect is ever followed (following one could send a billed request
+/// twice). Cloning shares the connections.
+#[derive(Clone)]
+pub struct Client {
+    pool: Arc<Pool>,
 }
 
-/// Send `request` and read the whole answer. A failure is classified by the shared transport
-/// rows: never sent → transient; sent and no status, or a status and a body cut off → billing
-/// unknown. `request_id_header` names the vendor's request-id header, kept on a cut-off answer
-/// for support tickets.
-pub async fn exchange(
-    http: &reqwest::Client,
-    request: reqwest::Request,
-    request_id_header: Option<&str>,
-) -> Result<Answer, ProviderReply> {
-    let response = http.execute(request).await.map_err(transport_failure)?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    match response.bytes().await {
-        Ok(body) => Ok(Answer {
-            status,
-            headers,
-            body,
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("connect_timeout", &self.pool.connect_timeout)
+            .field("timeout", &self.pool.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    connect_timeout: Duration,
+    timeout: Duration,
+    idle: Mutex<HashMap<String, Vec<(Sender, Instant)>>>,
+}
+
+/// What decides, once a connection is ready, whether the call is written now.
+#[async_trait]
+pub trait Gate: Send + Sync {
+    /// `Ok`: write the request now. `Err(why)`: it is not sent (a transient, unbilled reply
+    /// saying why).
+    async fn pass(&self) -> Result<(), String>;
+}
+
+/// The gate that always lets the call go (the credentials probe, tests).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Open;
+
+#[async_trait]
+impl Gate for Open {
+    async fn pass(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The HTTP client of the vendor `name` from its settings: a connect timeout (TCP and TLS,
+/// before the call's slot) and a call timeout (from writing the request to the end of the
+/// answer). TLS trusts the Mozilla root store (webpki-roots) and the certificates of
+/// `ca_file`, when set (a private CA, a TLS-inspecting egress).
+pub fn client(name: &str, s: &ProviderSettings) -> Result<Client, ConfigError> {
+    let connect_timeout = Duration::from_millis(s.connect_timeout_ms);
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(connect_timeout));
+    let tls = tls_config(s.ca_file.as_deref())
+        .map_err(|e| invalid(&format!("providers.{name}.ca_file"), e))?;
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    Ok(Client {
+        pool: Arc::new(Pool {
+            connector,
+            connect_timeout,
+            timeout: Duration::from_millis(s.timeout_ms),
+            idle: Mutex::new(HashMap::new()),
         }),
-        Err(e) => {
-            let row = outcome::transport(Transport::CutOff);
-            let mut reply = ProviderReply::transport(
-                row.classification,
-                Some(status),
-                format!("HTTP {status}: {}: {}", row.meaning, error_chain(e)),
-            );
-            reply.provider_request_id = request_id_header.and_then(|h| header_text(&headers, h));
-            Err(reply)
+    })
+}
+
+/// TLS 1.2 and 1.3 (ring), trusting the Mozilla roots and every certificate in `ca_file`.
+fn tls_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file.filter(|p| !p.trim().is_empty()) {
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("{path}: {e}"))? {
+            let cert = cert.map_err(|e| format!("{path}: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{path}: a certificate rustls refuses: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!("{path}: no PEM certificate in it"));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// `scheme://host:port` of a URL: the connections' key.
+fn origin(url: &url::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
+impl Pool {
+    fn idle(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Sender, Instant)>>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A connection to `url`'s origin ready for a request: an idle one still open, else a new
+    /// one (connected, TLS done, handshaken). A failure here means nothing was sent.
+    async fn ready(&self, url: &url::Url) -> Result<Sender, String> {
+        let key = origin(url);
+        loop {
+            let idle = {
+                let mut map = self.idle();
+                let list = map.entry(key.clone()).or_default();
+                list.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_FOR);
+                list.pop()
+            };
+            let Some((mut sender, _)) = idle else { break };
+            // An idle connection is ready at once, or closed (the vendor hung up meanwhile).
+            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(5), sender.ready()).await
+            {
+                return Ok(sender);
+            }
+        }
+        let uri: hyper::Uri = key.parse().map_err(|e| format!("{e}"))?;
+        let connect = async {
+            let io = self
+                .connector
+                .clone()
+                .call(uri)
+                .await
+                .map_err(|e| format!("connect: {}", chain(&*e)))?;
+            let (mut sender, conn) = http1::handshake(io)
+                .await
+                .map_err(|e| format!("handshake: {}", chain(&e)))?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %chain(&e), "provider connection ended");
+                }
+            });
+            sender
+                .ready()
+                .await
+                .map_err(|e| format!("connection: {}", chain(&e)))?;
+            Ok::<_, String>(sender)
+        };
+        match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "connect: no connection within {} ms",
+                self.connect_timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Keep a connection whose exchange ended whole for the next call.
+    fn put_back(&self, url: &url::Url, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut map = self.idle();
+        let list = map.entry(origin(url)).or_default();
+        if list.len() < MAX_IDLE {
+            list.push((sender, Instant::now()));
         }
     }
 }
 
-/// Which transport failure a reqwest error before any status line is. Only a failure to connect
-/// (or to build the request) is known not to have been sent; anything else may have reached
-/// the vendor.
-pub fn failure_of(e: &reqwest::Error) -> Transport {
-    if e.is_connect() || e.is_builder() {
-        Transport::NotSent
-    } else {
-        Transport::SentNoAnswer
+/// Send `request` once a connection is ready and `gate` lets it go, and read the whole answer.
+/// A failure is classified by the shared transport rows: not connected, refused by the gate,
+/// or given back by the connection before it was written → transient, unbilled; written and
+/// no status, or a status and a body cut off → billing unknown. `request_id_header` names the
+/// vendor's request-id header, kept on a cut-off answer for support tickets.
+pub async fn exchange(
+    http: &Client,
+    request: reqwest::Request,
+    gate: &dyn Gate,
+    request_id_header: Option<&str>,
+) -> Result<Answer, ProviderReply> {
+    let not_sent = |why: String| {
+        let row = outcome::transport(Transport::NotSent);
+        ProviderReply::transport(row.classification, None, format!("{}: {why}", row.meaning))
+    };
+    let url = request.url().clone();
+    let outgoing = to_hyper(request).map_err(not_sent)?;
+    let pool = &http.pool;
+    let mut sender = pool.ready(&url).await.map_err(not_sent)?;
+    if let Err(why) = gate.pass().await {
+        pool.put_back(&url, sender);
+        let row = outcome::transport(Transport::NotSent);
+        return Err(ProviderReply::transport(
+            row.classification,
+            None,
+            format!("not sent: {why}"),
+        ));
     }
+    let deadline = Instant::now() + pool.timeout;
+    let sent = tokio::time::timeout_at(deadline, sender.try_send_request(outgoing)).await;
+    let response = match sent {
+        Ok(Ok(r)) => r,
+        // Given back unwritten: the connection closed first. Nothing left.
+        Ok(Err(e)) if e.message().is_some() => {
+            return Err(not_sent(format!("connection: {}", chain(e.error()))));
+        }
+        Ok(Err(e)) => return Err(sent_no_answer(&chain(e.error()))),
+        Err(_) => {
+            return Err(sent_no_answer(&format!(
+                "no answer within {} ms",
+                pool.timeout.as_millis()
+            )))
+        }
+    };
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = match tokio::time::timeout_at(deadline, response.into_body().collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => return Err(cut_off(status, &headers, request_id_header, &chain(&e))),
+        Err(_) => {
+            let why = format!("body not whole within {} ms", pool.timeout.as_millis());
+            return Err(cut_off(status, &headers, request_id_header, &why));
+        }
+    };
+    pool.put_back(&url, sender);
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
 }
 
-/// A reqwest error before any status line, classified.
-pub fn transport_failure(e: reqwest::Error) -> ProviderReply {
-    let row = outcome::transport(failure_of(&e));
-    ProviderReply::transport(
+/// The request as hyper sends it on a connection of its origin: origin-form target, `Host`
+/// from the URL (as the signatures saw it), the whole body.
+fn to_hyper(request: reqwest::Request) -> Result<hyper::Request<Full<Bytes>>, String> {
+    let url = request.url();
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let body = match request.body() {
+        None => Bytes::new(),
+        Some(b) => Bytes::copy_from_slice(
+            b.as_bytes()
+                .ok_or_else(|| "the request body is a stream".to_owned())?,
+        ),
+    };
+    let mut builder = hyper::Request::builder()
+        .method(request.method().clone())
+        .uri(target);
+    let headers = builder.headers_mut().expect("a valid builder");
+    headers.extend(request.headers().clone());
+    if !headers.contains_key(reqwest::header::HOST) {
+        let host = super::host_header(url);
+        headers.insert(
+            reqwest::header::HOST,
+            host.parse().map_err(|_| format!("host {host:?}"))?,
+        );
+    }
+    builder.body(Full::new(body)).map_err(|e| e.to_string())
+}
+
+fn sent_no_answer(why: &str) -> ProviderReply {
+    let row = outcome::transport(Transport::SentNoAnswer);
+    ProviderReply::transport(row.classification, None, format!("{}: {why}", row.meaning))
+}
+
+fn cut_off(
+    status: u16,
+    headers: &HeaderMap,
+    request_id_header: Option<&str>,
+    why: &str,
+) -> ProviderReply {
+    let row = outcome::transport(Transport::CutOff);
+    let mut reply = ProviderReply::transport(
         row.classification,
-        None,
-        format!("{}: {}", row.meaning, error_chain(e)),
-    )
+        Some(status),
+        format!("HTTP {status}: {}: {why}", row.meaning),
+    );
+    reply.provider_request_id = request_id_header.and_then(|h| header_text(headers, h));
+    reply
 }
 
-/// The error and its causes on one line, without the URL (its query can hold personal data).
-fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
+/// An error and its causes on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
-    let mut cur = std::error::Error::source(&e);
+    let mut cur = e.source();
     while let Some(c) = cur {
         s.push_str(": ");
         s.push_str(&c.to_string());

@@ -33,6 +33,8 @@ use async_trait::async_trait;
 pub use crate::check::outcome::{Classification, OutcomeClass, ProviderReply, Refusal};
 /// A whole answer (status, headers, body): what a vendor's `answer::classify` reads.
 pub use http::Answer;
+/// What lets a call leave once its connection is ready ([`Provider::call_when`]).
+pub use http::{Gate, Open};
 pub use registry::Registry;
 
 /// One identity-verification vendor.
@@ -44,7 +46,12 @@ pub trait Provider: Send + Sync + 'static {
     fn action(&self, check: CheckKind) -> Option<&'static str>;
     /// Make one call and classify its outcome. Never panics, never returns an error: every
     /// failure is a classified reply.
-    async fn call(&self, request: &CheckRequest) -> ProviderReply;
+    async fn call(&self, request: &CheckRequest) -> ProviderReply {
+        self.call_when(request, &http::Open).await
+    }
+    /// [`Provider::call`], written only once a connection is ready and `gate` lets it go (the
+    /// rate-limit slot): a refusal is a transient, unbilled "not sent" reply.
+    async fn call_when(&self, request: &CheckRequest, gate: &dyn Gate) -> ProviderReply;
     /// A call that tests the credentials and is never billed (`kycq doctor`): signed and sent
     /// exactly as a check is, without personal data, with a parameter missing so that the
     /// vendor, once it has accepted the credentials, refuses the request with an error that is

@@ -48,10 +48,12 @@ pub mod scenarios;
 pub mod tencent;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tls;
 
 pub use http_fault::HttpFault;
 pub use ledger::{Ledger, LedgerEntry};
 pub use scenarios::{Scenario, TestIdentity};
+pub use tls::TlsFiles;
 
 /// The credentials the sandbox accepts: vendor name → (the vendor's configuration key, e.g.
 /// `secret_key`, → value).
@@ -69,6 +71,13 @@ pub struct SandboxSettings {
     pub fault_rate: f64,
     /// Added to every provider answer.
     pub latency: Duration,
+    /// Up to this much more, drawn uniformly per answer (a vendor's latency varies).
+    pub latency_jitter: Duration,
+    /// Serve HTTPS with these files instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// With `tls`: how long each new connection waits before its handshake is answered (the
+    /// round trips of a handshake with a distant vendor).
+    pub handshake_delay: Duration,
     /// How long the `Slow` scenario waits before answering (default 30 s).
     pub slow_delay: Duration,
     /// Seed of the fault-injection RNG.
@@ -130,6 +139,9 @@ impl Default for SandboxSettings {
             credentials: credentials_from(&ProvidersSettings::default()),
             fault_rate: 0.0,
             latency: Duration::ZERO,
+            latency_jitter: Duration::ZERO,
+            tls: None,
+            handshake_delay: Duration::ZERO,
             slow_delay: Duration::from_secs(30),
             seed: 0,
             operator_token: None,
@@ -153,6 +165,9 @@ impl std::fmt::Debug for SandboxSettings {
             .field("credentials", &credentials)
             .field("fault_rate", &self.fault_rate)
             .field("latency", &self.latency)
+            .field("latency_jitter", &self.latency_jitter)
+            .field("tls", &self.tls)
+            .field("handshake_delay", &self.handshake_delay)
             .field("slow_delay", &self.slow_delay)
             .field("seed", &self.seed)
             .field(
@@ -261,6 +276,12 @@ impl AppState {
     }
 }
 
+/// What the sandbox listens with.
+enum Listening {
+    Plain(tokio::net::TcpListener),
+    Tls(tls::TlsListener),
+}
+
 /// Binds `settings.listen` and serves until `shutdown` is cancelled.
 pub async fn start(
     settings: SandboxSettings,
@@ -268,6 +289,15 @@ pub async fn start(
 ) -> std::io::Result<RunningSandbox> {
     let listener = tokio::net::TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
+    let listener = match &settings.tls {
+        Some(files) => Listening::Tls(tls::TlsListener::new(
+            listener,
+            tls::acceptor(files)?,
+            settings.handshake_delay,
+            shutdown.clone(),
+        )?),
+        None => Listening::Plain(listener),
+    };
     let ledger = Ledger::new();
     tracing::info!(%addr, settings = ?settings, "provider sandbox listening");
     let state = Arc::new(AppState {
@@ -277,15 +307,21 @@ pub async fn start(
         alibaba_nonces: Default::default(),
         shutdown: shutdown.clone(),
     });
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-    });
+    let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stopped = async move { shutdown.cancelled().await };
+    let task = match listener {
+        Listening::Plain(l) => tokio::spawn(async move {
+            axum::serve(l, service)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        // `tap_io` gives the listener the `SocketAddr` connect info the handlers read.
+        Listening::Tls(l) => tokio::spawn(async move {
+            axum::serve(axum::serve::ListenerExt::tap_io(l, |_| {}), service)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+    };
     Ok(RunningSandbox { addr, ledger, task })
 }
 
@@ -396,7 +432,8 @@ async fn dispatch(
         return unroutable(state, "unknown", &format!("POST {path}"));
     };
     let response = handler(state, uri, headers, body).await;
-    state.pause(state.settings.latency).await;
+    let jitter = state.settings.latency_jitter.mul_f64(rand::random::<f64>());
+    state.pause(state.settings.latency + jitter).await;
     response
 }
 

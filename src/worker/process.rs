@@ -2,7 +2,7 @@
 //! the journal around every call, classify, store, publish — and say whether to ack or requeue.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +20,7 @@ use crate::check::{
 };
 use crate::providers::circuit::TripReason;
 use crate::providers::registry::{Entry, RouteError};
-use crate::providers::{Classification, OutcomeClass, ProviderReply, Registry};
+use crate::providers::{Classification, Gate, OutcomeClass, ProviderReply, Registry};
 use crate::ratelimit::{Limiter, Saturated};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::store::{Claim, Fence, FirstCall, Store, StoreError};
@@ -904,44 +904,37 @@ impl Processor {
                 (call_id, admitted)
             }
         };
-        // Journaled, not sent: stopping or a lost lease now journals it as not sent.
-        let not_sent = |why: &str| {
-            ProviderReply::transport(Classification::TRANSIENT, None, format!("not sent: {why}"))
+        // Journaled, not sent yet. The call is written once a connection is ready and the slot
+        // gate lets it go; a refusal (stopping, a lost lease) is journaled as not sent.
+        let gate = SlotGate {
+            processor: self,
+            provider,
+            action,
+            stop,
+            lost: lease.lost,
+            admitted: Mutex::new(admitted),
+            refused: Mutex::new(None),
         };
-        if stop.is_cancelled() {
-            self.finish_call(call_id, &not_sent("the worker stopped"))
-                .await?;
-            return Ok(Called::Stopped);
-        }
-        if lease.lost.load(Ordering::SeqCst) {
-            self.finish_call(call_id, &not_sent("another worker took the request over"))
-                .await?;
-            return Ok(Called::LeaseLost);
-        }
-        // A slow journal write (Postgres stalling) must not bunch calls at the vendor: a call
-        // later than its bucket allows after the slot takes a fresh one. Stopped meanwhile:
-        // journaled as not sent, then requeued.
-        if admitted.elapsed() > self.limiter.max_lateness(provider, action) {
-            metrics::counter!("kycq_ratelimit_late_total", "provider" => provider).increment(1);
-            tracing::debug!(
-                provider,
-                late_ms = admitted.elapsed().as_millis() as u64,
-                "journal write outlasted the slot's margin: taking a fresh slot"
-            );
-            if self.admit(provider, action, stop).await.is_none() {
-                self.finish_call(
-                    call_id,
-                    &not_sent("the worker stopped while waiting for a fresh slot"),
-                )
-                .await?;
-                return Ok(Called::Stopped);
-            }
-        }
-        let t0 = Instant::now();
         // Vendor text may echo what it was sent, or hold what Postgres refuses (a NUL): it goes
         // into the journal, results and logs.
-        let reply = entry.provider.call(req).await.sanitized(&req.subject);
-        let elapsed = t0.elapsed();
+        let reply = entry
+            .provider
+            .call_when(req, &gate)
+            .await
+            .sanitized(&req.subject);
+        let refused = *gate.refused.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(refused) = refused {
+            self.finish_call(call_id, &reply).await?;
+            return Ok(match refused {
+                Refused::Stopped => Called::Stopped,
+                Refused::LeaseLost => Called::LeaseLost,
+            });
+        }
+        let elapsed = gate
+            .admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
         record_call(provider, &reply, elapsed);
         info!(
             provider,
@@ -1007,6 +1000,76 @@ impl Processor {
                 admitted,
             })),
             None => Err(Stopped),
+        }
+    }
+}
+
+/// Why a [`SlotGate`] kept a call from leaving.
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    /// The worker is stopping.
+    Stopped,
+    /// Another worker took the request over.
+    LeaseLost,
+}
+
+/// The last check before a journaled call is written, run once its connection is ready: the
+/// worker is not stopping, the lease is still ours, and the slot is not older than its bucket
+/// allows (`jitter_margin`). A slot outlasted — a slow journal write, a connection that took
+/// long, a busy machine — is not used late: a fresh one is taken and waited for, so calls do
+/// not bunch at the vendor.
+struct SlotGate<'a> {
+    processor: &'a Processor,
+    provider: &'static str,
+    action: &'a str,
+    stop: &'a CancellationToken,
+    lost: &'a AtomicBool,
+    /// When the slot in use came; after `pass`, when the call left.
+    admitted: Mutex<Instant>,
+    refused: Mutex<Option<Refused>>,
+}
+
+impl SlotGate<'_> {
+    fn refuse(&self, why: Refused) {
+        *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+}
+
+#[async_trait::async_trait]
+impl Gate for SlotGate<'_> {
+    async fn pass(&self) -> Result<(), String> {
+        let (provider, action) = (self.provider, self.action);
+        loop {
+            if self.stop.is_cancelled() {
+                self.refuse(Refused::Stopped);
+                return Err("the worker stopped".into());
+            }
+            if self.lost.load(Ordering::SeqCst) {
+                self.refuse(Refused::LeaseLost);
+                return Err("another worker took the request over".into());
+            }
+            let admitted = *self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+            let late = admitted.elapsed();
+            if late <= self.processor.limiter.max_lateness(provider, action) {
+                *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                return Ok(());
+            }
+            metrics::counter!("kycq_ratelimit_late_total", "provider" => provider).increment(1);
+            tracing::debug!(
+                provider,
+                late_ms = late.as_millis() as u64,
+                "the slot's margin passed before the call could leave: taking a fresh slot"
+            );
+            if self
+                .processor
+                .admit(provider, action, self.stop)
+                .await
+                .is_none()
+            {
+                self.refuse(Refused::Stopped);
+                return Err("the worker stopped while waiting for a fresh slot".into());
+            }
+            *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     }
 }

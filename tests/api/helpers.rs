@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use kycq::broker::{self, dlq, Publisher};
@@ -90,6 +90,8 @@ pub struct TestApp {
     db: OnceLock<PgPool>,
     workers: Vec<CancellationToken>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// This test's turn: shared with the others, or the machine alone ([`Options::exclusive`]).
+    _turn: Turn,
 }
 
 /// Options for [`TestApp::with`].
@@ -97,6 +99,28 @@ pub struct TestApp {
 pub struct Options {
     pub sandbox: SandboxSettings,
     pub env: Vec<(String, String)>,
+    /// Run alone: the test judges timing at the vendor (calls per window) and must not share
+    /// the machine's two cores with the rest of the suite. It waits for the running tests to
+    /// end, and tests that start meanwhile wait for it.
+    pub exclusive: bool,
+}
+
+/// A test's hold on [`TURNS`].
+enum Turn {
+    Shared(tokio::sync::OwnedRwLockReadGuard<()>),
+    Exclusive(tokio::sync::OwnedRwLockWriteGuard<()>),
+}
+
+/// Every `TestApp` holds it shared; an exclusive one holds it alone.
+static TURNS: OnceLock<Arc<tokio::sync::RwLock<()>>> = OnceLock::new();
+
+async fn turn(exclusive: bool) -> Turn {
+    let lock = TURNS.get_or_init(Default::default).clone();
+    if exclusive {
+        Turn::Exclusive(lock.write_owned().await)
+    } else {
+        Turn::Shared(lock.read_owned().await)
+    }
 }
 
 impl Default for Options {
@@ -108,6 +132,7 @@ impl Default for Options {
                 ..SandboxSettings::default()
             },
             env: Vec::new(),
+            exclusive: false,
         }
     }
 }
@@ -119,11 +144,10 @@ impl TestApp {
 
     pub async fn with(opts: Options) -> TestApp {
         init_logs();
+        let turn = turn(opts.exclusive).await;
         let id = unique();
         let sandbox_stop = CancellationToken::new();
-        let sb = sandbox::start(opts.sandbox.clone(), sandbox_stop.clone())
-            .await
-            .expect("sandbox");
+        let sb = start_sandbox(opts.sandbox.clone(), sandbox_stop.clone());
         let db_name = format!("kycq_t_{id}");
         let mut env: BTreeMap<String, String> = [
             ("KYCQ__TOPOLOGY__PREFIX", format!("t-{id}.")),
@@ -141,7 +165,10 @@ impl TestApp {
             ("KYCQ__RETRY__MAX_DELAY_MS", "80".into()),
             (
                 "KYCQ__PROVIDERS__TENCENT__ENDPOINT",
-                format!("http://{}", sb.addr),
+                match opts.sandbox.tls {
+                    Some(_) => format!("https://{}", sb.addr),
+                    None => format!("http://{}", sb.addr),
+                },
             ),
             (
                 "KYCQ__PROVIDERS__TENCENT__SECRET_ID",
@@ -195,6 +222,7 @@ impl TestApp {
             db: OnceLock::new(),
             workers: Vec::new(),
             tasks: Vec::new(),
+            _turn: turn,
         }
     }
 
@@ -509,4 +537,104 @@ pub async fn kycq(app: &TestApp, args: &[&str]) -> std::process::Output {
         .output()
         .await
         .expect("run kycq")
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with `openssl` in `dir`: the
+/// sandbox serves with the pair, a provider trusts the CA (`ca_file`).
+pub fn tls_files(dir: &std::path::Path) -> (sandbox::TlsFiles, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl on PATH");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "2", "-subj", "/CN=kycq test CA"],
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (
+        sandbox::TlsFiles {
+            cert: dir.join("leaf.pem"),
+            key: dir.join("leaf.key"),
+        },
+        dir.join("ca.pem"),
+    )
+}
+
+/// The sandbox on a runtime of its own (two threads), as a vendor runs apart from its callers:
+/// the time it records a call is when the call arrived, whatever the test's own runtime is
+/// busy with (validating results, publishing a batch). Stops with `stop`.
+fn start_sandbox(settings: SandboxSettings, stop: CancellationToken) -> RunningSandbox {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("sandbox".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("the sandbox's runtime");
+            rt.block_on(async move {
+                let started = sandbox::start(settings, stop.clone()).await;
+                let ok = started.is_ok();
+                let _ = tx.send(started);
+                if ok {
+                    stop.cancelled().await;
+                }
+            });
+        })
+        .expect("the sandbox's thread");
+    rx.recv().expect("the sandbox started").expect("sandbox")
 }

@@ -52,6 +52,7 @@ async fn sigterm_during_a_batch_then_restart_every_request_ends_with_exactly_one
             ("KYCQ__WORKER__CONCURRENCY".into(), "4".into()),
             ("KYCQ__AMQP__PREFETCH".into(), "4".into()),
         ],
+        exclusive: false,
     })
     .await;
     let (mut worker, log) = app.spawn_worker_process(&[]);
@@ -134,6 +135,7 @@ async fn a_worker_killed_mid_call_never_calls_again_on_redelivery() {
             "KYCQ__PROVIDERS__TENCENT__TIMEOUT_MS".into(),
             "10000".into(),
         )],
+        exclusive: false,
     })
     .await;
     let (mut first, _log) = app.spawn_worker_process(&[]);

@@ -13,7 +13,7 @@ use kycq::sandbox::scenarios::{identity, Scenario};
 use secrecy::SecretString;
 use tokio::time::Instant;
 
-use crate::helpers::{config_dir, free_port, mobile3, unique, Options, TestApp};
+use crate::helpers::{config_dir, free_port, mobile3, tls_files, unique, Options, TestApp};
 
 const REDIS: &str = "redis://127.0.0.1:6379/";
 const SEC: i64 = 1_000_000;
@@ -465,6 +465,7 @@ async fn three_worker_processes_keep_the_sandbox_within_rate_plus_burst() {
     ];
     let mut app = TestApp::with(Options {
         env: app_env,
+        exclusive: true,
         ..Options::default()
     })
     .await;
@@ -500,6 +501,77 @@ async fn three_worker_processes_keep_the_sandbox_within_rate_plus_burst() {
     app.cleanup().await;
 }
 
+/// The bound `rate × T + burst` for every window `T` of 1, 2 and 5 s over the ledger's times.
+fn assert_within_bound(times: &mut [i64], rate: f64, burst: usize, what: &str) {
+    for t in [1, 2, 5] {
+        let worst = worst_window(times, t * SEC);
+        let bound = rate as usize * t as usize + burst;
+        assert!(
+            worst <= bound,
+            "{what}: {worst} calls in a {t} s window at the sandbox (rate × T + burst = {bound}); \
+             first calls (ms): {:?}",
+            times.iter().take(30).map(|x| x / 1000).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Three cold worker processes start on a backlog and call a distant vendor over HTTPS: 30–50
+/// ms to answer, and 150 ms for each new connection's TLS handshake (its round trips). Every
+/// worker opens its first connections while its first slots come; calls on new connections
+/// must not leave late and bunch with those on connections already open. The bound holds from
+/// the very first call, not only once the pipeline is warm.
+#[tokio::test]
+async fn a_cold_start_on_a_backlog_holds_the_bound_from_the_first_call() {
+    let (rate, burst, n) = (20.0, 1usize, 300);
+    let dir = tempfile::tempdir().unwrap();
+    let (files, ca) = tls_files(dir.path());
+    let mut app = TestApp::with(Options {
+        env: vec![
+            ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC".into(), "20".into()),
+            ("KYCQ__PROVIDERS__TENCENT__BURST".into(), "1".into()),
+            (
+                "KYCQ__PROVIDERS__TENCENT__CA_FILE".into(),
+                ca.display().to_string(),
+            ),
+        ],
+        sandbox: kycq::sandbox::SandboxSettings {
+            latency: Duration::from_millis(30),
+            latency_jitter: Duration::from_millis(20),
+            tls: Some(files),
+            handshake_delay: Duration::from_millis(150),
+            ..Options::default().sandbox
+        },
+        exclusive: true,
+    })
+    .await;
+    let batch = publish_batch(n, 6000);
+    for m in &batch {
+        app.publish(m).await;
+    }
+    let mut workers: Vec<Child> = (0..3).map(|_| app.spawn_worker_process(&[]).0).collect();
+    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+    let results = app.results_for(&ids, Duration::from_secs(120)).await;
+    stop_all(&mut workers);
+    assert_eq!(results.len(), n);
+    let mut times = ledger_times(&app, "tencent");
+    assert_eq!(times.len(), n, "one call per request");
+    let first_second = times.iter().filter(|&&t| t <= SEC).count();
+    assert!(
+        first_second <= rate as usize + burst,
+        "{first_second} calls in the first second (rate + burst = {}); first calls (ms): {:?}",
+        rate as usize + burst,
+        times.iter().take(30).map(|x| x / 1000).collect::<Vec<_>>()
+    );
+    println!(
+        "cold start: {first_second} calls in the first second; worst 1/2/5 s windows {}/{}/{}",
+        worst_window(&mut times, SEC),
+        worst_window(&mut times, 2 * SEC),
+        worst_window(&mut times, 5 * SEC)
+    );
+    assert_within_bound(&mut times, rate, burst, "cold start");
+    app.cleanup().await;
+}
+
 async fn wait_calls(ledger: &kycq::sandbox::Ledger, k: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ledger.len() < k {
@@ -526,6 +598,7 @@ async fn redis_stopped_mid_run_every_request_still_gets_its_result() {
             ("KYCQ__WORKER__CONCURRENCY".into(), "4".into()),
             ("KYCQ__AMQP__PREFETCH".into(), "4".into()),
         ],
+        exclusive: true,
         ..Options::default()
     })
     .await;
@@ -587,6 +660,105 @@ async fn redis_stopped_mid_run_every_request_still_gets_its_result() {
     );
     let worst = worst_window(&mut times, SEC);
     assert!(worst <= rate as usize + 3, "{worst} calls in a 1 s window");
+    app.cleanup().await;
+    drop(redis);
+}
+
+/// Redis goes away under three workers; three more start during the outage. Each worker's
+/// share follows the fleet its heartbeats count (`rate / live workers`, `fallback_share` left at
+/// its default 1.0), and a new worker calls only once every other has counted it: the vendor
+/// sees no more than its limit before, during and after the scale-up.
+#[tokio::test]
+async fn workers_added_during_a_redis_outage_keep_the_fleet_within_the_limit() {
+    let mut redis = OwnRedis::start(free_port()).await;
+    let (rate, n) = (20.0, 420);
+    let mut app = TestApp::with(Options {
+        env: vec![
+            ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC".into(), "20".into()),
+            ("KYCQ__PROVIDERS__TENCENT__BURST".into(), "1".into()),
+            ("KYCQ__REDIS__URL".into(), redis.url()),
+            ("KYCQ__REDIS__PROBE_INTERVAL_MS".into(), "300".into()),
+            ("KYCQ__WORKER__HEARTBEAT_SECS".into(), "1".into()),
+            ("KYCQ__WORKER__CONCURRENCY".into(), "4".into()),
+            ("KYCQ__AMQP__PREFETCH".into(), "4".into()),
+        ],
+        exclusive: true,
+        ..Options::default()
+    })
+    .await;
+    let batch = publish_batch(n, 8500);
+    for m in &batch {
+        app.publish(m).await;
+    }
+    let mut spawned: Vec<_> = (0..3).map(|_| app.spawn_worker_process(&[])).collect();
+    let ledger = app.sandbox.ledger.clone();
+    // Every worker has beaten and been counted (a beat a second, counted after 1 s + the
+    // 2 s beat timeout) before Redis goes away.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_calls(&ledger, 40).await;
+    redis.stop();
+    let stopped = Instant::now();
+    let stopped_at = ledger.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown_at = ledger.len();
+    spawned.extend((0..3).map(|_| app.spawn_worker_process(&[])));
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let outage = stopped.elapsed();
+    let restarted_at = ledger.len();
+    redis.restart().await;
+    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+    let results = app.results_for(&ids, Duration::from_secs(120)).await;
+    let (mut workers, logs): (Vec<Child>, Vec<_>) = spawned.into_iter().unzip();
+    stop_all(&mut workers);
+
+    assert_eq!(results.len(), n);
+    for (id, rs) in &results {
+        assert!(
+            rs.iter()
+                .all(|r| r.status == kycq::check::Status::Completed),
+            "{id}: {rs:?}"
+        );
+    }
+    let times = ledger_times(&app, "tencent");
+    assert_eq!(times.len(), n, "one call per request");
+    // Falling back, every worker may add its own burst of 1 to rate × T: 6 workers.
+    let away = &mut times[stopped_at..restarted_at].to_vec();
+    assert!(
+        away.len() as f64 <= rate * outage.as_secs_f64() + 6.0,
+        "{} calls in {outage:?} without Redis (R = {rate})",
+        away.len()
+    );
+    for t in [1, 2, 5] {
+        let worst = worst_window(away, t * SEC);
+        assert!(
+            worst <= rate as usize * t as usize + 6,
+            "{worst} calls in a {t} s window without Redis"
+        );
+    }
+    // After the scale-up (the new workers counted), six shares of R/6.
+    let after: Vec<i64> = times[grown_at..restarted_at].to_vec();
+    let after_rate =
+        (after.len() - 1) as f64 * SEC as f64 / (after[after.len() - 1] - after[0]) as f64;
+    assert!(
+        after_rate <= rate * 1.05,
+        "{after_rate:.2}/s with six workers and no Redis (R = {rate})"
+    );
+    // The old workers recounted; the new ones waited to be counted.
+    let texts: Vec<String> = logs
+        .iter()
+        .map(|l| std::fs::read_to_string(l).unwrap())
+        .collect();
+    for text in &texts[..3] {
+        assert!(text.contains("live_workers=6"), "{text}");
+    }
+    for text in &texts[3..] {
+        assert!(!text.contains("live_workers=3"), "{text}");
+    }
+    println!(
+        "outage {outage:?}: {} calls ({:.2}/s), {after_rate:.2}/s after the scale-up",
+        away.len(),
+        away.len() as f64 / outage.as_secs_f64()
+    );
     app.cleanup().await;
     drop(redis);
 }

@@ -11,14 +11,14 @@ use super::{answer, Api, ParamType, VENDOR};
 use crate::check::{CheckKind, CheckRequest};
 use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http;
-use crate::providers::{host_header, Probe, Provider, ProviderReply};
+use crate::providers::{host_header, Gate, Probe, Provider, ProviderReply};
 
 /// The header that carries the vendor's request id (kept when a body is cut off).
 const REQUEST_ID_HEADER: &str = "x-acs-request-id";
 
 /// Alibaba Cloud ID Verification (intl) client.
 pub struct AlibabaProvider {
-    http: reqwest::Client,
+    http: http::Client,
     endpoint: url::Url,
     host: String,
     access_key_id: String,
@@ -82,7 +82,7 @@ impl Provider for AlibabaProvider {
         VENDOR.action(check)
     }
 
-    async fn call(&self, req: &CheckRequest) -> ProviderReply {
+    async fn call_when(&self, req: &CheckRequest, gate: &dyn Gate) -> ProviderReply {
         let built = match build_request(req, self.param_type) {
             Ok(b) => b,
             Err(reply) => return reply,
@@ -100,7 +100,7 @@ impl Provider for AlibabaProvider {
             Ok(r) => r,
             Err(reply) => return reply,
         };
-        match http::exchange(&self.http, request, Some(REQUEST_ID_HEADER)).await {
+        match http::exchange(&self.http, request, gate, Some(REQUEST_ID_HEADER)).await {
             Ok(a) => answer::classify(built.api, a.status, &a.body),
             Err(reply) => reply,
         }
@@ -127,10 +127,12 @@ impl Provider for AlibabaProvider {
             &nonce,
         );
         let reply = match http_request(&self.endpoint, signed) {
-            Ok(r) => match http::exchange(&self.http, r, Some(REQUEST_ID_HEADER)).await {
-                Ok(a) => answer::classify(built.api, a.status, &a.body),
-                Err(reply) => reply,
-            },
+            Ok(r) => {
+                match http::exchange(&self.http, r, &http::Open, Some(REQUEST_ID_HEADER)).await {
+                    Ok(a) => answer::classify(built.api, a.status, &a.body),
+                    Err(reply) => reply,
+                }
+            }
             Err(reply) => reply,
         };
         Probe {

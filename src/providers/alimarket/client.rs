@@ -10,13 +10,13 @@ use super::VENDOR;
 use crate::check::{CheckKind, CheckRequest};
 use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http;
-use crate::providers::{Probe, Provider, ProviderReply};
+use crate::providers::{Gate, Probe, Provider, ProviderReply};
 use secrecy::ExposeSecret;
 
 /// Alibaba Cloud Marketplace "运营商3要素V2" client.
 #[derive(Debug)]
 pub struct AlimarketProvider {
-    http: reqwest::Client,
+    http: http::Client,
     target: Target,
 }
 
@@ -55,12 +55,12 @@ impl Provider for AlimarketProvider {
         VENDOR.action(check)
     }
 
-    async fn call(&self, req: &CheckRequest) -> ProviderReply {
+    async fn call_when(&self, req: &CheckRequest, gate: &dyn Gate) -> ProviderReply {
         let request = match request::build(&self.target, req) {
             Ok(r) => r,
             Err(reply) => return reply,
         };
-        match http::exchange(&self.http, request, Some(REQUEST_ID_HEADER)).await {
+        match http::exchange(&self.http, request, gate, Some(REQUEST_ID_HEADER)).await {
             Ok(a) => answer::classify(&a),
             Err(reply) => reply,
         }
@@ -72,10 +72,12 @@ impl Provider for AlimarketProvider {
     /// counted (the product FAQ counts answers of the backend; see `codes.rs`).
     async fn probe(&self) -> Probe {
         let reply = match request::probe(&self.target) {
-            Ok(r) => match http::exchange(&self.http, r, Some(REQUEST_ID_HEADER)).await {
-                Ok(a) => answer::classify(&a),
-                Err(reply) => reply,
-            },
+            Ok(r) => {
+                match http::exchange(&self.http, r, &http::Open, Some(REQUEST_ID_HEADER)).await {
+                    Ok(a) => answer::classify(&a),
+                    Err(reply) => reply,
+                }
+            }
             Err(reply) => reply,
         };
         Probe {

@@ -9,12 +9,12 @@ use super::{answer, VENDOR};
 use crate::check::{CheckKind, CheckRequest};
 use crate::configuration::{invalid, ConfigError, ProviderSettings};
 use crate::providers::http;
-use crate::providers::{Probe, Provider, ProviderReply};
+use crate::providers::{Gate, Probe, Provider, ProviderReply};
 
 /// Tencent Cloud FaceID (intl) client.
 #[derive(Debug)]
 pub struct TencentProvider {
-    http: reqwest::Client,
+    http: http::Client,
     target: Target,
 }
 
@@ -54,12 +54,12 @@ impl Provider for TencentProvider {
         VENDOR.action(check)
     }
 
-    async fn call(&self, req: &CheckRequest) -> ProviderReply {
+    async fn call_when(&self, req: &CheckRequest, gate: &dyn Gate) -> ProviderReply {
         let request = match request::build(&self.target, req, chrono::Utc::now().timestamp()) {
             Ok(r) => r,
             Err(reply) => return reply,
         };
-        match http::exchange(&self.http, request, None).await {
+        match http::exchange(&self.http, request, gate, None).await {
             Ok(a) => answer::classify(a.status, &a.body),
             Err(reply) => reply,
         }
@@ -67,7 +67,7 @@ impl Provider for TencentProvider {
 
     async fn probe(&self) -> Probe {
         let reply = match request::probe(&self.target, chrono::Utc::now().timestamp()) {
-            Ok(r) => match http::exchange(&self.http, r, None).await {
+            Ok(r) => match http::exchange(&self.http, r, &http::Open, None).await {
                 Ok(a) => answer::classify(a.status, &a.body),
                 Err(reply) => reply,
             },
