@@ -314,9 +314,16 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported_by_a_worker()
     stop(worker);
     let _ = std::fs::remove_file(log);
 
-    // Without Redis, on a bucket of 1 call a second that lets a caller wait 200 ms at most:
+    // Without Redis, on a bucket of 2 calls a second that lets a caller wait 200 ms at most:
     // the worker limits itself alone (fallback) and refuses slots it cannot give in time
-    // (saturated; the request waits and is answered later).
+    // (saturated; the request waits and is answered later). The requests are queued before
+    // the worker starts, so that they arrive together.
+    let slow: Vec<RequestMessage> = (10..16)
+        .map(|i| mobile3(&identity(Scenario::Match, i)))
+        .collect();
+    for m in &slow {
+        app.publish(m).await;
+    }
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let no_redis = format!("redis://127.0.0.1:{}/", free_port());
@@ -328,10 +335,8 @@ async fn every_metric_the_alerts_and_the_dashboard_use_is_exported_by_a_worker()
         ("KYCQ__PROVIDERS__TENCENT__MAX_WAIT_MS", "200"),
         ("KYCQ__PROVIDERS__TENCENT__FALLBACK_SHARE", "1.0"),
     ]);
-    let slow: Vec<RequestMessage> = (10..16)
-        .map(|i| mobile3(&identity(Scenario::Match, i)))
-        .collect();
-    run(&mut app, &slow).await;
+    let ids: Vec<String> = slow.iter().map(|m| m.request_id.clone()).collect();
+    app.results_for(&ids, T).await;
     for (name, sets) in samples(&scrape(port).await) {
         scraped.entry(name).or_default().extend(sets);
     }

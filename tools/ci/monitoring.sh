@@ -112,10 +112,12 @@ PY
 promtool check rules "$tmp/dashboard-rules.yml"
 
 log "docker-compose.yml: every mounted path exists"
+mounts=$(grep -oE '^\s*- \./[^:]+:' docker-compose.yml | sed -E 's/^\s*- //; s/:$//' || true)
+[ -n "$mounts" ] || { echo "docker-compose.yml mounts nothing from the repository" >&2; exit 1; }
 missing=0
 while read -r src; do
-  if [ ! -e "$src" ]; then echo "docker-compose.yml mounts $src, which does not exist" >&2; missing=1; fi
-done < <(grep -oE '^\s*- \./[^:]+:' docker-compose.yml | sed -E 's/^\s*- //; s/:$//')
+  if [ -e "$src" ]; then echo "$src"; else echo "docker-compose.yml mounts $src, which does not exist" >&2; missing=1; fi
+done <<<"$mounts"
 [ "$missing" -eq 0 ]
 
 log "monitoring files OK"
