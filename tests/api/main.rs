@@ -16,6 +16,7 @@ mod failures;
 mod group_commit;
 mod heartbeat;
 mod helpers;
+mod monitoring;
 mod pipeline;
 mod process;
 mod ratelimit;
