@@ -316,8 +316,9 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
 pub async fn redis(settings: &Settings) -> Check {
     const T: &str = "redis";
     let ping = async {
-        let client = redis::Client::open(settings.redis.url.expose_secret())?;
-        let mut c = client.get_multiplexed_async_connection().await?;
+        // On a cluster, PING goes to every node and answers only if all of them do.
+        let client = crate::ratelimit::RedisClient::from_settings(&settings.redis)?;
+        let mut c = client.connect().await?;
         redis::cmd("PING").query_async::<String>(&mut c).await
     };
     match timed(ping).await {
