@@ -19,5 +19,6 @@ mod helpers;
 mod pipeline;
 mod process;
 mod ratelimit;
+mod redis_cluster;
 mod schema;
 mod webdriver;
