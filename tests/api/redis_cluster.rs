@@ -828,3 +828,57 @@ e5 127.0.0.1:7005@17005 slave a1 0 1 1 connected
     assert_eq!(master_in(text, 5461), Some(7002));
     assert_eq!(master_in(text, 16383), Some(7004));
 }
+
+#[tokio::test]
+async fn doctor_and_loadgen_work_against_the_cluster() {
+    let cluster = RedisCluster::start().await;
+    let prefix = format!("kycq-t-{}", unique());
+    let urls = cluster.urls().join(",");
+    let out = Command::new(env!("CARGO_BIN_EXE_kycq"))
+        .arg("doctor")
+        .env_clear()
+        .env("KYCQ_CONFIG_DIR", crate::helpers::config_dir())
+        .env("KYCQ__REDIS__CLUSTER_URLS", &urls)
+        .stdin(Stdio::null())
+        .output()
+        .expect("kycq doctor");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let redis = stdout
+        .lines()
+        .find(|l| l.starts_with("redis"))
+        .unwrap_or_else(|| panic!("no redis line: {stdout}"));
+    assert!(redis.contains(" OK "), "{stdout}");
+
+    // Three processes on one bucket of the cluster: the bound holds, about one round trip per
+    // call (counted on the bucket's master).
+    let out = Command::new(env!("CARGO_BIN_EXE_kycq"))
+        .args([
+            "loadgen",
+            "--workers",
+            "3",
+            "--runs",
+            "1",
+            "--seconds",
+            "3",
+            "--rate",
+            "30",
+            "--tasks",
+            "4",
+            "--json",
+        ])
+        .env("KYCQ_CONFIG_DIR", crate::helpers::config_dir())
+        .env("KYCQ__REDIS__CLUSTER_URLS", &urls)
+        .env("KYCQ__REDIS__KEY_PREFIX", &prefix)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("kycq loadgen");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let run: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    eprintln!("loadgen on the cluster: {run}");
+    assert!(run["worst_window_ratio"].as_f64().unwrap() <= 1.0, "{run}");
+    assert!(run["rate_ratio"].as_f64().unwrap() >= 0.9, "{run}");
+    assert_eq!(run["fallback"], false, "{run}");
+    let trips = run["round_trips_per_call"].as_f64().unwrap();
+    assert!((0.9..1.5).contains(&trips), "{run}");
+}
