@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -141,7 +140,8 @@ impl Inner {
 
     /// A fresh connection with the script loaded, within the timeout. On a cluster the script
     /// is loaded on the master owning each bucket's slot, so this fails (and the probe goes
-    /// on) until every bucket's slot has a master that answers.
+    /// on) until every bucket's slot has a master that answers and every master says
+    /// `cluster_state:ok` ([`RedisConn::load_script`]).
     async fn open(&self) -> Result<RedisConn, Unavailable> {
         let keys: Vec<&str> = self.buckets.all().map(|b| b.key.as_str()).collect();
         let attempt = async {
