@@ -238,8 +238,20 @@ impl DatabaseSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// Redis URL.
+    /// Redis URL of one node. With `sentinel_urls`, only its username, password and database
+    /// are used (for the primary the sentinels name); with `cluster_urls` it is not used.
     pub url: SecretString,
+    /// Seed nodes of a Redis Cluster (any reachable one gives the slot map). Non-empty: the
+    /// limiter and the tools talk to the cluster instead of `url`.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub cluster_urls: Vec<SecretString>,
+    /// Sentinels watching the primary named `sentinel_master`. Non-empty: the primary is asked
+    /// of them on every (re)connection instead of using `url`'s host.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub sentinel_urls: Vec<SecretString>,
+    /// The primary's name in the sentinels' configuration (`sentinel monitor <name> …`).
+    #[serde(default)]
+    pub sentinel_master: Option<String>,
     /// Prefix of every key kycq writes (several deployments can share one Redis).
     pub key_prefix: String,
     /// Milliseconds to connect and to answer before Redis counts as unreachable (the limiter
@@ -249,6 +261,69 @@ pub struct RedisSettings {
     /// Milliseconds between attempts to reach Redis again while falling back.
     #[serde(default = "default_redis_probe_interval_ms")]
     pub probe_interval_ms: u64,
+}
+
+impl RedisSettings {
+    /// Which Redis deployment the settings name: one node, a cluster or a Sentinel-managed
+    /// primary. A combination that names two is an error that names the key.
+    pub fn topology(&self) -> Result<RedisTopology, ConfigError> {
+        let (cluster, sentinel) = (
+            !self.cluster_urls.is_empty(),
+            !self.sentinel_urls.is_empty(),
+        );
+        if cluster && sentinel {
+            return Err(invalid(
+                "redis.sentinel_urls",
+                "set either redis.cluster_urls (a Redis Cluster) or redis.sentinel_urls (a Sentinel-managed primary), not both",
+            ));
+        }
+        match (sentinel, self.sentinel_master.as_deref().map(str::trim)) {
+            (true, None | Some("")) => Err(invalid(
+                "redis.sentinel_master",
+                "required with redis.sentinel_urls: the primary's name in `sentinel monitor <name> …`",
+            )),
+            (false, Some(_)) => Err(invalid(
+                "redis.sentinel_master",
+                "only meaningful with redis.sentinel_urls (which is empty)",
+            )),
+            (true, Some(_)) => Ok(RedisTopology::Sentinel),
+            (false, None) if cluster => Ok(RedisTopology::Cluster),
+            (false, None) => Ok(RedisTopology::Single),
+        }
+    }
+
+    fn validate_topology(&self) -> Result<(), ConfigError> {
+        self.topology()?;
+        for (key, urls) in [
+            ("redis.cluster_urls", &self.cluster_urls),
+            ("redis.sentinel_urls", &self.sentinel_urls),
+        ] {
+            for (i, u) in urls.iter().enumerate() {
+                url_with_scheme(key, u.expose_secret(), &["redis", "rediss"]).map_err(
+                    |e| match e {
+                        ConfigError::Invalid { key, env, reason } => ConfigError::Invalid {
+                            key,
+                            env,
+                            reason: format!("entry {}: {reason}", i + 1),
+                        },
+                        e => e,
+                    },
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Redis deployment `[redis]` names (see [`RedisSettings::topology`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// `redis.url`: one node.
+    Single,
+    /// `redis.cluster_urls`: a Redis Cluster.
+    Cluster,
+    /// `redis.sentinel_urls` and `redis.sentinel_master`: a primary managed by Sentinel.
+    Sentinel,
 }
 
 fn default_redis_timeout_ms() -> u64 {
@@ -382,6 +457,11 @@ pub struct RouteSettings {
     /// Route of `id2_period`.
     #[serde(deserialize_with = "list")]
     pub id2_period: Vec<String>,
+}
+
+/// As [`list`], for values that may hold passwords (URLs).
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(list(d)?.into_iter().map(SecretString::from).collect())
 }
 
 /// A list given as a list (files) or as one comma-separated string (the environment).
@@ -844,6 +924,7 @@ impl Settings {
             self.redis.url.expose_secret(),
             &["redis", "rediss"],
         )?;
+        self.redis.validate_topology()?;
         if self.redis.timeout_ms == 0 {
             return Err(invalid("redis.timeout_ms", "must be at least 1"));
         }
@@ -1297,5 +1378,93 @@ mod tests {
             .unwrap()
             .pii_key()
             .is_err());
+    }
+
+    #[test]
+    fn redis_names_one_node_a_cluster_or_a_sentinel_primary() {
+        assert_eq!(
+            load(&[]).unwrap().redis.topology().unwrap(),
+            RedisTopology::Single
+        );
+        let s = load(&[(
+            "KYCQ__REDIS__CLUSTER_URLS",
+            "redis://127.0.0.1:7001/, redis://:pw@127.0.0.1:7002/",
+        )])
+        .unwrap();
+        assert_eq!(s.redis.topology().unwrap(), RedisTopology::Cluster);
+        assert_eq!(
+            s.redis.cluster_urls[1].expose_secret(),
+            "redis://:pw@127.0.0.1:7002/"
+        );
+        let s = load(&[
+            ("KYCQ__REDIS__SENTINEL_URLS", "redis://127.0.0.1:26379/"),
+            ("KYCQ__REDIS__SENTINEL_MASTER", "kycq"),
+        ])
+        .unwrap();
+        assert_eq!(s.redis.topology().unwrap(), RedisTopology::Sentinel);
+    }
+
+    #[test]
+    fn a_bad_redis_combination_names_the_key() {
+        for (env, named) in [
+            (
+                vec![
+                    ("KYCQ__REDIS__CLUSTER_URLS", "redis://127.0.0.1:7001/"),
+                    ("KYCQ__REDIS__SENTINEL_URLS", "redis://127.0.0.1:26379/"),
+                    ("KYCQ__REDIS__SENTINEL_MASTER", "kycq"),
+                ],
+                "KYCQ__REDIS__SENTINEL_URLS",
+            ),
+            (
+                vec![("KYCQ__REDIS__SENTINEL_URLS", "redis://127.0.0.1:26379/")],
+                "KYCQ__REDIS__SENTINEL_MASTER",
+            ),
+            (
+                vec![("KYCQ__REDIS__SENTINEL_MASTER", "kycq")],
+                "KYCQ__REDIS__SENTINEL_MASTER",
+            ),
+            (
+                vec![(
+                    "KYCQ__REDIS__CLUSTER_URLS",
+                    "redis://127.0.0.1:7001/,http://u:hunter2pw@127.0.0.1:7002/",
+                )],
+                "KYCQ__REDIS__CLUSTER_URLS",
+            ),
+            (
+                vec![
+                    ("KYCQ__REDIS__SENTINEL_URLS", "not a url hunter2pw"),
+                    ("KYCQ__REDIS__SENTINEL_MASTER", "kycq"),
+                ],
+                "KYCQ__REDIS__SENTINEL_URLS",
+            ),
+        ] {
+            let e = load(&env).unwrap_err().to_string();
+            assert!(e.contains(named), "{e}");
+            assert!(!e.contains("hunter2pw"), "{e}");
+        }
+    }
+
+    #[test]
+    fn redis_passwords_never_show_in_debug() {
+        let s = load(&[
+            ("KYCQ__REDIS__URL", "redis://:hunter2one@127.0.0.1:6379/"),
+            (
+                "KYCQ__REDIS__SENTINEL_URLS",
+                "redis://:hunter2two@127.0.0.1:26379/",
+            ),
+            ("KYCQ__REDIS__SENTINEL_MASTER", "kycq"),
+        ])
+        .unwrap();
+        let client = crate::ratelimit::RedisClient::from_settings(&s.redis).unwrap();
+        let dbg = format!("{s:?} {client:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        let s = load(&[(
+            "KYCQ__REDIS__CLUSTER_URLS",
+            "redis://:hunter2three@127.0.0.1:7001/",
+        )])
+        .unwrap();
+        let client = crate::ratelimit::RedisClient::from_settings(&s.redis).unwrap();
+        let dbg = format!("{s:?} {client:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
     }
 }

@@ -15,7 +15,6 @@ use axum::response::Response;
 use axum::Extension;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup};
-use secrecy::ExposeSecret;
 use sqlx::{PgPool, Row};
 
 use super::auth::Session;
@@ -158,8 +157,8 @@ impl Limiter {
 async fn limiters(app: &AppState) -> Result<BTreeMap<String, Limiter>, String> {
     let s = &app.settings;
     let read = async {
-        let client = redis::Client::open(s.redis.url.expose_secret())?;
-        let mut c = client.get_multiplexed_async_connection().await?;
+        let client = crate::ratelimit::RedisClient::from_settings(&s.redis)?;
+        let mut c = client.connect().await?;
         let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut c).await?;
         let now_us = secs as f64 * 1e6 + micros as f64;
         let mut out = BTreeMap::new();

@@ -889,26 +889,14 @@ async fn clean_up(ctx: &Ctx<'_>, made: &mut Made, keep_log: bool) {
 }
 
 async fn delete_redis_keys(settings: &Settings, prefix: &str) -> anyhow::Result<()> {
-    let client = redis::Client::open(settings.redis.url.expose_secret())?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut c)
-            .await?;
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut c).await?;
-        }
-        if next == 0 {
-            return Ok(());
-        }
-        cursor = next;
+    let client = crate::ratelimit::RedisClient::from_settings(&settings.redis)?;
+    let mut c = client.connect().await?;
+    let keys = c.keys_matching(&format!("{prefix}:*")).await?;
+    // On a cluster a DEL of keys in several slots is split per slot by the client.
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut c).await?;
     }
+    Ok(())
 }
 
 /// The last lines of a log file.

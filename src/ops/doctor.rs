@@ -17,7 +17,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::Postgres;
 
-use crate::configuration::{env_name, Settings};
+use crate::configuration::{env_name, RedisTopology, Settings};
 use crate::fault::{self, FaultClass};
 use crate::providers::circuit::Refused;
 use crate::providers::registry::{credential_keys, refusal_message};
@@ -315,9 +315,15 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
 /// Redis: `PING`.
 pub async fn redis(settings: &Settings) -> Check {
     const T: &str = "redis";
+    let fix = match settings.redis.topology() {
+        Ok(RedisTopology::Cluster) => "redis.cluster_urls",
+        Ok(RedisTopology::Sentinel) => "redis.sentinel_urls",
+        _ => "redis.url",
+    };
     let ping = async {
-        let client = redis::Client::open(settings.redis.url.expose_secret())?;
-        let mut c = client.get_multiplexed_async_connection().await?;
+        // On a cluster, PING goes to every node and answers only if all of them do.
+        let client = crate::ratelimit::RedisClient::from_settings(&settings.redis)?;
+        let mut c = client.connect().await?;
         redis::cmd("PING").query_async::<String>(&mut c).await
     };
     match timed(ping).await {
@@ -327,7 +333,7 @@ pub async fn redis(settings: &Settings) -> Check {
             "PING",
             format!(
                 "{e} — fix {} (the workers fall back to a local rate limit without it)",
-                key("redis.url")
+                key(fix)
             ),
         ),
         None => Check::failed(
@@ -336,7 +342,7 @@ pub async fn redis(settings: &Settings) -> Check {
             format!(
                 "no answer within {}s — fix {}",
                 CHECK_TIMEOUT.as_secs(),
-                key("redis.url")
+                key(fix)
             ),
         ),
     }

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use secrecy::ExposeSecret;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::configuration::{ProviderSettings, Settings};
@@ -144,11 +143,9 @@ pub async fn run(
     json: bool,
     config_dir: &std::path::Path,
 ) -> anyhow::Result<Vec<RunStats>> {
-    let client = redis::Client::open(settings.redis.url.expose_secret()).context("redis.url")?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .context("connecting to redis")?;
+    let client =
+        crate::ratelimit::RedisClient::from_settings(&settings.redis).context("[redis]")?;
+    let mut conn = client.connect().await.context("connecting to redis")?;
     if !json {
         println!(
             "kycq loadgen — R = {} /s, burst {}, {} s per run, {} callers per process, max_wait {} ms, jitter_margin {} ms",
@@ -199,10 +196,13 @@ pub async fn run(
     Ok(all)
 }
 
-async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<(u64, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(conn)
+/// `INFO commandstats` of the node holding `key` (on a cluster: the master owning its slot).
+async fn commandstats(
+    conn: &mut crate::ratelimit::RedisConn,
+    key: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let info: String = conn
+        .query_at_key(redis::cmd("INFO").arg("commandstats"), key)
         .await
         .context("INFO commandstats")?;
     Ok(total_calls(&info))
@@ -219,7 +219,7 @@ async fn run_once(
     spec: &LoadSpec,
     procs: usize,
     run: usize,
-    conn: &mut redis::aio::MultiplexedConnection,
+    conn: &mut crate::ratelimit::RedisConn,
     config_dir: &std::path::Path,
 ) -> anyhow::Result<RunStats> {
     let prefix = format!(
@@ -264,7 +264,8 @@ async fn run_once(
             other => bail!("loadgen child did not get ready: {other:?}"),
         }
     }
-    let before = commandstats(conn).await?;
+    let key = crate::ratelimit::bucket_key(&prefix, PROVIDER, None);
+    let before = commandstats(conn, &key).await?;
     let start = unix_us() + 200_000;
     let end = start + (spec.seconds * 1e6) as i64;
     for c in &mut children {
@@ -295,10 +296,9 @@ async fn run_once(
         anyhow::ensure!(status.success(), "loadgen child exited with {status}");
     }
     // The first INFO is counted in the second snapshot.
-    let after = commandstats(conn).await?;
+    let after = commandstats(conn, &key).await?;
     let round_trips = after.0.saturating_sub(before.0 + 1);
     let cmds = after.1.saturating_sub(before.1 + 1);
-    let key = crate::ratelimit::bucket_key(&prefix, PROVIDER, None);
     let _: () = redis::cmd("DEL").arg(&key).query_async(conn).await?;
     let admitted = times.len();
     let worst = worst_window(&mut times, 1_000_000);

@@ -9,9 +9,12 @@
 //! - [`gcra`]: the bucket's arithmetic as pure Rust, the reference model of `bucket.lua`.
 //! - [`redis`]: [`RedisLimiter`], the bucket shared by every worker (one script call per admitted
 //!   call, Redis server time), with a per-worker `governor` fallback while Redis is unreachable.
+//! - [`conn`]: [`RedisClient`] / [`RedisConn`], one node, a Redis Cluster or a Sentinel-managed
+//!   primary behind one connection type (the limiter's and the tools').
 //! - [`local`]: [`LocalLimiter`], governor buckets local to one process (the fallback's engine,
 //!   and a limiter for tests and single-process tools).
 
+pub mod conn;
 pub mod fleet;
 pub mod gcra;
 pub mod local;
@@ -25,6 +28,7 @@ use async_trait::async_trait;
 
 use crate::configuration::{ProviderSettings, ProvidersSettings};
 
+pub use self::conn::{RedisClient, RedisConn};
 pub use self::fleet::Fleet;
 pub use self::local::LocalLimiter;
 pub use self::redis::RedisLimiter;

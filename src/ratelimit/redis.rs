@@ -17,11 +17,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use super::conn::{RedisClient, RedisConn};
 use super::fleet::{self, Fleet};
 use super::gcra::Reservation;
 use super::local::LocalBucket;
@@ -52,8 +51,8 @@ struct Inner {
     local: HashMap<String, LocalBucket>,
     /// Per bucket: until when this worker treats it as full (no slot within `max_wait`).
     full: HashMap<String, Mutex<Full>>,
-    client: redis::Client,
-    conn: Mutex<Option<ConnectionManager>>,
+    client: RedisClient,
+    conn: Mutex<Option<RedisConn>>,
     fallback: AtomicBool,
     /// Wakes callers waiting in a local bucket when Redis answers again.
     shared_again: tokio::sync::Notify,
@@ -87,13 +86,15 @@ impl RedisLimiter {
         Self::connect(&settings.redis, buckets).await
     }
 
-    /// Connect (once, with the short timeout) and load the script. Only a malformed URL is an
-    /// error: an unreachable Redis starts the limiter in fallback, probing in the background.
+    /// Connect (once, with the short timeout) and load the script — to one node, a cluster or
+    /// a Sentinel-managed primary (see [`RedisClient`]). Only a malformed URL or a bad
+    /// combination of `[redis]` keys is an error: an unreachable Redis starts the limiter in
+    /// fallback, probing in the background.
     pub async fn connect(
         redis: &RedisSettings,
         buckets: Buckets,
     ) -> Result<RedisLimiter, redis::RedisError> {
-        let client = redis::Client::open(redis.url.expose_secret())?;
+        let client = RedisClient::from_settings(redis)?;
         let local = buckets
             .all()
             .map(|b| (b.key.clone(), LocalBucket::new(b.fallback_rate())))
@@ -147,19 +148,19 @@ impl RedisLimiter {
 }
 
 impl Inner {
-    fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<ConnectionManager>> {
+    fn lock_conn(&self) -> std::sync::MutexGuard<'_, Option<RedisConn>> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A fresh connection with the script loaded, within the timeout.
-    async fn open(&self) -> Result<ConnectionManager, Unavailable> {
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(0);
+    /// A fresh connection with the script loaded, within the timeout. On a cluster the script
+    /// is loaded on the master owning each bucket's slot, so this fails (and the probe goes
+    /// on) until every bucket's slot has a master that answers and every master says
+    /// `cluster_state:ok` ([`RedisConn::load_script`]).
+    async fn open(&self) -> Result<RedisConn, Unavailable> {
+        let keys: Vec<&str> = self.buckets.all().map(|b| b.key.as_str()).collect();
         let attempt = async {
-            let mut c = ConnectionManager::new_with_config(self.client.clone(), cfg).await?;
-            self.script.load_async(&mut c).await?;
+            let mut c = self.client.connect().await?;
+            c.load_script(BUCKET_LUA, &keys).await?;
             Ok::<_, redis::RedisError>(c)
         };
         match tokio::time::timeout(self.timeout * 2, attempt).await {

@@ -20,5 +20,6 @@ mod monitoring;
 mod pipeline;
 mod process;
 mod ratelimit;
+mod redis_cluster;
 mod schema;
 mod webdriver;

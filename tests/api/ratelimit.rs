@@ -16,9 +16,9 @@ use tokio::time::Instant;
 use crate::helpers::{config_dir, free_port, mobile3, tls_files, unique, Options, TestApp};
 
 const REDIS: &str = "redis://127.0.0.1:6379/";
-const SEC: i64 = 1_000_000;
+pub(crate) const SEC: i64 = 1_000_000;
 
-fn spec(prefix: &str, rate: f64, burst: u32) -> BucketSpec {
+pub(crate) fn spec(prefix: &str, rate: f64, burst: u32) -> BucketSpec {
     BucketSpec {
         provider: "p".into(),
         action: None,
@@ -42,6 +42,9 @@ async fn limiter(url: &str, prefix: &str, spec: BucketSpec) -> RedisLimiter {
     RedisLimiter::connect(
         &RedisSettings {
             url: SecretString::from(url.to_owned()),
+            cluster_urls: Vec::new(),
+            sentinel_urls: Vec::new(),
+            sentinel_master: None,
             key_prefix: prefix.to_owned(),
             timeout_ms: 100,
             probe_interval_ms: 200,
@@ -77,19 +80,19 @@ async fn delete_prefix(prefix: &str) {
 }
 
 /// Microseconds since `origin` (a clock Redis knows nothing about).
-fn since(origin: Instant) -> i64 {
+pub(crate) fn since(origin: Instant) -> i64 {
     origin.elapsed().as_micros() as i64
 }
 
 /// Calls per second among `times` within `[from, to)`.
-fn rate_within(times: &[i64], from: i64, to: i64) -> f64 {
+pub(crate) fn rate_within(times: &[i64], from: i64, to: i64) -> f64 {
     let n = times.iter().filter(|t| (from..to).contains(*t)).count();
     n as f64 * SEC as f64 / (to - from) as f64
 }
 
 /// Drive `limiters` with `tasks` callers each until `until`; every admission with its time and
 /// whether its limiter was falling back.
-async fn drive(
+pub(crate) async fn drive(
     limiters: &[RedisLimiter],
     tasks: usize,
     origin: Instant,
@@ -427,7 +430,7 @@ async fn redis_stopped_mid_run_each_worker_falls_back_to_its_share_and_returns()
 }
 
 /// The ledger's call times of one provider, in microseconds since the first.
-fn ledger_times(app: &TestApp, provider: &str) -> Vec<i64> {
+pub(crate) fn ledger_times(app: &TestApp, provider: &str) -> Vec<i64> {
     let entries = app.sandbox.ledger.entries();
     let mut t: Vec<i64> = entries
         .iter()
@@ -439,7 +442,7 @@ fn ledger_times(app: &TestApp, provider: &str) -> Vec<i64> {
     t.iter().map(|x| x - first).collect()
 }
 
-fn stop_all(children: &mut [Child]) {
+pub(crate) fn stop_all(children: &mut [Child]) {
     for c in children.iter() {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -450,7 +453,7 @@ fn stop_all(children: &mut [Child]) {
     }
 }
 
-fn publish_batch(n: usize, base: u32) -> Vec<kycq::ops::enqueue::RequestMessage> {
+pub(crate) fn publish_batch(n: usize, base: u32) -> Vec<kycq::ops::enqueue::RequestMessage> {
     (0..n as u32)
         .map(|i| mobile3(&identity(Scenario::Match, base + i)))
         .collect()
@@ -572,7 +575,7 @@ async fn a_cold_start_on_a_backlog_holds_the_bound_from_the_first_call() {
     app.cleanup().await;
 }
 
-async fn wait_calls(ledger: &kycq::sandbox::Ledger, k: usize) {
+pub(crate) async fn wait_calls(ledger: &kycq::sandbox::Ledger, k: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ledger.len() < k {
         assert!(Instant::now() < deadline, "only {} calls", ledger.len());

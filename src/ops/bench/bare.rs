@@ -59,7 +59,7 @@ return wait
 /// What every delivery's task shares.
 struct Ctx {
     pool: PgPool,
-    redis: redis::aio::MultiplexedConnection,
+    redis: crate::ratelimit::RedisConn,
     script: redis::Script,
     bucket: String,
     rate_per_us: f64,
@@ -83,10 +83,12 @@ pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> a
         .await
         .context("database.url")?;
     sqlx::query(TABLE).execute(&pool).await?;
-    let client = redis::Client::open(settings.redis.url.expose_secret()).context("redis.url")?;
-    let mut redis = client.get_multiplexed_async_connection().await?;
+    let client =
+        crate::ratelimit::RedisClient::from_settings(&settings.redis).context("[redis]")?;
+    let mut redis = client.connect().await?;
     let script = redis::Script::new(BUCKET_LUA);
-    script.prepare_invoke().load_async(&mut redis).await?;
+    let bucket = format!("{}:bare-bucket", settings.redis.key_prefix);
+    redis.load_script(BUCKET_LUA, &[&bucket]).await?;
     let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq bench bare worker").await?;
     let publisher = Publisher::new(
         &conn,
@@ -98,7 +100,7 @@ pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> a
         pool,
         redis,
         script,
-        bucket: format!("{}:bare-bucket", settings.redis.key_prefix),
+        bucket,
         rate_per_us: rate / 1e6,
         burst,
         http: reqwest::Client::builder()
