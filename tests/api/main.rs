@@ -20,4 +20,5 @@ mod pipeline;
 mod process;
 mod ratelimit;
 mod schema;
+mod tracing;
 mod webdriver;
