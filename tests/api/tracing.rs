@@ -384,3 +384,53 @@ async fn the_rust_client_sends_its_callers_traceparent() {
         .await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_collector_never_holds_a_check_and_a_bad_endpoint_stops_the_worker() {
+    let mut app = TestApp::new().await;
+    // Nothing listens there: every export fails.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let (mut child, log) = app.spawn_worker_process(&[
+        ("KYCQ__TELEMETRY__OTLP_ENDPOINT", closed.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ]);
+    let who = identity(Scenario::Match, 4);
+    let m = mobile3(&who);
+    let caller = format!("00-{TRACE_ID}-{CALLER_SPAN}-01");
+    app.publish_raw(
+        "check.mobile3",
+        &serde_json::to_vec(&m).unwrap(),
+        traced(&caller, None),
+    )
+    .await;
+    let (r, props) = app.next_result_with_properties(T).await.expect("a result");
+    assert_eq!(
+        (r.status, r.verdict),
+        (Status::Completed, Some(Verdict::Match))
+    );
+    assert_eq!(incoming(&props).unwrap().parent.trace_id_hex(), TRACE_ID);
+    // Let a batch fail, then stop: the exit waits for the collector at most a few seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child, "-TERM");
+    let status = wait_exit(&mut child, Duration::from_secs(20)).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(status.is_some_and(|s| s.success()), "{status:?}: {text}");
+    assert!(text.contains("BatchSpanProcessor.ExportError"), "{text}");
+    for secret in [&who.name, &who.id_number, &who.mobile] {
+        assert!(!text.contains(secret.as_str()), "{secret} logged: {text}");
+    }
+
+    // An endpoint that is not an http(s) URL: the worker does not start, and says which key.
+    let (mut child, log) =
+        app.spawn_worker_process(&[("KYCQ__TELEMETRY__OTLP_ENDPOINT", "collector:4318")]);
+    let status = wait_exit(&mut child, T).await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{text}");
+    assert!(
+        text.contains("telemetry.otlp_endpoint") && text.contains("KYCQ__TELEMETRY__OTLP_ENDPOINT"),
+        "{text}"
+    );
+    app.cleanup().await;
+}
