@@ -412,13 +412,19 @@ mod tests {
             call.in_scope(|| {});
         });
         drop(span);
-        let spans = ended.0.lock().unwrap().clone();
+        // Only this trace's spans: other tests' threads may log through the global subscriber.
+        let caller = TraceParent::parse(CALLER).unwrap();
+        let spans: Vec<_> = ended
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.span_context.trace_id().to_bytes() == caller.trace_id)
+            .cloned()
+            .collect();
         let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
         assert_eq!(names, ["provider.call", "check"]);
-        assert_eq!(
-            spans[1].parent_span_id.to_bytes(),
-            TraceParent::parse(CALLER).unwrap().span_id
-        );
+        assert_eq!(spans[1].parent_span_id.to_bytes(), caller.span_id);
         assert_eq!(spans[0].parent_span_id, spans[1].span_context.span_id());
         assert_eq!(
             out.parent.span_id,
