@@ -758,9 +758,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(_) => "error,lapin=off",
         _ => settings.log.level.as_str(),
     };
-    crate::telemetry::init_tracing(settings.log.format, level);
+    // Spans are exported by the worker only (telemetry.otlp_endpoint).
+    let otlp = match cli.command {
+        Command::Worker => crate::telemetry::otlp::Otlp::from_settings(&settings.telemetry),
+        _ => None,
+    };
+    let telemetry = crate::telemetry::init_tracing(settings.log.format, level, otlp.as_ref())?;
     match cli.command {
-        Command::Worker => worker(settings).await,
+        Command::Worker => {
+            if let Some(o) = &otlp {
+                tracing::info!(
+                    endpoint = %o.traces_url,
+                    protocol = ?o.protocol,
+                    "exporting spans over OTLP"
+                );
+            }
+            let outcome = worker(settings).await;
+            telemetry.shutdown().await;
+            outcome
+        }
         Command::Setup => setup(&settings).await,
         Command::Migrate => {
             crate::store::connect_and_migrate(&settings.database).await?;

@@ -235,10 +235,44 @@ impl Client {
         request: Request,
         timeout: Duration,
     ) -> Result<CheckResult, ClientError> {
+        self.verify_traced(request, timeout, None).await
+    }
+
+    /// [`Client::verify`] as part of the caller's trace: `traceparent` (W3C Trace Context,
+    /// `00-<trace-id>-<span-id>-<flags>`: the caller's current span) goes on the request as its
+    /// `traceparent` header, so the worker's span for the request is that span's child and the
+    /// result carries the same trace on. A value that is not a valid `traceparent` is refused
+    /// ([`ClientError::Invalid`]) before anything is sent.
+    pub async fn verify_in_trace(
+        &self,
+        request: Request,
+        traceparent: &str,
+    ) -> Result<CheckResult, ClientError> {
+        let Some(parent) = crate::telemetry::trace_context::TraceParent::parse(traceparent) else {
+            return Err(ClientError::Invalid(
+                "not a W3C traceparent (00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, \
+                 lower case, ids not all zero)"
+                    .into(),
+            ));
+        };
+        self.verify_traced(request, self.timeout, Some(&parent))
+            .await
+    }
+
+    async fn verify_traced(
+        &self,
+        request: Request,
+        timeout: Duration,
+        traceparent: Option<&crate::telemetry::trace_context::TraceParent>,
+    ) -> Result<CheckResult, ClientError> {
         let request = prepared(request)?;
         let id = request.request_id.clone();
         let rx = self.wait_for(&id)?;
-        if let Err(e) = self.publish(&request, true).await {
+        let reply_to = Some(self.reply_queue.as_str());
+        let sent =
+            crate::ops::enqueue::publish_in_trace(&self.publisher, &request, reply_to, traceparent)
+                .await;
+        if let Err(e) = sent.map_err(ClientError::from) {
             lock(&self.waiting).pending.remove(&id);
             return Err(e);
         }

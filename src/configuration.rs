@@ -98,6 +98,9 @@ pub struct Settings {
     /// `[console]`: the operators' web console (`kycq console`).
     #[serde(default)]
     pub console: ConsoleSettings,
+    /// `[telemetry]`: OpenTelemetry export of the worker's spans.
+    #[serde(default)]
+    pub telemetry: TelemetrySettings,
 }
 
 /// `[amqp]`.
@@ -359,6 +362,81 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// An `EnvFilter` directive (`RUST_LOG` wins when set).
     pub level: String,
+}
+
+/// `[telemetry]`: OpenTelemetry export of `kycq worker`'s spans (OTLP over HTTP). The trace
+/// context of requests (`traceparent`, `tracestate`) is propagated to results and dead letters
+/// whether or not spans are exported.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`; spans go to `/v1/traces`
+    /// under it, unless it already ends so). Empty: nothing is exported.
+    pub otlp_endpoint: String,
+    /// `http/protobuf` or `http/json`.
+    pub otlp_protocol: OtlpProtocol,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: String::new(),
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
+            service_name: "kycq".into(),
+        }
+    }
+}
+
+/// The OTLP/HTTP encoding (OpenTelemetry's `OTEL_EXPORTER_OTLP_PROTOCOL` values).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// Binary protobuf, OTLP/HTTP's default.
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// JSON.
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+impl TelemetrySettings {
+    /// The traces URL (`<otlp_endpoint>/v1/traces`), None when export is off; Err names the key.
+    pub fn traces_url(&self) -> Result<Option<url::Url>, ConfigError> {
+        const KEY: &str = "telemetry.otlp_endpoint";
+        let endpoint = self.otlp_endpoint.trim();
+        if endpoint.is_empty() {
+            return Ok(None);
+        }
+        let mut u = url_with_scheme(KEY, endpoint, &["http", "https"])?;
+        if u.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(KEY, "must name a host, e.g. http://127.0.0.1:4318"));
+        }
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(invalid(
+                KEY,
+                "must not carry credentials: give a collector's token in \
+                 OTEL_EXPORTER_OTLP_HEADERS (e.g. authorization=Bearer%20<token>)",
+            ));
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return Err(invalid(KEY, "must be a base URL without query or fragment"));
+        }
+        if !u.path().ends_with("/v1/traces") {
+            let path = format!("{}/v1/traces", u.path().trim_end_matches('/'));
+            u.set_path(&path);
+        }
+        Ok(Some(u))
+    }
+
+    /// Validate: the endpoint (when set) and the service name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.traces_url()?;
+        if self.service_name.trim().is_empty() {
+            return Err(invalid("telemetry.service_name", "must not be empty"));
+        }
+        Ok(())
+    }
 }
 
 /// `[pii]`.
@@ -925,6 +1003,7 @@ impl Settings {
             &["redis", "rediss"],
         )?;
         self.redis.validate_topology()?;
+        self.telemetry.validate()?;
         if self.redis.timeout_ms == 0 {
             return Err(invalid("redis.timeout_ms", "must be at least 1"));
         }
@@ -1193,6 +1272,56 @@ mod tests {
         );
         assert_eq!(s.routes.mobile3, ["tencent", "alibaba", "alimarket"]);
         assert_eq!(s.routes.id2, ["alibaba"]);
+    }
+
+    #[test]
+    fn otlp_export_is_off_by_default_and_its_endpoint_is_checked_at_load() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.telemetry.traces_url().unwrap(), None);
+        assert_eq!(s.telemetry.service_name, "kycq");
+        assert_eq!(s.telemetry.otlp_protocol, OtlpProtocol::HttpProtobuf);
+        for (endpoint, traces) in [
+            ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+            ("http://otel:4318/", "http://otel:4318/v1/traces"),
+            (
+                "https://otel.example/otlp/v1/traces",
+                "https://otel.example/otlp/v1/traces",
+            ),
+        ] {
+            let s = load(&[
+                ("KYCQ__TELEMETRY__OTLP_ENDPOINT", endpoint),
+                ("KYCQ__TELEMETRY__OTLP_PROTOCOL", "http/json"),
+            ])
+            .unwrap();
+            assert_eq!(s.telemetry.traces_url().unwrap().unwrap().as_str(), traces);
+            assert_eq!(s.telemetry.otlp_protocol, OtlpProtocol::HttpJson);
+        }
+        for bad in [
+            "localhost:4318",
+            "grpc://otel:4317",
+            "http://",
+            "not a url",
+            "http://user:secret@otel:4318",
+            "http://otel:4318/?x=1",
+        ] {
+            let e = load(&[("KYCQ__TELEMETRY__OTLP_ENDPOINT", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("telemetry.otlp_endpoint")
+                    && e.contains("KYCQ__TELEMETRY__OTLP_ENDPOINT"),
+                "{bad}: {e}"
+            );
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let e = load(&[("KYCQ__TELEMETRY__OTLP_PROTOCOL", "grpc")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("otlp_protocol"), "{e}");
+        let e = load(&[("KYCQ__TELEMETRY__SERVICE_NAME", " ")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("telemetry.service_name"), "{e}");
     }
 
     #[test]

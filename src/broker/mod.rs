@@ -494,11 +494,15 @@ impl Publisher {
     /// (the delivery is retried, and the reply may then be sent again: replies are at least
     /// once, like results). A reply's failure (on the disposable replies connection) is logged
     /// and counted, never returned.
+    ///
+    /// `trace`: the request's trace context, carried as the `traceparent` and `tracestate`
+    /// headers (W3C Trace Context).
     pub async fn publish_result(
         &self,
         result: &CheckResult,
         reply_to: Option<&str>,
         correlation_id: Option<&str>,
+        trace: Option<&crate::telemetry::trace_context::Outgoing>,
     ) -> Result<(), BrokerError> {
         let body = result.to_json();
         let mut props = BasicProperties::default()
@@ -507,6 +511,9 @@ impl Publisher {
             .with_type(ShortString::from("kycq.result"));
         if let Some(c) = correlation_id {
             props = props.with_correlation_id(c.into());
+        }
+        if let Some(t) = trace {
+            props = t.on(&props);
         }
         let routing_key = result.routing_key();
         let Some(q) = reply_to.filter(|q| !q.is_empty()) else {

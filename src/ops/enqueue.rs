@@ -217,15 +217,30 @@ pub async fn publish(
     msg: &RequestMessage,
     reply_to: Option<&str>,
 ) -> Result<(), BrokerError> {
+    publish_in_trace(publisher, msg, reply_to, None).await
+}
+
+/// [`publish`], with a W3C Trace Context `traceparent` header when one is given (the caller's
+/// span: the worker's spans for the request continue its trace).
+pub async fn publish_in_trace(
+    publisher: &Publisher,
+    msg: &RequestMessage,
+    reply_to: Option<&str>,
+    traceparent: Option<&crate::telemetry::trace_context::TraceParent>,
+) -> Result<(), BrokerError> {
     let body = serde_json::to_vec(msg).expect("a request serialises");
-    publish_body(
-        publisher,
-        &msg.request_id,
-        &msg.routing_key(),
-        &body,
-        reply_to,
-    )
-    .await
+    let props = properties(&msg.request_id, reply_to);
+    let props = match traceparent {
+        Some(p) => crate::telemetry::trace_context::Outgoing {
+            parent: *p,
+            state: None,
+        }
+        .on(&props),
+        None => props,
+    };
+    publisher
+        .publish_request(&msg.routing_key(), &body, props)
+        .await
 }
 
 /// Publish a request that passed [`prepare`]: exactly the bytes that were validated.
@@ -234,16 +249,14 @@ pub async fn publish_prepared(
     p: &Prepared,
     reply_to: Option<&str>,
 ) -> Result<(), BrokerError> {
-    publish_body(publisher, &p.request_id, &p.routing_key, &p.body, reply_to).await
+    let props = properties(&p.request_id, reply_to);
+    publisher
+        .publish_request(&p.routing_key, &p.body, props)
+        .await
 }
 
-async fn publish_body(
-    publisher: &Publisher,
-    request_id: &str,
-    routing_key: &str,
-    body: &[u8],
-    reply_to: Option<&str>,
-) -> Result<(), BrokerError> {
+/// A request's properties: JSON, its id, and its reply queue with the id as correlation id.
+fn properties(request_id: &str, reply_to: Option<&str>) -> BasicProperties {
     let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_message_id(request_id.into());
@@ -252,7 +265,7 @@ async fn publish_body(
             .with_reply_to(q.into())
             .with_correlation_id(request_id.into());
     }
-    publisher.publish_request(routing_key, body, props).await
+    props
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ use crate::providers::{Classification, Gate, OutcomeClass, ProviderReply, Regist
 use crate::ratelimit::{Limiter, Saturated};
 use crate::retry::{Backoff, RetryPolicy};
 use crate::store::{Claim, Fence, FirstCall, Store, StoreError};
+use crate::telemetry::trace_context::{Incoming, Outgoing};
 
 use super::plan::{self, Finish, Plan, Step, WaitPolicy, Waiting};
 
@@ -164,16 +165,23 @@ enum Claimed {
     Park(Duration),
 }
 
-/// Where a request's result goes besides the result exchange (its AMQP `reply_to`).
+/// Where a request's result goes besides the result exchange (its AMQP `reply_to`), and the
+/// trace context it carries.
 struct Reply {
     to: Option<String>,
     correlation_id: Option<String>,
+    trace: Outgoing,
 }
 
 impl Reply {
     async fn send(&self, publisher: &Publisher, result: &CheckResult) -> Result<(), BrokerError> {
         publisher
-            .publish_result(result, self.to.as_deref(), self.correlation_id.as_deref())
+            .publish_result(
+                result,
+                self.to.as_deref(),
+                self.correlation_id.as_deref(),
+                Some(&self.trace),
+            )
             .await
     }
 }
@@ -207,9 +215,13 @@ impl Processor {
         let span = tracing::info_span!(
             "check",
             request_id = tracing::field::Empty,
-            check = tracing::field::Empty
+            check = tracing::field::Empty,
+            trace_id = tracing::field::Empty
         );
-        self.process_inner(publisher, delivery, stop, lease_owner, &span)
+        // The caller's trace (`traceparent`), continued; a malformed one is ignored.
+        let incoming = Incoming::from_headers(delivery.properties.headers().as_ref());
+        let trace = crate::telemetry::continue_trace(&span, incoming.as_ref());
+        self.process_inner(publisher, delivery, stop, lease_owner, &span, trace)
             .instrument(span.clone())
             .await
     }
@@ -288,14 +300,18 @@ impl Processor {
         stop: &CancellationToken,
         lease_owner: &str,
         span: &tracing::Span,
+        trace: Outgoing,
     ) -> Result<Disposition, ProcessError> {
         let props = &delivery.properties;
+        // A dead letter carries this worker's span as its trace parent.
+        let traced = trace.on(props);
         let reply = Reply {
             to: props.reply_to().as_ref().map(|s| s.as_str().to_owned()),
             correlation_id: props
                 .correlation_id()
                 .as_ref()
                 .map(|s| s.as_str().to_owned()),
+            trace,
         };
         let routing_key = delivery.routing_key.as_str();
         let now = Utc::now();
@@ -317,7 +333,7 @@ impl Processor {
                 "message over the body limit dead-lettered unread"
             );
             publisher
-                .dead_letter(&delivery.data, props, routing_key, &dl)
+                .dead_letter(&delivery.data, &traced, routing_key, &dl)
                 .await?;
             metrics::counter!("kycq_dead_letters_total", "reason" => "too_large").increment(1);
             return Ok(Disposition::Ack);
@@ -334,7 +350,7 @@ impl Processor {
                     retry_round: None,
                 };
                 publisher
-                    .dead_letter(&delivery.data, props, routing_key, &dl)
+                    .dead_letter(&delivery.data, &traced, routing_key, &dl)
                     .await?;
                 metrics::counter!("kycq_dead_letters_total", "reason" => m.reason()).increment(1);
                 return Ok(Disposition::Ack);
@@ -469,7 +485,7 @@ impl Processor {
                         // Dead-letter first: a crash before the result is stored dead-letters
                         // again on redelivery (at least once), never zero times.
                         publisher
-                            .dead_letter(&delivery.data, props, routing_key, dl)
+                            .dead_letter(&delivery.data, &traced, routing_key, dl)
                             .await?;
                         metrics::counter!("kycq_dead_letters_total", "reason" => dl.reason.clone())
                             .increment(1);
@@ -917,11 +933,14 @@ impl Processor {
         };
         // Vendor text may echo what it was sent, or hold what Postgres refuses (a NUL): it goes
         // into the journal, results and logs.
+        let span = crate::telemetry::provider_call_span(provider, action, attempt, call_id);
         let reply = entry
             .provider
             .call_when(req, &gate)
+            .instrument(span.clone())
             .await
             .sanitized(&req.subject);
+        crate::telemetry::record_provider_reply(&span, &reply);
         let refused = *gate.refused.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(refused) = refused {
             self.finish_call(call_id, &reply).await?;

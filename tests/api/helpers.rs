@@ -314,6 +314,19 @@ impl TestApp {
         ))
     }
 
+    /// The next result with its AMQP properties (headers), checked like [`TestApp::next_result`].
+    pub async fn next_result_with_properties(
+        &mut self,
+        timeout: Duration,
+    ) -> Option<(CheckResult, BasicProperties)> {
+        let d = self.tap.next_delivery(timeout).await?;
+        crate::schema::check_result(&d.data, &d.properties, Some(d.routing_key.as_str()));
+        Some((
+            serde_json::from_slice(&d.data).expect("a result"),
+            d.properties.clone(),
+        ))
+    }
+
     /// Collect results until every id in `ids` has one (duplicates kept), or panic after
     /// `timeout`.
     pub async fn results_for(

@@ -22,4 +22,5 @@ mod process;
 mod ratelimit;
 mod redis_cluster;
 mod schema;
+mod tracing;
 mod webdriver;

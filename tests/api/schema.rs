@@ -231,11 +231,17 @@ pub fn check_request_if_kycq_accepts(body: &[u8]) {
 #[test]
 fn the_helpers_hook_fails_on_a_result_off_the_contract() {
     let good = sample_result().to_json();
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "traceparent".into(),
+        AMQPValue::LongString("00-4bf92f3577b34da6a3ce929d0e0e4736-53995c3f42cd8ad8-01".into()),
+    );
     let props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
         .with_message_id("9f0c7a3e2b8d4c1fa6e5d4c3b2a19087".into())
-        .with_type("kycq.result".into());
+        .with_type("kycq.result".into())
+        .with_headers(headers);
     check_result(&good, &props, Some("result.mobile3.completed"));
     let fails = |body: Vec<u8>, props: BasicProperties, key: Option<&'static str>| {
         std::panic::catch_unwind(move || check_result(&body, &props, key)).is_err()
@@ -250,6 +256,9 @@ fn the_helpers_hook_fails_on_a_result_off_the_contract() {
     ));
     let untyped = props.clone().with_type("other".into());
     assert!(fails(good.clone(), untyped, None));
+    // Every result carries the trace it belongs to.
+    let untraced = props.clone().with_headers(Default::default());
+    assert!(fails(good.clone(), untraced, None));
     assert!(fails(b"not json".to_vec(), props, None));
 }
 
