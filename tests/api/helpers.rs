@@ -106,13 +106,19 @@ pub struct Options {
 }
 
 /// A test's hold on [`TURNS`].
-enum Turn {
+pub enum Turn {
     Shared(tokio::sync::OwnedRwLockReadGuard<()>),
     Exclusive(tokio::sync::OwnedRwLockWriteGuard<()>),
 }
 
 /// Every `TestApp` holds it shared; an exclusive one holds it alone.
 static TURNS: OnceLock<Arc<tokio::sync::RwLock<()>>> = OnceLock::new();
+
+/// The machine alone, for a test that judges timing without a [`TestApp`] (limiters in this
+/// process): held until dropped.
+pub async fn alone() -> Turn {
+    turn(true).await
+}
 
 async fn turn(exclusive: bool) -> Turn {
     let lock = TURNS.get_or_init(Default::default).clone();

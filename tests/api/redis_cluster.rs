@@ -493,6 +493,8 @@ fn ms(us: i64) -> i64 {
 
 #[tokio::test]
 async fn limiters_on_a_cluster_share_one_bucket_whose_key_lives_in_one_slot_on_one_master() {
+    // Judges admission times in this process: not on a machine shared with the suite.
+    let _alone = crate::helpers::alone().await;
     let cluster = RedisCluster::start().await;
     let prefix = format!("kycq-t-{}", unique());
     let mut s = settings(&prefix);
@@ -554,6 +556,8 @@ async fn limiters_on_a_cluster_share_one_bucket_whose_key_lives_in_one_slot_on_o
 
 #[tokio::test]
 async fn the_master_owning_the_bucket_killed_mid_run_limiters_fall_back_then_share_again() {
+    // Judges admission times in this process: not on a machine shared with the suite.
+    let _alone = crate::helpers::alone().await;
     let mut cluster = RedisCluster::start().await;
     let prefix = format!("kycq-t-{}", unique());
     let mut s = settings(&prefix);
@@ -746,6 +750,8 @@ async fn cluster_master_killed_mid_batch_every_request_still_gets_exactly_one_re
 
 #[tokio::test]
 async fn the_sentinel_primary_killed_mid_run_limiters_fall_back_then_follow_the_failover() {
+    // Judges admission times in this process: not on a machine shared with the suite.
+    let _alone = crate::helpers::alone().await;
     let mut sentinels = RedisSentinels::start().await;
     let prefix = format!("kycq-t-{}", unique());
     let mut s = settings(&prefix);
