@@ -230,9 +230,13 @@ pub struct Beat<'a> {
 
 // The upsert, then the count of live workers: this one (its row is written by the same
 // statement, which the count does not see) and every other not stopped that beat within $10
-// seconds.
-const UPSERT: &str = r#"
-    WITH beat AS (
+// seconds. `$with` opens the statement's WITH list (and may hold a CTE of its own).
+macro_rules! beat_and_count {
+    ($with:literal) => {
+        concat!(
+            $with,
+            r#"
+    beat AS (
         INSERT INTO workers (worker_id, host, pid, version, started_at, heartbeat_at, stopped_at,
                              concurrency, in_flight, consuming, providers)
         VALUES ($1, $2, $3, $4, $5, now(), NULL, $6, $7, $8, $9)
@@ -243,24 +247,20 @@ const UPSERT: &str = r#"
     SELECT 1 + count(*) FROM workers
      WHERE worker_id <> $1 AND stopped_at IS NULL
        AND heartbeat_at > now() - make_interval(secs => $10::float8)
-"#;
+"#
+        )
+    };
+}
 
-const UPSERT_AND_PRUNE: &str = r#"
+const UPSERT: &str = beat_and_count!("WITH");
+
+const UPSERT_AND_PRUNE: &str = beat_and_count!(
+    r#"
     WITH pruned AS (
         DELETE FROM workers
          WHERE heartbeat_at < now() - interval '24 hours' AND worker_id <> $1
-    ), beat AS (
-        INSERT INTO workers (worker_id, host, pid, version, started_at, heartbeat_at, stopped_at,
-                             concurrency, in_flight, consuming, providers)
-        VALUES ($1, $2, $3, $4, $5, now(), NULL, $6, $7, $8, $9)
-        ON CONFLICT (worker_id) DO UPDATE
-           SET heartbeat_at = now(), stopped_at = NULL, in_flight = EXCLUDED.in_flight,
-               consuming = EXCLUDED.consuming, providers = EXCLUDED.providers
-    )
-    SELECT 1 + count(*) FROM workers
-     WHERE worker_id <> $1 AND stopped_at IS NULL
-       AND heartbeat_at > now() - make_interval(secs => $10::float8)
-"#;
+    ),"#
+);
 
 /// Write one heartbeat: insert the worker's row or refresh it, and count the live workers (one
 /// statement): this one, and every other not stopped whose heartbeat is less than

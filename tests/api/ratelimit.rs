@@ -453,6 +453,23 @@ pub(crate) fn stop_all(children: &mut [Child]) {
     }
 }
 
+/// `n` requests queued (test identities from `base`), then three `kycq worker` processes
+/// started on them; every request answered once, one call each: the ledger's call times.
+async fn backlog_through_three_workers(app: &mut TestApp, n: usize, base: u32) -> Vec<i64> {
+    let batch = publish_batch(n, base);
+    for m in &batch {
+        app.publish(m).await;
+    }
+    let mut workers: Vec<Child> = (0..3).map(|_| app.spawn_worker_process(&[]).0).collect();
+    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+    let results = app.results_for(&ids, Duration::from_secs(120)).await;
+    stop_all(&mut workers);
+    assert_eq!(results.len(), n);
+    let times = ledger_times(app, "tencent");
+    assert_eq!(times.len(), n, "one call per request");
+    times
+}
+
 pub(crate) fn publish_batch(n: usize, base: u32) -> Vec<kycq::ops::enqueue::RequestMessage> {
     (0..n as u32)
         .map(|i| mobile3(&identity(Scenario::Match, base + i)))
@@ -472,17 +489,7 @@ async fn three_worker_processes_keep_the_sandbox_within_rate_plus_burst() {
         ..Options::default()
     })
     .await;
-    let batch = publish_batch(n, 7000);
-    for m in &batch {
-        app.publish(m).await;
-    }
-    let mut workers: Vec<Child> = (0..3).map(|_| app.spawn_worker_process(&[]).0).collect();
-    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
-    let results = app.results_for(&ids, Duration::from_secs(90)).await;
-    stop_all(&mut workers);
-    assert_eq!(results.len(), n);
-    let mut times = ledger_times(&app, "tencent");
-    assert_eq!(times.len(), n, "one call per request");
+    let mut times = backlog_through_three_workers(&mut app, n, 7000).await;
     let worst = worst_window(&mut times, SEC);
     assert!(
         worst <= rate as usize + burst,
@@ -547,17 +554,7 @@ async fn a_cold_start_on_a_backlog_holds_the_bound_from_the_first_call() {
         exclusive: true,
     })
     .await;
-    let batch = publish_batch(n, 6000);
-    for m in &batch {
-        app.publish(m).await;
-    }
-    let mut workers: Vec<Child> = (0..3).map(|_| app.spawn_worker_process(&[]).0).collect();
-    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
-    let results = app.results_for(&ids, Duration::from_secs(120)).await;
-    stop_all(&mut workers);
-    assert_eq!(results.len(), n);
-    let mut times = ledger_times(&app, "tencent");
-    assert_eq!(times.len(), n, "one call per request");
+    let mut times = backlog_through_three_workers(&mut app, n, 6000).await;
     let first_second = times.iter().filter(|&&t| t <= SEC).count();
     assert!(
         first_second <= rate as usize + burst,
