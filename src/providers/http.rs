@@ -160,6 +160,14 @@ fn tls_config(ca_file: Option<&str>) -> Result<rustls::ClientConfig, String> {
         .with_no_client_auth())
 }
 
+#[cfg(test)]
+impl Client {
+    /// Idle connections kept now, over every origin.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle().values().map(Vec::len).sum()
+    }
+}
+
 /// `scheme://host:port` of a URL: the connections' key.
 fn origin(url: &url::Url) -> String {
     format!(
@@ -188,7 +196,8 @@ impl Pool {
             };
             let Some((mut sender, _)) = idle else { break };
             // An idle connection is ready at once, or closed (the vendor hung up meanwhile).
-            if let Ok(Ok(())) = tokio::time::timeout(Duration::from_millis(5), sender.ready()).await
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
             {
                 return Ok(sender);
             }
@@ -360,4 +369,158 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::CheckKind;
+    use crate::providers::tencent::TencentProvider;
+    use crate::providers::Provider;
+    use crate::sandbox::scenarios::{identity, Scenario};
+    use crate::sandbox::testing::{self, spawn};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Counts its passes; refuses when told to.
+    struct Counting {
+        passes: AtomicUsize,
+        refuse: bool,
+    }
+
+    #[async_trait]
+    impl Gate for Counting {
+        async fn pass(&self) -> Result<(), String> {
+            self.passes.fetch_add(1, Ordering::SeqCst);
+            if self.refuse {
+                Err("the test said no".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn credentials() -> [(&'static str, String); 2] {
+        [
+            (
+                "secret_id",
+                crate::providers::tencent::SANDBOX_SECRET_ID.to_owned(),
+            ),
+            (
+                "secret_key",
+                crate::providers::tencent::SANDBOX_SECRET_KEY.to_owned(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_request_is_sent_origin_form_with_the_host_the_signature_saw() {
+        let mut r = reqwest::Request::new(
+            reqwest::Method::POST,
+            "http://127.0.0.1:8970/mobile3/check?x=1".parse().unwrap(),
+        );
+        *r.body_mut() = Some(b"{}".to_vec().into());
+        let h = to_hyper(r).unwrap();
+        assert_eq!(h.uri().to_string(), "/mobile3/check?x=1");
+        assert_eq!(h.headers()["host"], "127.0.0.1:8970");
+        assert_eq!(h.method(), "POST");
+        let r = reqwest::Request::new(
+            reqwest::Method::POST,
+            "https://faceid.intl.tencentcloudapi.com/".parse().unwrap(),
+        );
+        let h = to_hyper(r).unwrap();
+        assert_eq!(h.headers()["host"], "faceid.intl.tencentcloudapi.com");
+        assert_eq!(
+            origin(&"https://faceid.intl.tencentcloudapi.com/".parse().unwrap()),
+            "https://faceid.intl.tencentcloudapi.com:443"
+        );
+    }
+
+    #[test]
+    fn a_ca_file_that_holds_no_certificate_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = tls_config(Some(empty.to_str().unwrap())).unwrap_err();
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let missing = dir.path().join("missing.pem");
+        let e = tls_config(Some(missing.to_str().unwrap())).unwrap_err();
+        assert!(e.contains("missing.pem"), "{e}");
+        assert!(tls_config(None).is_ok());
+        assert!(tls_config(Some("  ")).is_ok(), "blank is unset");
+    }
+
+    #[tokio::test]
+    async fn a_refused_gate_sends_nothing_and_connections_are_kept_for_the_next_call() {
+        let sandbox = spawn().await;
+        let section = sandbox.provider_section("tencent", &credentials());
+        let provider = TencentProvider::from_settings(&section).unwrap();
+        let who = identity(Scenario::Match, 3);
+        let req = testing::check_request(CheckKind::Mobile3, &who, "gate-test");
+
+        let no = Counting {
+            passes: AtomicUsize::new(0),
+            refuse: true,
+        };
+        let reply = provider.call_when(&req, &no).await;
+        assert_eq!(no.passes.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            reply.classification.billed,
+            crate::check::Billed::No,
+            "{reply:?}"
+        );
+        assert!(
+            reply.detail.contains("not sent: the test said no"),
+            "{reply:?}"
+        );
+        assert_eq!(
+            sandbox.running.ledger.len(),
+            0,
+            "nothing reached the vendor"
+        );
+        // The connection made ready for the refused call is kept, and used.
+        assert_eq!(provider.http().idle_connections(), 1);
+
+        let yes = Counting {
+            passes: AtomicUsize::new(0),
+            refuse: false,
+        };
+        for _ in 0..3 {
+            let reply = provider.call_when(&req, &yes).await;
+            assert_eq!(reply.http_status, Some(200), "{reply:?}");
+        }
+        assert_eq!(yes.passes.load(Ordering::SeqCst), 3);
+        assert_eq!(sandbox.running.ledger.len(), 3);
+        assert_eq!(
+            provider.http().idle_connections(),
+            1,
+            "one connection, reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_not_sent_and_the_gate_is_never_asked() {
+        let sandbox = spawn().await;
+        let mut section = sandbox.provider_section("tencent", &credentials());
+        // A port nobody listens on.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        section.endpoint = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let provider = TencentProvider::from_settings(&section).unwrap();
+        let req = testing::check_request(CheckKind::Mobile3, &identity(Scenario::Match, 4), "r");
+        let gate = Counting {
+            passes: AtomicUsize::new(0),
+            refuse: false,
+        };
+        let reply = provider.call_when(&req, &gate).await;
+        assert_eq!(
+            gate.passes.load(Ordering::SeqCst),
+            0,
+            "no slot for a call that cannot leave"
+        );
+        assert_eq!(reply.classification.billed, crate::check::Billed::No);
+        assert!(reply.detail.contains("connect"), "{reply:?}");
+    }
 }

@@ -38,6 +38,12 @@ impl TencentProvider {
         })
     }
 
+    /// Its connections (tests look at what is kept).
+    #[cfg(test)]
+    pub(crate) fn http(&self) -> &http::Client {
+        &self.http
+    }
+
     /// Build from `[providers.tencent]` alone (its credentials must be set).
     pub fn from_settings(section: &ProviderSettings) -> Result<Self, ConfigError> {
         Self::new(section, TencentSettings::from_section(section)?)
