@@ -11,9 +11,11 @@
 -- ARGV[6]  recovery_us   time the share takes to climb from min_share back to 1
 -- ARGV[7]  cooldown_us   (acquire and pause) one lowering per cool-down
 --
--- acquire -> {1, wait_us, next_us}  a slot is reserved; the caller sleeps wait_us, then calls;
---                                   the next free slot (anyone's) is next_us from now
---         -> {0, excess_us}  nothing reserved: the wait would exceed max_wait by excess_us
+-- acquire -> {1, wait_us, next_us, paused_us}  a slot is reserved; the caller sleeps wait_us,
+--                                   then calls; the next free slot (anyone's) is next_us from
+--                                   now; the bucket stays paused ("throttled") paused_us more
+--         -> {0, excess_us, paused_us}  nothing reserved: the wait would exceed max_wait by
+--                                   excess_us
 -- pause   -> {cooldown_us, share_ppm}
 --
 -- Needs effect replication of scripts (the default since Redis 5), because it reads TIME.
@@ -58,8 +60,10 @@ end
 if op == 'acquire' then
   local wait = tat - tau - now
   if wait < 0 then wait = 0 end
+  local paused = 0
+  if tonumber(s[4]) then paused = math.max(tonumber(s[4]) - now, 0) end
   if wait > arg then
-    return {0, wait - arg}
+    return {0, wait - arg, paused}
   end
   local new_tat = tat + math.ceil(interval / share)
   redis.call('HSET', key, 'tat', int(new_tat))
@@ -74,7 +78,7 @@ if op == 'acquire' then
   end
   local next_free = new_tat - tau - now
   if next_free < 0 then next_free = 0 end
-  return {1, wait, next_free}
+  return {1, wait, next_free, paused}
 elseif op == 'pause' then
   local paused_until = now + arg
   local new_tat = math.max(tat, paused_until + tau)

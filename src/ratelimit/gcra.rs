@@ -71,11 +71,16 @@ pub enum Reservation {
         /// Microseconds until the next free slot, whoever reserved the ones before it: where a
         /// worker's local fallback may start without overlapping the shared schedule.
         next_us: i64,
+        /// Microseconds the bucket stays paused ("throttled"), 0 when it is not: slots
+        /// reserved before the pause must not go during it.
+        paused_us: i64,
     },
     /// Nothing was reserved: the wait would have exceeded `max_wait` by this much.
     Saturated {
         /// Microseconds until a reservation would fit within `max_wait` (if nobody else asks).
         excess_us: i64,
+        /// As for `Admitted`.
+        paused_us: i64,
     },
 }
 
@@ -96,9 +101,11 @@ impl State {
     pub fn acquire(&mut self, now: i64, p: &Params) -> Reservation {
         let tat = self.tat.unwrap_or(now).max(now);
         let wait_us = (tat - p.tau_us - now).max(0);
+        let paused_us = self.paused_until.map_or(0, |until| (until - now).max(0));
         if wait_us > p.max_wait_us {
             return Reservation::Saturated {
                 excess_us: wait_us - p.max_wait_us,
+                paused_us,
             };
         }
         let share = self.share_at(now, p);
@@ -112,6 +119,7 @@ impl State {
         Reservation::Admitted {
             wait_us,
             next_us: (new_tat - p.tau_us - now).max(0),
+            paused_us,
         }
     }
 
@@ -199,7 +207,8 @@ mod tests {
             s.acquire(1_000_000, &p),
             Reservation::Admitted {
                 wait_us: 400_000,
-                next_us: 500_000
+                next_us: 500_000,
+                paused_us: 0
             }
         );
         let mut fresh = State::default();
@@ -207,7 +216,8 @@ mod tests {
             fresh.acquire(0, &p),
             Reservation::Admitted {
                 wait_us: 0,
-                next_us: 0
+                next_us: 0,
+                paused_us: 0
             }
         );
     }
@@ -265,7 +275,10 @@ mod tests {
         // The 4th would wait 300 ms > 250 ms.
         assert_eq!(
             s.acquire(0, &p),
-            Reservation::Saturated { excess_us: 50_000 }
+            Reservation::Saturated {
+                excess_us: 50_000,
+                paused_us: 0
+            }
         );
         assert_eq!(s, before);
         // Once the excess has passed, it fits exactly.
@@ -273,7 +286,8 @@ mod tests {
             s.acquire(50_000, &p),
             Reservation::Admitted {
                 wait_us: 250_000,
-                next_us: 350_000
+                next_us: 350_000,
+                paused_us: 0
             }
         );
     }
@@ -284,6 +298,17 @@ mod tests {
         let mut s = State::default();
         s.pause(0, &p);
         assert_eq!(s.paused_until, Some(1_000_000));
+        // Every reply says how long the pause still holds: slots reserved before it wait too.
+        let mut probe = s;
+        match probe.acquire(400_000, &p) {
+            Reservation::Admitted { paused_us, .. } => assert_eq!(paused_us, 600_000),
+            r => panic!("{r:?}"),
+        }
+        let mut after = s;
+        match after.acquire(1_200_000, &p) {
+            Reservation::Admitted { paused_us, .. } => assert_eq!(paused_us, 0),
+            r => panic!("{r:?}"),
+        }
         let waits: Vec<_> = (0..3)
             .map(|_| match s.acquire(0, &p) {
                 Reservation::Admitted { wait_us, .. } => wait_us,

@@ -52,6 +52,12 @@ pub trait Limiter: Send + Sync + 'static {
     async fn acquire(&self, provider: &str, action: &str) -> Result<Duration, Saturated>;
     /// The provider answered "throttled": pause the bucket for its cool-down.
     async fn throttled(&self, provider: &str, action: &str);
+    /// Until when the bucket is paused because a vendor answered "throttled", as far as this
+    /// worker knows (its own answers, and every reply of the shared bucket since): a slot
+    /// reserved before the pause does not go during it.
+    fn paused_until(&self, _provider: &str, _action: &str) -> Option<tokio::time::Instant> {
+        None
+    }
     /// How late after its slot a call may still leave (the bucket's `jitter_margin`; a margin
     /// of 0 does not police lateness); a call held up longer takes a fresh slot.
     fn max_lateness(&self, _provider: &str, _action: &str) -> Duration {

@@ -51,6 +51,9 @@ struct Inner {
     local: HashMap<String, LocalBucket>,
     /// Per bucket: until when this worker treats it as full (no slot within `max_wait`).
     full: HashMap<String, Mutex<Full>>,
+    /// Per bucket: until when this worker knows it paused ("throttled"), from its own
+    /// throttled answers and from every script reply.
+    paused: HashMap<String, Mutex<Option<Instant>>>,
     client: RedisClient,
     conn: Mutex<Option<RedisConn>>,
     fallback: AtomicBool,
@@ -103,10 +106,15 @@ impl RedisLimiter {
             .all()
             .map(|b| (b.key.clone(), Mutex::new(Full::default())))
             .collect();
+        let paused = buckets
+            .all()
+            .map(|b| (b.key.clone(), Mutex::new(None)))
+            .collect();
         let inner = Arc::new(Inner {
             buckets,
             local,
             full,
+            paused,
             client,
             conn: Mutex::new(None),
             fallback: AtomicBool::new(false),
@@ -195,8 +203,15 @@ impl Inner {
 
     async fn reserve(&self, spec: &BucketSpec) -> Result<Reservation, Unavailable> {
         match self.script(spec, "acquire").await?[..] {
-            [1, wait_us, next_us] => Ok(Reservation::Admitted { wait_us, next_us }),
-            [0, excess_us] => Ok(Reservation::Saturated { excess_us }),
+            [1, wait_us, next_us, paused_us] => Ok(Reservation::Admitted {
+                wait_us,
+                next_us,
+                paused_us,
+            }),
+            [0, excess_us, paused_us] => Ok(Reservation::Saturated {
+                excess_us,
+                paused_us,
+            }),
             ref other => Err(Unavailable::Reply(other.to_vec())),
         }
     }
@@ -252,6 +267,16 @@ impl Inner {
             (f.backoff * 2).min((spec.max_wait / 2).max(interval))
         };
         f.until = Some(frees_at + jitter(f.backoff));
+    }
+
+    /// The bucket is paused until `until` (a past instant changes nothing).
+    fn note_paused(&self, spec: &BucketSpec, until: Instant) {
+        let mut p = self.paused[&spec.key]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if until > Instant::now() && p.is_none_or(|old| old < until) {
+            *p = Some(until);
+        }
     }
 
     /// A slot was reserved: the bucket is not full.
@@ -365,9 +390,14 @@ impl Limiter for RedisLimiter {
                     });
                 }
                 match inner.reserve(spec).await {
-                    Ok(Reservation::Admitted { wait_us, next_us }) => {
+                    Ok(Reservation::Admitted {
+                        wait_us,
+                        next_us,
+                        paused_us,
+                    }) => {
                         inner.mark_open(spec);
                         let now = Instant::now();
+                        inner.note_paused(spec, now + micros(paused_us));
                         let slot = now + micros(wait_us);
                         // Should Redis go away, this worker's local bucket starts where the
                         // shared schedule (every worker's reservations) ends.
@@ -377,7 +407,11 @@ impl Limiter for RedisLimiter {
                         tokio::time::sleep_until(slot).await;
                         return Ok(start.elapsed());
                     }
-                    Ok(Reservation::Saturated { excess_us }) => {
+                    Ok(Reservation::Saturated {
+                        excess_us,
+                        paused_us,
+                    }) => {
+                        inner.note_paused(spec, Instant::now() + micros(paused_us));
                         metrics::counter!("kycq_ratelimit_saturated_total", "bucket" => spec.label())
                             .increment(1);
                         inner.mark_full(spec, Instant::now() + micros(excess_us));
@@ -420,6 +454,14 @@ impl Limiter for RedisLimiter {
         }
     }
 
+    fn paused_until(&self, provider: &str, action: &str) -> Option<Instant> {
+        let spec = self.inner.buckets.get(provider, action)?;
+        let until = (*self.inner.paused[&spec.key]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()))?;
+        (until > Instant::now()).then_some(until)
+    }
+
     fn max_lateness(&self, provider: &str, action: &str) -> Duration {
         self.inner
             .buckets
@@ -439,6 +481,7 @@ impl Limiter for RedisLimiter {
         metrics::counter!("kycq_ratelimit_throttled_total", "bucket" => bucket.clone())
             .increment(1);
         inner.local(spec).hold_until(Instant::now() + spec.cooldown);
+        inner.note_paused(spec, Instant::now() + spec.cooldown);
         if !inner.fallback.load(Ordering::SeqCst) {
             match inner.script(spec, "pause").await.as_deref() {
                 Ok(&[_, share_ppm]) => {

@@ -1067,6 +1067,32 @@ impl Gate for SlotGate<'_> {
                 self.refuse(Refused::LeaseLost);
                 return Err("another worker took the request over".into());
             }
+            // The vendor said "throttled" after this slot was reserved: wait out the pause,
+            // then take a fresh slot (the shared schedule starts after the pause).
+            if let Some(until) = self.processor.limiter.paused_until(provider, action) {
+                metrics::counter!("kycq_ratelimit_pushed_back_total", "provider" => provider)
+                    .increment(1);
+                tracing::debug!(
+                    provider,
+                    pause_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,
+                    "bucket paused (throttled) after this slot was reserved: waiting it out"
+                );
+                tokio::select! {
+                    _ = self.stop.cancelled() => continue,
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+                if self
+                    .processor
+                    .admit(provider, action, self.stop)
+                    .await
+                    .is_none()
+                {
+                    self.refuse(Refused::Stopped);
+                    return Err("the worker stopped while waiting out a pause".into());
+                }
+                *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                continue;
+            }
             let admitted = *self.admitted.lock().unwrap_or_else(|p| p.into_inner());
             let late = admitted.elapsed();
             if late <= self.processor.limiter.max_lateness(provider, action) {

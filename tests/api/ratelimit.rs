@@ -763,6 +763,58 @@ async fn workers_added_during_a_redis_outage_keep_the_fleet_within_the_limit() {
     drop(redis);
 }
 
+/// A backlog: callers hold slots reserved up to a second ahead when the vendor answers
+/// "throttled". Those slots do not go during the pause: each waits it out and takes a fresh
+/// slot after it.
+#[tokio::test]
+async fn a_throttled_answer_pushes_back_slots_already_reserved() {
+    let mut app = TestApp::with(Options {
+        env: vec![
+            ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC".into(), "20".into()),
+            ("KYCQ__PROVIDERS__TENCENT__BURST".into(), "1".into()),
+            (
+                "KYCQ__PROVIDERS__TENCENT__THROTTLE_COOLDOWN_MS".into(),
+                "800".into(),
+            ),
+            (
+                "KYCQ__PROVIDERS__TENCENT__THROTTLE_MIN_SHARE".into(),
+                "1.0".into(),
+            ),
+            ("KYCQ__WORKER__CONCURRENCY".into(), "16".into()),
+            ("KYCQ__AMQP__PREFETCH".into(), "16".into()),
+        ],
+        exclusive: true,
+        ..Options::default()
+    })
+    .await;
+    let mut batch = publish_batch(40, 9300);
+    batch.insert(8, mobile3(&identity(Scenario::ThrottledOnce, 9399)));
+    for m in &batch {
+        app.publish(m).await;
+    }
+    app.start_worker().await;
+    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+    let results = app.results_for(&ids, Duration::from_secs(60)).await;
+    assert_eq!(results.len(), batch.len());
+    let entries = app.sandbox.ledger.entries();
+    let throttled = entries
+        .iter()
+        .find(|e| e.code == "RequestLimitExceeded")
+        .expect("the vendor said throttled")
+        .at;
+    // A call already past its gate when the answer came may still arrive (one slot: 51 ms).
+    let during: Vec<i64> = entries
+        .iter()
+        .map(|e| (e.at - throttled).num_milliseconds())
+        .filter(|&ms| ms > 60 && ms < 790)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "calls during the 800 ms pause, ms after the throttled answer: {during:?}"
+    );
+    app.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_throttled_answer_at_the_sandbox_pauses_every_later_call_for_the_cooldown() {
     let mut app = TestApp::with(Options {
