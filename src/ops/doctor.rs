@@ -207,8 +207,8 @@ pub async fn postgres(settings: &Settings) -> Vec<Check> {
 /// nothing is declared).
 pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
     const T: &str = "rabbitmq";
-    let conn = match timed(crate::broker::connect(
-        settings.amqp.url.expose_secret(),
+    let conn = match timed(crate::broker::connect_any(
+        &settings.amqp.nodes(),
         "kycq doctor",
     ))
     .await
