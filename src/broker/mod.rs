@@ -731,3 +731,33 @@ pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_is_tried_once_and_each_call_starts_at_the_next() {
+        let a = node_order(3);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(a, (0..3).map(|i| (a[0] + i) % 3).collect::<Vec<_>>());
+        // (Other tests may move the shared start meanwhile: only the order's shape is checked.)
+        assert_eq!(node_order(1), vec![0]);
+        assert!(node_order(0).is_empty());
+    }
+
+    #[test]
+    fn a_node_shows_as_host_and_port_never_its_password() {
+        assert_eq!(
+            node_label("amqp://kycq:s3cret@rabbitmq-2.internal/%2f"),
+            "rabbitmq-2.internal:5672"
+        );
+        assert_eq!(
+            node_label("amqps://kycq:s3cret@10.0.0.3:5999/%2f"),
+            "10.0.0.3:5999"
+        );
+        assert!(!node_label("not a url :s3cret").contains("s3cret"));
+    }
+}
