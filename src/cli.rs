@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, BrokerError, Publisher};
@@ -1009,7 +1008,7 @@ async fn loadgen(
 
 async fn setup(settings: &Settings) -> anyhow::Result<()> {
     let names = settings.topology.names();
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq setup").await?;
+    let conn = broker::connect_any(&settings.amqp.nodes(), "kycq setup").await?;
     match broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await {
         Ok(()) => {}
         Err(e @ BrokerError::Inequivalent { .. }) => {
@@ -1281,7 +1280,7 @@ async fn status_cmd(settings: &Settings, a: StatusArgs) -> anyhow::Result<()> {
 async fn dlq_cmd(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
     use crate::ops::dlq::{self as ops_dlq, Ctx};
     let names = settings.topology.names();
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq dlq").await?;
+    let conn = broker::connect_any(&settings.amqp.nodes(), "kycq dlq").await?;
     broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
     let store = crate::store::connect_and_migrate(&settings.database).await?;
     let publisher = Publisher::new(

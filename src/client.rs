@@ -153,7 +153,19 @@ impl Client {
 
     /// Connect with explicit options.
     pub async fn connect_with(url: &str, o: ClientOptions) -> Result<Client, ClientError> {
-        let conn = broker::connect(url, "kycq client").await?;
+        Client::connect_any_with(&[url], o).await
+    }
+
+    /// Connect to the first node of a RabbitMQ cluster that answers (each tried once, in a
+    /// rotating order), with explicit options. A client does not reconnect by itself: after a
+    /// connection loss, connect again (to another node) and resend what was not answered —
+    /// kycq answers a request id sent twice with the same stored result.
+    pub async fn connect_any_with(urls: &[&str], o: ClientOptions) -> Result<Client, ClientError> {
+        let urls: Vec<secrecy::SecretString> = urls
+            .iter()
+            .map(|u| secrecy::SecretString::from(*u))
+            .collect();
+        let conn = broker::connect_any(&urls, "kycq client").await?;
         let reply_queue = o.reply_queue.clone().unwrap_or_else(|| {
             format!(
                 "{}kycq.client.{}",

@@ -107,14 +107,69 @@ pub struct Settings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AmqpSettings {
-    /// Broker URL (may hold a password: never logged).
+    /// Broker URL of one node (may hold a password: never logged). Not used when `urls` is
+    /// non-empty.
     pub url: SecretString,
+    /// The nodes of a RabbitMQ cluster (`KYCQ__AMQP__URLS`: comma-separated). Non-empty: every
+    /// connection goes to the first node that answers, in a rotating order, and a lost
+    /// connection is made again to another node.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub urls: Vec<SecretString>,
     /// Unacknowledged deliveries per worker.
     pub prefetch: u16,
     /// `x-delivery-limit` of the work queue.
     pub delivery_limit: u32,
     /// Seconds to wait for a publisher confirm.
     pub confirm_timeout_secs: u64,
+}
+
+impl AmqpSettings {
+    /// The node URLs to connect to: `urls`, or `url` alone when `urls` is empty.
+    pub fn nodes(&self) -> Vec<SecretString> {
+        if self.urls.is_empty() {
+            vec![self.url.clone()]
+        } else {
+            self.urls.clone()
+        }
+    }
+
+    fn validate_nodes(&self) -> Result<(), ConfigError> {
+        url_with_scheme("amqp.url", self.url.expose_secret(), &["amqp", "amqps"])?;
+        let mut vhost = None;
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, u) in self.urls.iter().enumerate() {
+            let entry = |reason: String| invalid("amqp.urls", format!("entry {}: {reason}", i + 1));
+            let parsed = url_with_scheme("amqp.urls", u.expose_secret(), &["amqp", "amqps"])
+                .map_err(|e| match e {
+                    ConfigError::Invalid { reason, .. } => entry(reason),
+                    e => e,
+                })?;
+            let port = parsed.port().unwrap_or(if parsed.scheme() == "amqps" {
+                5671
+            } else {
+                5672
+            });
+            if !seen.insert((parsed.host_str().unwrap_or("").to_owned(), port)) {
+                return Err(entry(
+                    "names the same host and port as an earlier entry".into(),
+                ));
+            }
+            // One cluster, one virtual host: entries that differ are a mistake.
+            let this = parsed.path().to_owned();
+            match &vhost {
+                None => vhost = Some(this),
+                Some(v) if *v != this => {
+                    return Err(entry(
+                        "names another virtual host than entry 1 (the nodes of one cluster \
+                         serve the same virtual host)"
+                            .into(),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[topology]`.
@@ -987,11 +1042,7 @@ impl Settings {
 
     /// Checks that types alone cannot express. Every error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        url_with_scheme(
-            "amqp.url",
-            self.amqp.url.expose_secret(),
-            &["amqp", "amqps"],
-        )?;
+        self.amqp.validate_nodes()?;
         url_with_scheme(
             "database.url",
             self.database.url.expose_secret(),
@@ -1465,6 +1516,31 @@ mod tests {
             hide_values(r#"invalid type: string "a"b", expected x for key `pii`"#),
             r#"invalid type: a text value (not shown), expected x for key `pii`"#
         );
+    }
+
+    #[test]
+    fn amqp_urls_is_a_comma_separated_node_list() {
+        let s = load(&[(
+            "KYCQ__AMQP__URLS",
+            "amqp://u:nodepass1@10.0.0.1:5672/%2f, amqp://u:nodepass1@10.0.0.2:5672/%2f",
+        )])
+        .unwrap();
+        assert_eq!(s.amqp.nodes().len(), 2);
+        assert!(!format!("{s:?}").contains("nodepass1"));
+        // Without a list, the one node of `amqp.url`.
+        assert_eq!(load(&[]).unwrap().amqp.nodes().len(), 1);
+        for (urls, why) in [
+            ("amqp://a:5672/%2f,http://b:5672/%2f", "entry 2: scheme"),
+            ("amqp://a:5672/%2f,amqp://a/%2f", "same host and port"),
+            ("amqp://a:5672/%2f,amqp://b:5672/other", "virtual host"),
+        ] {
+            let e = load(&[("KYCQ__AMQP__URLS", urls)]).unwrap_err().to_string();
+            assert!(
+                e.contains("amqp.urls") && e.contains("KYCQ__AMQP__URLS"),
+                "{e}"
+            );
+            assert!(e.contains(why), "{e}");
+        }
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub async fn start_worker(
     .context("database.url")?;
     http_guard.disarm();
     let cfg = ConsumerConfig {
-        amqp_url: settings.amqp.url.clone(),
+        amqp_urls: settings.amqp.nodes(),
         names: settings.topology.names(),
         prefetch: settings.amqp.prefetch,
         delivery_limit: settings.amqp.delivery_limit,

@@ -56,6 +56,84 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
     Ok(Connection::connect(url, props).await?)
 }
 
+/// How long one node may take to accept a connection before the next one is tried (a node
+/// whose host is down does not refuse: it never answers).
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the next [`connect_any`] starts in the node list: seeded per process (so workers
+/// spread over the nodes) and moved on by every call (so a reconnection after a node stops
+/// tries another node first).
+static NEXT_NODE: std::sync::OnceLock<std::sync::atomic::AtomicUsize> = std::sync::OnceLock::new();
+
+/// The order [`connect_any`] tries `n` nodes in: every node once, starting at a rotating
+/// position.
+pub fn node_order(n: usize) -> Vec<usize> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let next = NEXT_NODE.get_or_init(|| {
+        // Seeded per process (pid and clock): no two workers start on the same node by rule.
+        let seed = std::process::id() as usize
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos() as usize)
+                .unwrap_or(0);
+        std::sync::atomic::AtomicUsize::new(seed)
+    });
+    let start = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+    (0..n).map(|i| (start + i) % n).collect()
+}
+
+/// `host:port` of an AMQP URL, for logs (never its user or password).
+pub fn node_label(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let port = u
+                .port()
+                .unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 });
+            format!("{}:{port}", u.host_str().unwrap_or("?"))
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+/// Connect to the first node of a RabbitMQ cluster that answers, trying every node once in a
+/// rotating order ([`node_order`]); each gets [`NODE_CONNECT_TIMEOUT`]. The error is the last
+/// node's. Logs the node connected to (`host:port` only).
+pub async fn connect_any(
+    urls: &[secrecy::SecretString],
+    name: &str,
+) -> Result<Connection, BrokerError> {
+    use secrecy::ExposeSecret;
+    let mut last = None;
+    for i in node_order(urls.len()) {
+        let url = urls[i].expose_secret();
+        let node = node_label(url);
+        match tokio::time::timeout(NODE_CONNECT_TIMEOUT, connect(url, name)).await {
+            Ok(Ok(conn)) => {
+                if urls.len() > 1 {
+                    tracing::info!(node = %node, "connected to RabbitMQ");
+                }
+                return Ok(conn);
+            }
+            Ok(Err(e)) => {
+                if urls.len() > 1 {
+                    tracing::warn!(node = %node, error = %e, "RabbitMQ node unavailable; trying the next");
+                }
+                last = Some(e);
+            }
+            Err(_) => {
+                if urls.len() > 1 {
+                    tracing::warn!(node = %node, "RabbitMQ node did not answer in time; trying the next");
+                }
+                last = Some(BrokerError::Timeout(format!("connecting to {node}")));
+            }
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| BrokerError::Timeout("connecting: no RabbitMQ node configured".into())))
+}
+
 /// The work queue's arguments (docs/src/reference/contract.md, "Topology").
 pub fn work_queue_arguments(names: &Names, delivery_limit: u32) -> FieldTable {
     let mut t = FieldTable::default();
@@ -117,22 +195,33 @@ pub async fn declare_topology(
     let ch = conn.create_channel().await?;
     // The dead-letter queue is a classic durable queue: inspecting it (get + requeue) must never
     // count towards a delivery limit.
-    ch.queue_declare(
-        names.dead_queue.as_str().into(),
-        durable_queue,
-        FieldTable::default(),
-    )
-    .await
-    .map_err(|e| inequivalent(e, "queue", &names.dead_queue))?;
-    ch.queue_bind(
-        names.dead_queue.as_str().into(),
-        names.dead_exchange.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    let _ = ch.close(200, "ok".into()).await;
+    match ch
+        .queue_declare(
+            names.dead_queue.as_str().into(),
+            durable_queue,
+            FieldTable::default(),
+        )
+        .await
+    {
+        Ok(_) => {
+            ch.queue_bind(
+                names.dead_queue.as_str().into(),
+                names.dead_exchange.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let _ = ch.close(200, "ok".into()).await;
+        }
+        // A classic queue lives on one node of a cluster: while that node is stopped the queue
+        // (and its binding) exists but cannot be declared. The work goes on; dead-lettering
+        // waits for the node (https://www.rabbitmq.com/docs/clustering).
+        Err(e) if home_node_down(&e) => {
+            tracing::warn!(queue = %names.dead_queue, error = %e, "the dead-letter queue's RabbitMQ node is down: going on without declaring it; dead letters wait until that node is back");
+        }
+        Err(e) => return Err(inequivalent(e, "queue", &names.dead_queue)),
+    }
     let ch = conn.create_channel().await?;
     ch.queue_declare(
         names.work_queue.as_str().into(),
@@ -206,6 +295,14 @@ async fn declare_wait_queue(conn: &Connection, names: &Names) -> Result<(), Brok
     .await?;
     let _ = ch.close(200, "ok".into()).await;
     Ok(())
+}
+
+/// The broker's answer for a durable classic queue whose node is down (404 `NOT_FOUND - home
+/// node … is down or inaccessible`).
+fn home_node_down(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(p)
+        if matches!(p.kind(), AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+            && p.get_message().as_str().contains("home node"))
 }
 
 fn inequivalent(e: lapin::Error, kind: &'static str, name: &str) -> BrokerError {
@@ -361,7 +458,7 @@ async fn publish_and_confirm(
 /// broker close the whole connection; a full queue refuses publishes) closes at most this
 /// disposable connection, never the worker's.
 pub struct Replies {
-    url: secrecy::SecretString,
+    urls: Vec<secrecy::SecretString>,
     name: String,
     link: tokio::sync::Mutex<Option<(Connection, Channel)>>,
     timeout: Duration,
@@ -381,7 +478,7 @@ impl Replies {
             .as_ref()
             .is_some_and(|(c, ch)| c.status().connected() && ch.status().connected())
         {
-            let conn = connect(secrecy::ExposeSecret::expose_secret(&self.url), &self.name).await?;
+            let conn = connect_any(&self.urls, &self.name).await?;
             let channel = conn.create_channel().await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
@@ -419,12 +516,13 @@ impl Publisher {
         })
     }
 
-    /// The same publisher, sending `reply_to` replies on a disposable connection to `url`
-    /// whose failures are logged and counted, never returned: they never affect the stored
-    /// result, the result exchange, other requests or the ack.
-    pub fn with_replies(mut self, url: secrecy::SecretString, name: &str) -> Self {
+    /// The same publisher, sending `reply_to` replies on a disposable connection to one of
+    /// `urls` (the cluster's nodes, [`connect_any`]) whose failures are logged and counted,
+    /// never returned: they never affect the stored result, the result exchange, other
+    /// requests or the ack.
+    pub fn with_replies(mut self, urls: Vec<secrecy::SecretString>, name: &str) -> Self {
         self.replies = Some(Arc::new(Replies {
-            url,
+            urls,
             name: format!("{name} replies"),
             link: tokio::sync::Mutex::new(None),
             timeout: self.confirm_timeout.min(Duration::from_secs(5)),
@@ -631,5 +729,35 @@ pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
         AMQPValue::LongInt(i) => Some(i.to_string()),
         AMQPValue::LongLongInt(i) => Some(i.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_is_tried_once_and_each_call_starts_at_the_next() {
+        let a = node_order(3);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2]);
+        assert_eq!(a, (0..3).map(|i| (a[0] + i) % 3).collect::<Vec<_>>());
+        // (Other tests may move the shared start meanwhile: only the order's shape is checked.)
+        assert_eq!(node_order(1), vec![0]);
+        assert!(node_order(0).is_empty());
+    }
+
+    #[test]
+    fn a_node_shows_as_host_and_port_never_its_password() {
+        assert_eq!(
+            node_label("amqp://kycq:s3cret@rabbitmq-2.internal/%2f"),
+            "rabbitmq-2.internal:5672"
+        );
+        assert_eq!(
+            node_label("amqps://kycq:s3cret@10.0.0.3:5999/%2f"),
+            "10.0.0.3:5999"
+        );
+        assert!(!node_label("not a url :s3cret").contains("s3cret"));
     }
 }

@@ -321,8 +321,7 @@ impl Console {
         }
         *g = None;
         let connect = async {
-            let conn =
-                broker::connect(self.settings.amqp.url.expose_secret(), "kycq console").await?;
+            let conn = broker::connect_any(&self.settings.amqp.nodes(), "kycq console").await?;
             broker::declare_topology(&conn, &self.names, self.settings.amqp.delivery_limit).await?;
             let publisher = Publisher::new(
                 &conn,

@@ -287,7 +287,7 @@ pub async fn run(
     let postgres: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&admin)
         .await?;
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq bench").await?;
+    let conn = broker::connect_any(&settings.amqp.nodes(), "kycq bench").await?;
     let ctx = Ctx {
         settings,
         spec,

@@ -81,7 +81,7 @@ pub async fn run(mut settings: Settings, extra: usize) -> anyhow::Result<()> {
     let names = settings.topology.names();
 
     let worker = crate::startup::start_worker(&settings, shutdown.clone()).await?;
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq demo").await?;
+    let conn = broker::connect_any(&settings.amqp.nodes(), "kycq demo").await?;
     broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
     let publisher = Publisher::new(&conn, names.clone(), Duration::from_secs(30)).await?;
     let mut replies = ReplyQueue::open(&conn).await?;

@@ -207,8 +207,13 @@ pub async fn postgres(settings: &Settings) -> Vec<Check> {
 /// nothing is declared).
 pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
     const T: &str = "rabbitmq";
-    let conn = match timed(crate::broker::connect(
-        settings.amqp.url.expose_secret(),
+    let amqp_key = if settings.amqp.urls.is_empty() {
+        "amqp.url"
+    } else {
+        "amqp.urls"
+    };
+    let conn = match timed(crate::broker::connect_any(
+        &settings.amqp.nodes(),
         "kycq doctor",
     ))
     .await
@@ -220,7 +225,7 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
                 format!(
                     "no answer within {}s at {}",
                     CHECK_TIMEOUT.as_secs(),
-                    key("amqp.url")
+                    key(amqp_key)
                 ),
             )]
         }
@@ -231,14 +236,14 @@ pub async fn rabbitmq(settings: &Settings) -> Vec<Check> {
                 }
                 _ => format!(
                     "RabbitMQ does not answer at {}: {e} — start it, or fix the host and port",
-                    key("amqp.url")
+                    key(amqp_key)
                 ),
             };
             return vec![Check::failed(T, "connects", why)];
         }
         Some(Ok(c)) => c,
     };
-    let mut checks = vec![Check::ok(T, "connects", "amqp.url accepted")];
+    let mut checks = vec![Check::ok(T, "connects", format!("{amqp_key} accepted"))];
     let names = settings.topology.names();
     let mut missing = Vec::new();
     let exchanges = [

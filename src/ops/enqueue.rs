@@ -15,7 +15,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -913,7 +912,7 @@ pub async fn run(
     mut out: Option<&mut ResultsOut>,
 ) -> anyhow::Result<Tally> {
     let names = settings.topology.names();
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq enqueue").await?;
+    let conn = broker::connect_any(&settings.amqp.nodes(), "kycq enqueue").await?;
     broker::declare_topology(&conn, &names, settings.amqp.delivery_limit).await?;
     let publisher = Publisher::new(
         &conn,

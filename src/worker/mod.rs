@@ -28,8 +28,9 @@ pub use process::{Disposition, ProcessError, Processor};
 /// How the consumer connects and how much it takes at once.
 #[derive(Clone, Debug)]
 pub struct ConsumerConfig {
-    /// Broker URL.
-    pub amqp_url: secrecy::SecretString,
+    /// Broker URLs: one node, or the nodes of a cluster (the first that answers, in a rotating
+    /// order: a reconnection after a node stops goes to another, `broker::connect_any`).
+    pub amqp_urls: Vec<secrecy::SecretString>,
     /// Object names.
     pub names: Names,
     /// basic.qos prefetch.
@@ -221,8 +222,8 @@ async fn consume(
     semaphore: &Arc<Semaphore>,
     tasks: &mut JoinSet<()>,
 ) -> Result<Session, BrokerError> {
-    let conn = broker::connect(
-        secrecy::ExposeSecret::expose_secret(&cfg.amqp_url),
+    let conn = broker::connect_any(
+        &cfg.amqp_urls,
         &format!("kycq worker {}", processor.worker_id),
     )
     .await?;
@@ -232,7 +233,7 @@ async fn consume(
         Publisher::new(&conn, cfg.names.clone(), cfg.confirm_timeout)
             .await?
             .with_replies(
-                cfg.amqp_url.clone(),
+                cfg.amqp_urls.clone(),
                 &format!("kycq worker {}", processor.worker_id),
             ),
     );

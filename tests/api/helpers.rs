@@ -103,6 +103,11 @@ pub struct Options {
     /// the machine's two cores with the rest of the suite. It waits for the running tests to
     /// end, and tests that start meanwhile wait for it.
     pub exclusive: bool,
+    /// The nodes of a RabbitMQ cluster of the test's own (empty: the machine's broker at
+    /// [`AMQP_URL`]). The workers get all of them (`KYCQ__AMQP__URLS`); the topology is declared
+    /// through the first (its quorum queues' leader), and the test publishes and taps results
+    /// through the last — so the test can stop the first node and keep its tap.
+    pub amqp_urls: Vec<String>,
 }
 
 /// A test's hold on [`TURNS`].
@@ -139,6 +144,7 @@ impl Default for Options {
             },
             env: Vec::new(),
             exclusive: false,
+            amqp_urls: Vec::new(),
         }
     }
 }
@@ -195,18 +201,33 @@ impl TestApp {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        if !opts.amqp_urls.is_empty() {
+            env.insert("KYCQ__AMQP__URLS".into(), opts.amqp_urls.join(","));
+        }
         for (k, v) in opts.env {
             env.insert(k, v);
         }
         let settings =
             Settings::load_with(&config_dir(), None, Some(env.clone())).expect("test settings");
         let names = settings.topology.names();
-        let conn = broker::connect(AMQP_URL, &format!("kycq test {id}"))
+        let (declare_on, tap_on) = match (opts.amqp_urls.first(), opts.amqp_urls.last()) {
+            (Some(first), Some(last)) => (first.as_str(), last.as_str()),
+            _ => (AMQP_URL, AMQP_URL),
+        };
+        let conn = broker::connect(declare_on, &format!("kycq test {id}"))
             .await
             .expect("rabbitmq");
         broker::declare_topology(&conn, &names, settings.amqp.delivery_limit)
             .await
             .expect("topology");
+        let conn = if tap_on == declare_on {
+            conn
+        } else {
+            let _ = conn.close(200, "declared".into()).await;
+            broker::connect(tap_on, &format!("kycq test {id}"))
+                .await
+                .expect("rabbitmq")
+        };
         let publisher = Publisher::new(&conn, names.clone(), Duration::from_secs(10))
             .await
             .unwrap();

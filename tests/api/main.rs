@@ -19,6 +19,7 @@ mod helpers;
 mod monitoring;
 mod pipeline;
 mod process;
+mod rabbit_cluster;
 mod ratelimit;
 mod redis_cluster;
 mod schema;

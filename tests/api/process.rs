@@ -53,6 +53,7 @@ async fn sigterm_during_a_batch_then_restart_every_request_ends_with_exactly_one
             ("KYCQ__AMQP__PREFETCH".into(), "4".into()),
         ],
         exclusive: false,
+        amqp_urls: Vec::new(),
     })
     .await;
     let (mut worker, log) = app.spawn_worker_process(&[]);
@@ -136,6 +137,7 @@ async fn a_worker_killed_mid_call_never_calls_again_on_redelivery() {
             "10000".into(),
         )],
         exclusive: false,
+        amqp_urls: Vec::new(),
     })
     .await;
     let (mut first, _log) = app.spawn_worker_process(&[]);

@@ -552,6 +552,7 @@ async fn a_cold_start_on_a_backlog_holds_the_bound_from_the_first_call() {
             ..Options::default().sandbox
         },
         exclusive: true,
+        amqp_urls: Vec::new(),
     })
     .await;
     let mut times = backlog_through_three_workers(&mut app, n, 6000).await;

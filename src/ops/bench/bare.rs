@@ -89,7 +89,7 @@ pub async fn run(settings: &Settings, sandbox: &str, rate: f64, burst: u32) -> a
     let script = redis::Script::new(BUCKET_LUA);
     let bucket = format!("{}:bare-bucket", settings.redis.key_prefix);
     redis.load_script(BUCKET_LUA, &[&bucket]).await?;
-    let conn = broker::connect(settings.amqp.url.expose_secret(), "kycq bench bare worker").await?;
+    let conn = broker::connect_any(&settings.amqp.nodes(), "kycq bench bare worker").await?;
     let publisher = Publisher::new(
         &conn,
         names.clone(),
