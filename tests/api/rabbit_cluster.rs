@@ -17,7 +17,10 @@ use kycq::ops::loadgen::worst_window;
 use tokio::time::Instant;
 
 use crate::helpers::{free_port, unique, Options, TestApp};
-use crate::ratelimit::{ledger_times, publish_batch, stop_all, wait_calls, SEC};
+use crate::ratelimit::{
+    assert_one_stored_one_billed, ledger_times, publish_batch, stop_all, wait_calls, SEC,
+};
+use crate::redis_cluster::{fell_back_and_came_back, RedisCluster};
 
 /// A RabbitMQ command-line tool: the package's own script (so no `su` wrapper changes the
 /// user, and with it the Erlang cookie), else the one on PATH. Missing is a failure that says
@@ -292,26 +295,131 @@ fn connections(log: &Path, ports: &[u16]) -> Vec<u16> {
     out
 }
 
+/// Three `kycq worker` processes, each starting on a node of its own choosing, at least one of
+/// them on node `victim` (a worker elsewhere is started again until one is): the workers, and
+/// which of them are on `victim`.
+async fn workers_with_one_on(
+    app: &TestApp,
+    ports: &[u16],
+    victim: usize,
+) -> (Vec<(Child, PathBuf)>, Vec<usize>) {
+    let mut workers: Vec<(Child, PathBuf)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        while workers.len() < 3 {
+            workers.push(app.spawn_worker_process(&[]));
+        }
+        let mut placed = Vec::new();
+        while placed.len() < workers.len() {
+            assert!(Instant::now() < deadline, "workers did not connect");
+            placed = workers
+                .iter()
+                .filter_map(|(_, log)| connections(log, ports).first().copied())
+                .collect();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if placed.contains(&ports[victim]) {
+            break;
+        }
+        let (mut c, _) = workers.pop().unwrap();
+        stop_all(std::slice::from_mut(&mut c));
+    }
+    let on_victim = (0..workers.len())
+        .filter(|&w| connections(&workers[w].1, ports).first() == Some(&ports[victim]))
+        .collect();
+    (workers, on_victim)
+}
+
+/// Stop node `victim` and wait until every worker that was on it consumes from another node:
+/// how long after the stop began each did, and how long `rabbitmqctl shutdown` took.
+async fn stop_and_fail_over(
+    cluster: &mut RabbitCluster,
+    victim: usize,
+    workers: &[(Child, PathBuf)],
+    on_victim: &[usize],
+) -> (Vec<Duration>, Duration) {
+    let ports: Vec<u16> = (0..3).map(|i| cluster.port(i)).collect();
+    let stop_began = Instant::now();
+    let stopping = cluster.stop(victim);
+    let mut failovers = Vec::new();
+    for &w in on_victim {
+        let log = &workers[w].1;
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = connections(log, &ports);
+            if seen.len() >= 2 {
+                assert_ne!(seen[1], ports[victim], "reconnected to the stopped node");
+                failovers.push(stop_began.elapsed());
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "worker {w} did not reconnect: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stopping.join().expect("rabbitmqctl shutdown");
+    (failovers, stop_began.elapsed())
+}
+
+/// Every request of `ids` answered `completed`, and every copy of a result identical to the
+/// first. Results are published at least once (docs/src/reference/contract.md): a delivery
+/// whose result was confirmed but whose ack died with its node is redelivered and answered
+/// again from the stored result — the same result, never a second call. Returns how many
+/// copies came.
+async fn every_request_completed(app: &mut TestApp, ids: &[String]) -> usize {
+    let results = app.results_for(ids, Duration::from_secs(90)).await;
+    let mut copies = 0;
+    while let Some((_, r)) = app.next_result(Duration::from_millis(1500)).await {
+        assert!(
+            ids.contains(&r.request_id),
+            "a result for a request not sent"
+        );
+        copies += 1;
+    }
+    assert_eq!(results.len(), ids.len());
+    for (id, rs) in &results {
+        assert!(
+            rs.iter()
+                .all(|r| r.status == kycq::check::Status::Completed),
+            "{id}: {rs:?}"
+        );
+        let first = serde_json::to_value(&rs[0]).unwrap();
+        assert!(
+            rs.iter().all(|r| serde_json::to_value(r).unwrap() == first),
+            "{id}: differing results {rs:?}"
+        );
+        copies += rs.len() - 1;
+    }
+    copies
+}
+
+fn limit_env(rate: &str) -> Vec<(String, String)> {
+    vec![
+        ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC".into(), rate.into()),
+        ("KYCQ__PROVIDERS__TENCENT__BURST".into(), "1".into()),
+        ("KYCQ__WORKER__CONCURRENCY".into(), "4".into()),
+        ("KYCQ__AMQP__PREFETCH".into(), "4".into()),
+    ]
+}
+
 #[tokio::test]
 async fn a_rabbitmq_node_stopped_mid_batch_every_request_still_gets_exactly_one_result() {
     let began = std::time::Instant::now();
     let (rate, n) = (20.0, 200);
     // Exclusive before the cluster starts: booting three nodes is heavy for two cores.
-    let mut app_opts = Options {
-        env: vec![
-            ("KYCQ__PROVIDERS__TENCENT__RATE_PER_SEC".into(), "20".into()),
-            ("KYCQ__PROVIDERS__TENCENT__BURST".into(), "1".into()),
-            ("KYCQ__WORKER__CONCURRENCY".into(), "4".into()),
-            ("KYCQ__AMQP__PREFETCH".into(), "4".into()),
-        ],
-        exclusive: true,
-        ..Options::default()
-    };
     let turn = crate::helpers::alone().await;
     let mut cluster = RabbitCluster::start().await;
     drop(turn);
-    app_opts.amqp_urls = cluster.urls();
-    let mut app = TestApp::with(app_opts).await;
+    let mut app = TestApp::with(Options {
+        env: limit_env("20"),
+        exclusive: true,
+        amqp_urls: cluster.urls(),
+        ..Options::default()
+    })
+    .await;
     let ports: Vec<u16> = (0..3).map(|i| cluster.port(i)).collect();
     // The queues were declared through node 1: it leads them, and it is the one stopped. The
     // test's own tap is on node 3.
@@ -331,127 +439,102 @@ async fn a_rabbitmq_node_stopped_mid_batch_every_request_still_gets_exactly_one_
         app.publish(m).await;
     }
     let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
-    // Three workers, each starting on a node of its own choosing; at least one must be on the
-    // node that is stopped (a worker elsewhere is started again until one is).
-    let mut workers: Vec<(Child, PathBuf)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        while workers.len() < 3 {
-            workers.push(app.spawn_worker_process(&[]));
-        }
-        let mut placed = Vec::new();
-        while placed.len() < workers.len() {
-            assert!(Instant::now() < deadline, "workers did not connect");
-            placed = workers
-                .iter()
-                .filter_map(|(_, log)| connections(log, &ports).first().copied())
-                .collect();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if placed.contains(&ports[victim]) {
-            break;
-        }
-        let (mut c, _) = workers.pop().unwrap();
-        stop_all(std::slice::from_mut(&mut c));
-    }
-    let on_victim: Vec<usize> = (0..workers.len())
-        .filter(|&w| connections(&workers[w].1, &ports).first() == Some(&ports[victim]))
-        .collect();
+    let (workers, on_victim) = workers_with_one_on(&app, &ports, victim).await;
 
     let ledger = app.sandbox.ledger.clone();
     wait_calls(&ledger, 40).await;
     let stopped_at_calls = ledger.len();
-    let stop_began = Instant::now();
-    let stopping = cluster.stop(victim);
-    // Each worker that was on the stopped node connects again, to another node.
-    let mut failovers = Vec::new();
-    for &w in &on_victim {
-        let log = &workers[w].1;
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let seen = connections(log, &ports);
-            if seen.len() >= 2 {
-                assert_ne!(seen[1], ports[victim], "reconnected to the stopped node");
-                failovers.push(stop_began.elapsed());
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "worker {w} did not reconnect: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    stopping.join().expect("rabbitmqctl shutdown");
-    let stop_took = stop_began.elapsed();
-    // Results are published at least once (docs/src/reference/contract.md): a delivery whose
-    // result was confirmed but whose ack died with the node is redelivered and answered again
-    // from the stored result — the same result, never a second call.
-    let results = app.results_for(&ids, Duration::from_secs(90)).await;
-    let late = {
-        let mut more = 0;
-        while let Some((_, r)) = app.next_result(Duration::from_millis(1500)).await {
-            assert!(
-                ids.contains(&r.request_id),
-                "a result for a request not sent"
-            );
-            more += 1;
-        }
-        more
-    };
+    let (failovers, stop_took) =
+        stop_and_fail_over(&mut cluster, victim, &workers, &on_victim).await;
+    let copies = every_request_completed(&mut app, &ids).await;
     let mut children: Vec<Child> = workers.into_iter().map(|(c, _)| c).collect();
     stop_all(&mut children);
 
-    assert_eq!(results.len(), n);
-    let mut copies = 0;
-    for (id, rs) in &results {
-        assert!(
-            rs.iter()
-                .all(|r| r.status == kycq::check::Status::Completed),
-            "{id}: {rs:?}"
-        );
-        let first = serde_json::to_value(&rs[0]).unwrap();
-        assert!(
-            rs.iter().all(|r| serde_json::to_value(r).unwrap() == first),
-            "{id}: differing results {rs:?}"
-        );
-        copies += rs.len() - 1;
-    }
     // (Every result is `completed`, one stored row each: nothing was dead-lettered. The
     // dead-letter queue itself is a classic queue on the stopped node, unreadable meanwhile.)
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM checks")
-            .fetch_one(app.db().await)
-            .await
-            .unwrap();
-    assert_eq!(
-        (rows, distinct),
-        (n as i64, n as i64),
-        "one stored result per request"
-    );
-    let entries = app.sandbox.ledger.entries();
-    assert_eq!(entries.len(), n, "one vendor call per request");
-    let mut people: Vec<_> = entries
-        .iter()
-        .filter(|e| e.billed)
-        .map(|e| e.subject_key.clone().expect("an ID number"))
-        .collect();
-    assert_eq!(people.len(), n, "every call billed once");
-    people.sort();
-    people.dedup();
-    assert_eq!(people.len(), n, "nobody billed twice");
+    assert_one_stored_one_billed(&app, n).await;
     let mut times = ledger_times(&app, "tencent");
     let worst = worst_window(&mut times, SEC);
     eprintln!(
-        "rabbitmq node stop: {} of 3 workers on the stopped node (the queues' leader) after {stopped_at_calls} calls; `rabbitmqctl shutdown` took {} ms; consuming from another node {:?} ms after the stop began; {} republished copies of stored results ({late} after the batch); worst 1 s window {worst} calls (R = {rate}, bound R + 3); test {} s",
+        "rabbitmq node stop: {} of 3 workers on the stopped node (the queues' leader) after {stopped_at_calls} calls; `rabbitmqctl shutdown` took {} ms; consuming from another node {:?} ms after the stop began; {copies} republished copies of stored results; worst 1 s window {worst} calls (R = {rate}, bound R + 3); test {} s",
         on_victim.len(),
         stop_took.as_millis(),
         failovers.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
-        copies + late,
         began.elapsed().as_secs()
     );
     assert!(worst <= rate as usize + 3, "{worst} calls in a 1 s window");
     app.cleanup().await;
     drop(cluster);
+}
+
+/// Both clusters at once, as a production deployment runs them: the workers are given the
+/// three RabbitMQ nodes and the Redis Cluster's seeds; the RabbitMQ node leading the queues is
+/// stopped mid-batch, then the Redis master owning the bucket is killed. Every request still
+/// gets exactly one result and one billed call, and the vendor never sees more than the
+/// limit's bound (the fallback share of each of the three workers is a third of the rate).
+#[tokio::test]
+async fn a_rabbitmq_node_and_a_redis_master_lost_mid_batch_every_request_one_result_one_bill() {
+    let began = std::time::Instant::now();
+    let (rate, n) = (20.0, 240);
+    let turn = crate::helpers::alone().await;
+    let mut rabbit = RabbitCluster::start().await;
+    let mut redis = RedisCluster::start().await;
+    drop(turn);
+    let mut env = limit_env("20");
+    env.extend([
+        (
+            "KYCQ__PROVIDERS__TENCENT__FALLBACK_SHARE".into(),
+            "0.3333".into(),
+        ),
+        ("KYCQ__REDIS__CLUSTER_URLS".into(), redis.urls().join(",")),
+        ("KYCQ__REDIS__PROBE_INTERVAL_MS".into(), "300".into()),
+    ]);
+    let mut app = TestApp::with(Options {
+        env,
+        exclusive: true,
+        amqp_urls: rabbit.urls(),
+        ..Options::default()
+    })
+    .await;
+    let key = kycq::ratelimit::bucket_key(&app.settings.redis.key_prefix, "tencent", None);
+    let slot = kycq::ratelimit::conn::key_slot(&key);
+    let owner = redis.master_of_slot(slot).await.unwrap();
+    let ports: Vec<u16> = (0..3).map(|i| rabbit.port(i)).collect();
+    let batch = publish_batch(n, 9400);
+    for m in &batch {
+        app.publish(m).await;
+    }
+    let ids: Vec<String> = batch.iter().map(|m| m.request_id.clone()).collect();
+    let (workers, on_victim) = workers_with_one_on(&app, &ports, 0).await;
+
+    let ledger = app.sandbox.ledger.clone();
+    wait_calls(&ledger, 40).await;
+    let (failovers, _) = stop_and_fail_over(&mut rabbit, 0, &workers, &on_victim).await;
+    wait_calls(&ledger, 100).await;
+    redis.kill(owner);
+    let killed = Instant::now();
+    let promoted = redis
+        .wait_promoted(slot, owner, Duration::from_secs(8))
+        .await;
+    let promotion = killed.elapsed();
+    let copies = every_request_completed(&mut app, &ids).await;
+    let logs: Vec<PathBuf> = workers.iter().map(|(_, log)| log.clone()).collect();
+    let mut children: Vec<Child> = workers.into_iter().map(|(c, _)| c).collect();
+    stop_all(&mut children);
+
+    assert_one_stored_one_billed(&app, n).await;
+    fell_back_and_came_back(&logs);
+    let mut times = ledger_times(&app, "tencent");
+    let worst = worst_window(&mut times, SEC);
+    eprintln!(
+        "rabbitmq node and redis master lost: {} of 3 workers on the stopped RabbitMQ node, consuming from another node {:?} ms after the stop began; Redis master {owner} killed at 100 calls, replica {promoted} promoted after {} ms; {copies} republished copies of stored results; worst 1 s window {worst} calls (R = {rate}, bound R + 3); test {} s",
+        on_victim.len(),
+        failovers.iter().map(|d| d.as_millis()).collect::<Vec<_>>(),
+        promotion.as_millis(),
+        began.elapsed().as_secs()
+    );
+    assert!(worst <= rate as usize + 3, "{worst} calls in a 1 s window");
+    app.cleanup().await;
+    drop(redis);
+    drop(rabbit);
 }

@@ -573,6 +573,32 @@ async fn a_cold_start_on_a_backlog_holds_the_bound_from_the_first_call() {
     app.cleanup().await;
 }
 
+/// After a batch of `n` different people: one stored row per request and one vendor call each,
+/// billed once — nobody billed twice (judged from the database and the sandbox's ledger).
+pub(crate) async fn assert_one_stored_one_billed(app: &TestApp, n: usize) {
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM checks")
+            .fetch_one(app.db().await)
+            .await
+            .unwrap();
+    assert_eq!(
+        (rows, distinct),
+        (n as i64, n as i64),
+        "one stored result per request"
+    );
+    let entries = app.sandbox.ledger.entries();
+    assert_eq!(entries.len(), n, "one vendor call per request");
+    let mut people: Vec<_> = entries
+        .iter()
+        .filter(|e| e.billed)
+        .map(|e| e.subject_key.clone().expect("an ID number"))
+        .collect();
+    assert_eq!(people.len(), n, "every call billed once");
+    people.sort();
+    people.dedup();
+    assert_eq!(people.len(), n, "nobody billed twice");
+}
+
 pub(crate) async fn wait_calls(ledger: &kycq::sandbox::Ledger, k: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while ledger.len() < k {

@@ -20,7 +20,8 @@ use tokio::time::Instant;
 
 use crate::helpers::{free_port, unique, Options, TestApp};
 use crate::ratelimit::{
-    drive, ledger_times, publish_batch, rate_within, spec, stop_all, wait_calls, SEC,
+    assert_one_stored_one_billed, drive, ledger_times, publish_batch, rate_within, spec, stop_all,
+    wait_calls, SEC,
 };
 
 /// One `redis-server` process of a test's own; killed on drop.
@@ -643,6 +644,21 @@ async fn the_master_owning_the_bucket_killed_mid_run_limiters_fall_back_then_sha
     assert!(back >= 0.9 * rate, "{back:.1}/s back on the shared bucket");
 }
 
+/// Each worker went down to its share and came back (the log lines operators alert on).
+pub(crate) fn fell_back_and_came_back(logs: &[std::path::PathBuf]) {
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        let down = text
+            .matches("redis unreachable: rate limits fall back")
+            .count();
+        let up = text
+            .matches("redis answers again: rate limits are shared again")
+            .count();
+        assert!(down >= 1, "{text}");
+        assert_eq!(down, up, "every fallback ended: {text}");
+    }
+}
+
 #[tokio::test]
 async fn cluster_master_killed_mid_batch_every_request_still_gets_exactly_one_result() {
     let mut cluster = RedisCluster::start().await;
@@ -702,41 +718,10 @@ async fn cluster_master_killed_mid_batch_every_request_still_gets_exactly_one_re
     app.assert_no_result_within(Duration::from_millis(500))
         .await;
     assert!(app.dead_letters().await.is_empty());
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT request_id) FROM checks")
-            .fetch_one(app.db().await)
-            .await
-            .unwrap();
-    assert_eq!(
-        (rows, distinct),
-        (n as i64, n as i64),
-        "one stored result per request"
-    );
-    // Every request is a different person: one billed call per person, none twice.
-    let entries = app.sandbox.ledger.entries();
-    assert_eq!(entries.len(), n, "one vendor call per request");
-    let mut people: Vec<_> = entries
-        .iter()
-        .filter(|e| e.billed)
-        .map(|e| e.subject_key.clone().expect("an ID number"))
-        .collect();
-    assert_eq!(people.len(), n, "every call billed once");
-    people.sort();
-    people.dedup();
-    assert_eq!(people.len(), n, "nobody billed twice");
+    // Every request is a different person.
+    assert_one_stored_one_billed(&app, n).await;
 
-    // Each worker went down to its share and came back (the log lines operators alert on).
-    for log in &logs {
-        let text = std::fs::read_to_string(log).unwrap();
-        let down = text
-            .matches("redis unreachable: rate limits fall back")
-            .count();
-        let up = text
-            .matches("redis answers again: rate limits are shared again")
-            .count();
-        assert!(down >= 1, "{text}");
-        assert_eq!(down, up, "every fallback ended: {text}");
-    }
+    fell_back_and_came_back(&logs);
     let mut times = ledger_times(&app, "tencent");
     let worst = worst_window(&mut times, SEC);
     eprintln!(
