@@ -3,7 +3,8 @@
 //! left alone): three `kycq worker` processes are given the three node URLs, the node that
 //! leads the quorum queues is stopped mid-batch, the workers that were on it reconnect to
 //! another node — and every request still gets exactly one stored result, one vendor call,
-//! within the rate bound.
+//! within the rate bound. A second test runs the workers on a 3-master Redis Cluster as well
+//! and, after the RabbitMQ node, kills the Redis master that owns the bucket.
 //!
 //! Clustering: <https://www.rabbitmq.com/docs/clustering>; quorum queues:
 //! <https://www.rabbitmq.com/docs/quorum-queues>; the environment variables a node reads:
