@@ -1052,6 +1052,22 @@ impl SlotGate<'_> {
     fn refuse(&self, why: Refused) {
         *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
     }
+
+    /// Take and wait for a fresh slot (the one in use cannot be used); refused when the worker
+    /// stops meanwhile (`while_` says what it was doing).
+    async fn fresh_slot(&self, while_: &str) -> Result<(), String> {
+        if self
+            .processor
+            .admit(self.provider, self.action, self.stop)
+            .await
+            .is_none()
+        {
+            self.refuse(Refused::Stopped);
+            return Err(format!("the worker stopped while {while_}"));
+        }
+        *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -1081,16 +1097,7 @@ impl Gate for SlotGate<'_> {
                     _ = self.stop.cancelled() => continue,
                     _ = tokio::time::sleep_until(until) => {}
                 }
-                if self
-                    .processor
-                    .admit(provider, action, self.stop)
-                    .await
-                    .is_none()
-                {
-                    self.refuse(Refused::Stopped);
-                    return Err("the worker stopped while waiting out a pause".into());
-                }
-                *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                self.fresh_slot("waiting out a pause").await?;
                 continue;
             }
             let admitted = *self.admitted.lock().unwrap_or_else(|p| p.into_inner());
@@ -1105,16 +1112,7 @@ impl Gate for SlotGate<'_> {
                 late_ms = late.as_millis() as u64,
                 "the slot's margin passed before the call could leave: taking a fresh slot"
             );
-            if self
-                .processor
-                .admit(provider, action, self.stop)
-                .await
-                .is_none()
-            {
-                self.refuse(Refused::Stopped);
-                return Err("the worker stopped while waiting for a fresh slot".into());
-            }
-            *self.admitted.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            self.fresh_slot("waiting for a fresh slot").await?;
         }
     }
 }
